@@ -1,0 +1,76 @@
+//! What happened, before it is chained: produced by the ticket machine and the facade.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::id::{AgentId, PersonId, TicketId};
+use crate::timestamp::Timestamp;
+
+/// Who caused an audited event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    /// The proposing agent (bound by the host).
+    Agent(AgentId),
+    /// An authenticated reviewer (directory person id).
+    Reviewer(PersonId),
+    /// An authenticated operator (directory person id).
+    Operator(PersonId),
+    /// The policy engine.
+    Policy,
+    /// The library itself (expiry sweeps, lease expiry, delivery worker).
+    System,
+    /// Someone who could not be authenticated (refused callbacks); never trusted.
+    Unauthenticated,
+}
+
+/// One audited fact, not yet chained. The store assigns the sequence number and hashes.
+///
+/// `data` must never hold sensitive parameter values: use salted commitments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The ticket it concerns, if any.
+    pub ticket: Option<TicketId>,
+    /// When it happened (the writer's commit time for transitions).
+    pub at: Timestamp,
+    /// What happened: one of the [`kind`] constants.
+    pub kind: String,
+    /// Who caused it.
+    pub actor: Actor,
+    /// Details (a JSON object).
+    pub data: Value,
+}
+
+/// The audit event kinds the library writes.
+pub mod kind {
+    /// A proposal was recorded with its ruling.
+    pub const PROPOSED: &str = "proposed";
+    /// A reviewer's vote was counted.
+    pub const VOTED: &str = "voted";
+    /// A reviewer edited the action (approve with edits).
+    pub const EDITED: &str = "edited";
+    /// The ticket was approved (by policy or by quorum).
+    pub const APPROVED: &str = "approved";
+    /// The ticket was rejected (policy, reviewer, changes requested, frozen).
+    pub const REJECTED: &str = "rejected";
+    /// The review deadline or the grant's validity passed.
+    pub const EXPIRED: &str = "expired";
+    /// The requester or an operator cancelled the ticket.
+    pub const CANCELLED: &str = "cancelled";
+    /// An operator revoked an unused approval.
+    pub const REVOKED: &str = "revoked";
+    /// Execution began: a permit (lease) was issued.
+    pub const EXECUTION_STARTED: &str = "execution_started";
+    /// The execution lease was renewed.
+    pub const LEASE_RENEWED: &str = "lease_renewed";
+    /// Execution finished (succeeded or failed).
+    pub const EXECUTION_FINISHED: &str = "execution_finished";
+    /// The execution lease lapsed without an outcome; the ticket is unknown.
+    pub const LEASE_LOST: &str = "lease_lost";
+    /// An operator resolved an unknown outcome.
+    pub const RESOLVED: &str = "resolved";
+    /// The final check at begin failed; the ticket is stale.
+    pub const STALE: &str = "stale";
+    /// An event was refused (the data says which refusal).
+    pub const REFUSED: &str = "refused";
+}

@@ -1,0 +1,143 @@
+//! What can happen to a ticket.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::state::LeaseId;
+use crate::action::ActionDigest;
+use crate::audit::Actor;
+use crate::id::{GroupName, PersonId};
+use crate::policy::Ruling;
+use crate::timestamp::Timestamp;
+
+/// An authenticated reviewer: the directory's person id and groups.
+///
+/// Only an identity verifier should produce one from a credential; the facade's public reviewer
+/// API never accepts one ready-made.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Reviewer {
+    /// The directory person id.
+    pub person: PersonId,
+    /// The groups the person belongs to.
+    pub groups: BTreeSet<GroupName>,
+}
+
+/// A reviewer's answer. A typed value, never free text interpreted by a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Approve the action as proposed (or as last edited).
+    Approve,
+    /// Approve with edited parameters: the editor becomes a co-author, the edited action is
+    /// re-ruled and needs at least one other approver.
+    ApproveWithEdits {
+        /// The replacement parameters (a JSON object).
+        parameters: Value,
+    },
+    /// Reject.
+    Reject {
+        /// Why, for the agent.
+        feedback: String,
+    },
+    /// Ask the agent to revise and propose again.
+    RequestChanges {
+        /// What to change.
+        feedback: String,
+    },
+}
+
+/// How an execution ended, as reported by the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ExecutionOutcome {
+    /// It worked.
+    Succeeded {
+        /// What it returned (no sensitive values).
+        output: Value,
+    },
+    /// It failed.
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// An event applied to a ticket by [`apply`](super::apply).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A reviewer approves, rejects or requests changes.
+    Vote {
+        /// The authenticated reviewer.
+        reviewer: Reviewer,
+        /// Their verdict (not an edit: see [`Event::Edit`]).
+        verdict: Verdict,
+    },
+    /// A reviewer approves with edited parameters. The facade re-rules the edited action and
+    /// passes the ruling; the stricter of it and the ticket's ruling applies.
+    Edit {
+        /// The authenticated reviewer.
+        reviewer: Reviewer,
+        /// The replacement parameters.
+        parameters: Value,
+        /// The policy's ruling on the edited action.
+        ruling: Ruling,
+    },
+    /// The requester or an operator cancels.
+    Cancel {
+        /// Who.
+        by: Actor,
+        /// Why.
+        reason: String,
+    },
+    /// A sweep noticed a passed deadline (any other event does too).
+    Expire,
+    /// The final check and the start of execution.
+    Begin {
+        /// Digest of the action about to run.
+        digest: ActionDigest,
+        /// Observed values of the preconditions.
+        observed: BTreeMap<String, Value>,
+        /// The current policy's ruling on the action about to run.
+        current: Ruling,
+        /// The lease id the store issued.
+        lease: LeaseId,
+        /// When the lease lapses unless renewed.
+        lease_expires: Timestamp,
+    },
+    /// Extend the execution lease.
+    Renew {
+        /// The lease id of the permit.
+        lease: LeaseId,
+        /// The new expiry.
+        lease_expires: Timestamp,
+    },
+    /// Record the execution's outcome.
+    Finish {
+        /// The lease id of the permit.
+        lease: LeaseId,
+        /// How it ended.
+        outcome: ExecutionOutcome,
+    },
+    /// The lease lapsed without an outcome.
+    LeaseLost {
+        /// The lapsed lease.
+        lease: LeaseId,
+    },
+    /// An operator records the outcome of an unknown ticket.
+    Resolve {
+        /// The operator.
+        operator: PersonId,
+        /// What happened.
+        outcome: ExecutionOutcome,
+    },
+    /// An operator withdraws an approval that has not been used.
+    Revoke {
+        /// The operator.
+        operator: PersonId,
+        /// Why.
+        reason: String,
+    },
+}
