@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// An instant: milliseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An instant: milliseconds since 1970-01-01T00:00:00Z. The default is the epoch.
+#[derive(Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_unix_millis(1_000);
-        assert_eq!(t.saturating_add(Duration::from_secs(1)).as_unix_millis(), 2_000);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(1)).as_unix_millis(),
+            2_000
+        );
         assert_eq!(
             Timestamp::from_unix_millis(i64::MAX).saturating_add(Duration::from_secs(1)),
             Timestamp::from_unix_millis(i64::MAX)

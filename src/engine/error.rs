@@ -1,0 +1,169 @@
+//! Errors of the facade, one enum per operation, all converting into [`Error`].
+
+use crate::backend::{IdentityError, StoreError};
+use crate::id::TicketId;
+use crate::ticket::{Refusal, StateName};
+
+/// Why a proposal was not recorded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// Proposals are frozen by an operator's kill switch (audited).
+    #[error("proposals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The agent exceeded its proposal rate limit.
+    #[error("agent exceeded its proposal rate limit")]
+    RateLimited,
+    /// The idempotency key was used before for a different action; nothing was written.
+    #[error("idempotency key was used for a different action (ticket {existing})")]
+    IdempotencyConflict {
+        /// The ticket recorded under the key.
+        existing: TicketId,
+    },
+    /// The identity directory failed while resolving the requester's principal.
+    #[error("identity directory failed")]
+    Identity(#[source] IdentityError),
+    /// The store failed; nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a reviewer's or operator's decision was not applied. Every variant except
+/// [`DecideError::Store`] is also recorded in the audit trail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// The credential was not accepted.
+    #[error("credential refused")]
+    Unauthenticated(#[source] IdentityError),
+    /// The authenticated person is not an operator.
+    #[error("`{person}` is not an operator")]
+    NotOperator {
+        /// Who tried.
+        person: String,
+    },
+    /// No such ticket.
+    #[error("ticket {0} not found")]
+    NotFound(TicketId),
+    /// The ticket's action, requirements or state changed since the version the caller saw.
+    #[error("ticket changed since version {expected} (now {current}): review it again")]
+    StaleVersion {
+        /// What the caller saw.
+        expected: u64,
+        /// The current version.
+        current: u64,
+    },
+    /// The ticket machine refused (already decided, expired, not eligible, self-approval…).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed; nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why `begin`, `renew` or `finish` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError {
+    /// No such ticket.
+    #[error("ticket {0} not found")]
+    NotFound(TicketId),
+    /// The final check or the lease check refused; for a failed final check the ticket is now
+    /// `Stale` (see the refusal).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The action has preconditions but none were observed (use `run_with`).
+    #[error("the action has preconditions; observe them and use `run_with`")]
+    PreconditionsNotObserved,
+    /// The store failed. For `finish`, the outcome was not recorded: call it again.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why `wait` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// No such ticket.
+    #[error("ticket {0} not found")]
+    NotFound(TicketId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an audit verification failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The chain is broken: names the first bad event.
+    #[error(transparent)]
+    Chain(#[from] crate::audit::VerifyError),
+    /// No checkpoint key was configured.
+    #[error("no checkpoint key configured")]
+    NoCheckpointKey,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What [`run`](crate::AgentHandle::run) can end with, besides the closure's own error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError<E> {
+    /// The proposal was not recorded.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// Policy denied it, or a reviewer rejected it / asked for changes.
+    #[error("not approved ({state}): {reason}")]
+    NotApproved {
+        /// The ticket.
+        ticket: TicketId,
+        /// Its final state.
+        state: StateName,
+        /// Why (deny reason, reviewer feedback, "expired", …).
+        reason: String,
+    },
+    /// Nobody decided within the wait timeout; the ticket is still pending.
+    #[error("still pending after the wait timeout (ticket {0})")]
+    StillPending(TicketId),
+    /// Waiting failed.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    /// The final check failed or execution could not be recorded.
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    /// The action itself failed (recorded as `Failed`).
+    #[error("the action failed")]
+    Action(#[source] E),
+}
+
+/// Any error of this crate's facade.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`ProposeError`].
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// See [`DecideError`].
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    /// See [`ExecuteError`].
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    /// See [`WaitError`].
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    /// See [`AuditError`].
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A store failure outside the operations above.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The builder was missing a part.
+    #[error("handoff builder: {0}")]
+    Build(&'static str),
+}

@@ -1,0 +1,384 @@
+//! The facade: [`Handoff`] wires the ports together and exposes the agent, reviewer and
+//! operator APIs. It is the only layer that touches backends; every decision about a ticket
+//! is made by the pure [`ticket`](crate::ticket) machine.
+
+mod agent;
+mod error;
+mod operator;
+mod review;
+mod waiters;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::audit::{Actor, AuditRecord, CheckpointKey};
+use crate::backend::{
+    lock, Clock, DecisionRow, IdentityVerifier, Store, StoreError, SystemClock, TicketWrite, Write,
+};
+use crate::id::{AgentId, GroupName, TicketId};
+use crate::policy::PolicyEngine;
+use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
+use crate::timestamp::Timestamp;
+
+pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
+pub use error::{
+    AuditError, DecideError, Error, ExecuteError, ProposeError, RunError, WaitError,
+};
+pub use operator::{AuditReport, FreezeScope, Health};
+pub use review::TicketDetails;
+
+use waiters::Waiters;
+
+/// How many times a transition is recomputed after losing a compare-and-swap race.
+const MAX_RACES: usize = 32;
+
+/// Limits and timings of a [`Handoff`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long an execution permit's lease lasts before it must be renewed (default 5 min).
+    pub lease_ttl: Duration,
+    /// Proposals per agent per minute (default 600; 0 disables the limit).
+    pub proposals_per_minute: u32,
+    /// Longest pause between store polls while waiting on a ticket that another process may
+    /// decide (default 2 s). Same-process decisions wake waiters at once.
+    pub max_poll_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(300),
+            proposals_per_minute: 600,
+            max_poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The human-approval gate. Cheap to clone; clones share everything.
+///
+/// Build one with [`Handoff::builder`]; give each agent a handle with [`Handoff::agent`].
+#[derive(Clone)]
+pub struct Handoff {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    policy: Arc<dyn PolicyEngine>,
+    identity: Arc<dyn IdentityVerifier>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    operator_group: GroupName,
+    checkpoint_key: Option<CheckpointKey>,
+    origin: String,
+    waiters: Arc<Waiters>,
+    freezes: Mutex<operator::Freezes>,
+    buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
+}
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handoff")
+            .field("store", &self.inner.store)
+            .field("policy", &self.inner.policy.policy_ref())
+            .field("identity", &self.inner.identity)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Handoff`]. Store, policy and identity verifier are required.
+#[must_use]
+pub struct HandoffBuilder {
+    store: Option<Arc<dyn Store>>,
+    policy: Option<Arc<dyn PolicyEngine>>,
+    identity: Option<Arc<dyn IdentityVerifier>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    operator_group: Option<GroupName>,
+    checkpoint_key: Option<CheckpointKey>,
+    origin: String,
+}
+
+impl fmt::Debug for HandoffBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoffBuilder").finish_non_exhaustive()
+    }
+}
+
+impl Handoff {
+    /// Starts a builder.
+    pub fn builder() -> HandoffBuilder {
+        HandoffBuilder {
+            store: None,
+            policy: None,
+            identity: None,
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            operator_group: None,
+            checkpoint_key: None,
+            origin: "agent-handoff".into(),
+        }
+    }
+
+    /// The clock the engine reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+}
+
+impl HandoffBuilder {
+    /// The durable store (required).
+    pub fn store(mut self, store: impl Store + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A store shared with other components.
+    pub fn shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The policy engine (required).
+    pub fn policy(mut self, policy: impl PolicyEngine + 'static) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The identity verifier for reviewers, operators and principals (required).
+    pub fn identity(mut self, identity: impl IdentityVerifier + 'static) -> Self {
+        self.identity = Some(Arc::new(identity));
+        self
+    }
+
+    /// The clock (default [`SystemClock`]). Use the same clock for the store.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A clock shared with the store.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Limits and timings.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The directory group whose members may use operator controls (default `operators`).
+    pub fn operator_group(mut self, group: GroupName) -> Self {
+        self.operator_group = Some(group);
+        self
+    }
+
+    /// The key that signs audit checkpoints, and the origin line they carry.
+    pub fn checkpoint_key(mut self, origin: impl Into<String>, key: CheckpointKey) -> Self {
+        self.origin = origin.into();
+        self.checkpoint_key = Some(key);
+        self
+    }
+
+    /// Builds the engine and subscribes to the store's commit notifications.
+    pub fn build(self) -> Result<Handoff, Error> {
+        let store = self.store.ok_or(Error::Build("a store is required"))?;
+        let policy = self.policy.ok_or(Error::Build("a policy engine is required"))?;
+        let identity = self
+            .identity
+            .ok_or(Error::Build("an identity verifier is required"))?;
+        let operator_group = match self.operator_group {
+            Some(g) => g,
+            None => GroupName::new("operators").map_err(|_| Error::Build("operator group"))?,
+        };
+        let waiters = Arc::new(Waiters::default());
+        let w = Arc::clone(&waiters);
+        store.on_commit(Arc::new(move |ids: &[TicketId]| w.changed(ids)));
+        Ok(Handoff {
+            inner: Arc::new(Inner {
+                store,
+                policy,
+                identity,
+                clock: self.clock,
+                limits: self.limits,
+                operator_group,
+                checkpoint_key: self.checkpoint_key,
+                origin: self.origin,
+                waiters,
+                freezes: Mutex::default(),
+                buckets: Mutex::default(),
+            }),
+        })
+    }
+}
+
+/// The result of driving one event through the machine and the store.
+pub(crate) enum Driven {
+    /// Committed (or a no-op repeat, with `committed == false`).
+    Applied {
+        ticket: Ticket,
+        committed: bool,
+    },
+    /// Refused by the machine; the refusal (and any forced change) was recorded.
+    Refused(Refusal),
+}
+
+/// Failure before the machine could rule.
+pub(crate) enum DriveError<E> {
+    NotFound(TicketId),
+    Pre(E),
+    Store(StoreError),
+}
+
+impl Inner {
+    /// Loads a ticket, builds an event for it, applies it and commits the result with
+    /// compare-and-swap; recomputes after a lost race or a passed deadline. Refusals are
+    /// committed too (audit rows, forced changes such as expiry or `Stale`).
+    pub(crate) async fn drive<E>(
+        &self,
+        id: TicketId,
+        decision: Option<(Option<crate::id::PersonId>, String)>,
+        mut event_for: impl FnMut(&Ticket, Timestamp) -> Result<Event, E>,
+    ) -> Result<Driven, DriveError<E>> {
+        let mut last_err = None;
+        for _ in 0..MAX_RACES {
+            let ticket = match self.store.ticket(id).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(DriveError::NotFound(id)),
+                Err(e) => return Err(DriveError::Store(e)),
+            };
+            let now = self.clock.now();
+            let event = event_for(&ticket, now).map_err(DriveError::Pre)?;
+            let limit = time_limit(&ticket).filter(|l| now < *l);
+            let decision_row = |refusal: Option<&Refusal>| {
+                decision.as_ref().map(|(person, verdict)| DecisionRow {
+                    ticket: id,
+                    person: person.clone(),
+                    verdict: verdict.clone(),
+                    refusal: refusal.map(refusal_name),
+                    at: now,
+                })
+            };
+            let (write, outcome) = match apply(&ticket, event, now) {
+                Ok(Transition {
+                    ticket: next,
+                    audit,
+                    ..
+                }) => {
+                    if next.version() == ticket.version() {
+                        return Ok(Driven::Applied {
+                            ticket: next,
+                            committed: false,
+                        });
+                    }
+                    let write = Write {
+                        ticket: Some(TicketWrite::Update {
+                            ticket: Box::new(next.clone()),
+                            expected_version: ticket.version(),
+                        }),
+                        decision: decision_row(None),
+                        audit,
+                        valid_before: limit,
+                        ..Write::default()
+                    };
+                    (
+                        write,
+                        Driven::Applied {
+                            ticket: next,
+                            committed: true,
+                        },
+                    )
+                }
+                Err(refused) => {
+                    let forced = refused.ticket.map(|t| TicketWrite::Update {
+                        ticket: Box::new(t),
+                        expected_version: ticket.version(),
+                    });
+                    let write = Write {
+                        valid_before: if forced.is_some() { limit } else { None },
+                        ticket: forced,
+                        decision: decision_row(Some(&refused.refusal)),
+                        audit: refused.audit,
+                        ..Write::default()
+                    };
+                    (write, Driven::Refused(refused.refusal))
+                }
+            };
+            match self.store.commit(write).await {
+                Ok(_) => return Ok(outcome),
+                Err(e @ (StoreError::VersionConflict { .. } | StoreError::TooLate { .. })) => {
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(DriveError::Store(e)),
+            }
+        }
+        Err(DriveError::Store(last_err.unwrap_or(StoreError::Closed)))
+    }
+
+    /// Records audit rows that belong to no ticket change (refused credentials, freezes).
+    pub(crate) async fn audit_only(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        self.store
+            .commit(Write {
+                audit: records,
+                ..Write::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) fn refusal_record(
+        &self,
+        ticket: Option<TicketId>,
+        actor: Actor,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> AuditRecord {
+        AuditRecord {
+            ticket,
+            at: self.clock.now(),
+            kind: crate::audit::kind::REFUSED.to_owned(),
+            actor,
+            data: serde_json::json!({ "refusal": reason, "detail": detail }),
+        }
+    }
+}
+
+/// The instant after which a write computed on this ticket is no longer valid.
+fn time_limit(ticket: &Ticket) -> Option<Timestamp> {
+    match ticket.state() {
+        TicketState::Pending => ticket.deadline(),
+        TicketState::Approved(a) => Some(a.valid_until),
+        _ => None,
+    }
+}
+
+/// A short stable name for a refusal, for decision rows.
+pub(crate) fn refusal_name(refusal: &Refusal) -> String {
+    let debug = format!("{refusal:?}");
+    let name: String = debug
+        .chars()
+        .take_while(|c| c.is_alphanumeric())
+        .collect();
+    name
+}
+
+pub(crate) fn shared(inner: &Arc<Inner>) -> Arc<Inner> {
+    Arc::clone(inner)
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Handoff>();
+    let _ = lock::<u8>;
+}

@@ -1,0 +1,330 @@
+//! The operator side: kill switch, revoke, resolve, sweeping, audit verification, health.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{AuditError, DecideError};
+use super::{DriveError, Driven, Handoff, Inner};
+use crate::audit::{kind, Actor, AuditRecord, ChainHead, Checkpoint, Verifier};
+use crate::backend::{lock, Credential, StoreError, StoreHealth};
+use crate::id::{AgentId, TicketId};
+use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
+use crate::timestamp::Timestamp;
+
+/// What a kill switch freezes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "agent", rename_all = "snake_case")]
+pub enum FreezeScope {
+    /// Every agent.
+    All,
+    /// One agent.
+    Agent(AgentId),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Freezes {
+    all: Option<String>,
+    agents: BTreeMap<AgentId, String>,
+}
+
+impl Inner {
+    /// The freeze reason that applies to this agent, if any.
+    pub(crate) fn frozen(&self, agent: &AgentId) -> Option<String> {
+        let f = lock(&self.freezes);
+        f.all.clone().or_else(|| f.agents.get(agent).cloned())
+    }
+}
+
+/// The result of verifying the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Events verified.
+    pub events: u64,
+    /// The head after the last event.
+    pub head: ChainHead,
+    /// Size of the newest saved checkpoint that the chain was checked against, if any.
+    pub checkpoint_size: Option<u64>,
+}
+
+/// Engine health, for probes and dashboards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Store figures (pending, oldest pending, outbox backlog and dead rows, audit size).
+    pub store: StoreHealth,
+    /// Age of the oldest pending ticket, in milliseconds.
+    pub oldest_pending_age_ms: Option<u64>,
+    /// Whether all proposals are frozen.
+    pub frozen_all: bool,
+    /// Agents frozen individually.
+    pub frozen_agents: Vec<AgentId>,
+}
+
+/// Audit page size when streaming the chain.
+const PAGE: usize = 4096;
+
+impl Handoff {
+    async fn operator(
+        &self,
+        ticket: Option<TicketId>,
+        credential: &Credential,
+    ) -> Result<Reviewer, DecideError> {
+        let person = self.authenticate(ticket, credential).await?;
+        if person.groups.contains(&self.inner.operator_group) {
+            return Ok(person);
+        }
+        let record = self.inner.refusal_record(
+            ticket,
+            Actor::Reviewer(person.person.clone()),
+            "not_operator",
+            serde_json::Value::Null,
+        );
+        self.inner.audit_only(vec![record]).await?;
+        Err(DecideError::NotOperator {
+            person: person.person.to_string(),
+        })
+    }
+
+    /// Kill switch: from now on, proposals in `scope` are denied (and audited) until
+    /// [`unfreeze`](Self::unfreeze). Held in this process's memory: configure it again after a
+    /// restart (the audit trail records every change).
+    pub async fn freeze(
+        &self,
+        credential: &Credential,
+        scope: FreezeScope,
+        reason: &str,
+    ) -> Result<(), DecideError> {
+        let op = self.operator(None, credential).await?;
+        self.record_freeze(&op, &scope, Some(reason)).await?;
+        let mut f = lock(&self.inner.freezes);
+        match scope {
+            FreezeScope::All => f.all = Some(reason.to_owned()),
+            FreezeScope::Agent(a) => {
+                f.agents.insert(a, reason.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifts a freeze.
+    pub async fn unfreeze(
+        &self,
+        credential: &Credential,
+        scope: FreezeScope,
+    ) -> Result<(), DecideError> {
+        let op = self.operator(None, credential).await?;
+        self.record_freeze(&op, &scope, None).await?;
+        let mut f = lock(&self.inner.freezes);
+        match scope {
+            FreezeScope::All => f.all = None,
+            FreezeScope::Agent(a) => {
+                f.agents.remove(&a);
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_freeze(
+        &self,
+        op: &Reviewer,
+        scope: &FreezeScope,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .audit_only(vec![AuditRecord {
+                ticket: None,
+                at: self.inner.clock.now(),
+                kind: if reason.is_some() { "frozen" } else { "unfrozen" }.to_owned(),
+                actor: Actor::Operator(op.person.clone()),
+                data: serde_json::json!({ "scope": scope, "reason": reason }),
+            }])
+            .await
+    }
+
+    /// Withdraws an approval that has not been used.
+    pub async fn revoke(
+        &self,
+        ticket: TicketId,
+        credential: &Credential,
+        reason: &str,
+    ) -> Result<Ticket, DecideError> {
+        let op = self.operator(Some(ticket), credential).await?;
+        let reason = reason.to_owned();
+        self.operator_event(ticket, &op, "revoke", |_| Event::Revoke {
+            operator: op.person.clone(),
+            reason: reason.clone(),
+        })
+        .await
+    }
+
+    /// Records the outcome of a ticket whose execution lease lapsed (`Unknown`), after the
+    /// operator found out what happened.
+    pub async fn resolve(
+        &self,
+        ticket: TicketId,
+        credential: &Credential,
+        outcome: ExecutionOutcome,
+    ) -> Result<Ticket, DecideError> {
+        let op = self.operator(Some(ticket), credential).await?;
+        self.operator_event(ticket, &op, "resolve", |_| Event::Resolve {
+            operator: op.person.clone(),
+            outcome: outcome.clone(),
+        })
+        .await
+    }
+
+    /// Cancels any ticket as an operator.
+    pub async fn cancel_as_operator(
+        &self,
+        ticket: TicketId,
+        credential: &Credential,
+        reason: &str,
+    ) -> Result<Ticket, DecideError> {
+        let op = self.operator(Some(ticket), credential).await?;
+        let reason = reason.to_owned();
+        self.operator_event(ticket, &op, "cancel", |_| Event::Cancel {
+            by: Actor::Operator(op.person.clone()),
+            reason: reason.clone(),
+        })
+        .await
+    }
+
+    async fn operator_event(
+        &self,
+        ticket: TicketId,
+        op: &Reviewer,
+        what: &str,
+        event: impl Fn(&Ticket) -> Event,
+    ) -> Result<Ticket, DecideError> {
+        let driven = self
+            .inner
+            .drive::<DecideError>(
+                ticket,
+                Some((Some(op.person.clone()), what.to_owned())),
+                |t, _| Ok(event(t)),
+            )
+            .await;
+        match driven {
+            Ok(Driven::Applied { ticket, .. }) => Ok(ticket),
+            Ok(Driven::Refused(r)) => Err(DecideError::Refused(r)),
+            Err(DriveError::NotFound(id)) => Err(DecideError::NotFound(id)),
+            Err(DriveError::Pre(e)) => Err(e),
+            Err(DriveError::Store(e)) => Err(DecideError::Store(e)),
+        }
+    }
+
+    /// Persists every change due by time at or before now: pending tickets past their
+    /// deadline expire, unused grants past their validity expire, executions past their lease
+    /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
+    /// [`spawn_sweeper`](Self::spawn_sweeper).
+    pub async fn expire_due(&self) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        loop {
+            let now = self.inner.clock.now();
+            let due = self.inner.store.due(now, 256).await?;
+            if due.is_empty() {
+                return Ok(moved);
+            }
+            let n = due.len();
+            for id in due {
+                self.expire(id).await?;
+                moved += 1;
+            }
+            if n < 256 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Runs [`expire_due`](Self::expire_due) every `every` on the current tokio runtime until
+    /// the returned handle is aborted.
+    #[cfg(feature = "tokio")]
+    pub fn spawn_sweeper(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.expire_due().await {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+                let next = this.inner.clock.now().saturating_add(every);
+                this.inner.clock.sleep_until(next).await;
+            }
+        })
+    }
+
+    /// Verifies the whole audit chain from the store, page by page in constant memory, and
+    /// against the newest saved checkpoint if there is one.
+    pub async fn verify_audit(&self) -> Result<AuditReport, AuditError> {
+        let mut verifier = Verifier::new();
+        let mut from = 1;
+        loop {
+            let page = self.inner.store.audit_events(from, PAGE).await?;
+            let n = page.len();
+            for event in page {
+                from = event.seq() + 1;
+                verifier.push(&event)?;
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        let summary = verifier.finish();
+        let checkpoint = self.inner.store.latest_checkpoint().await?;
+        let mut checkpoint_size = None;
+        if let Some(cp) = checkpoint {
+            if let Some(key) = &self.inner.checkpoint_key {
+                cp.verify(std::slice::from_ref(key))?;
+            }
+            // The chain must still contain the checkpointed prefix unchanged.
+            let at = if cp.size() == 0 {
+                ChainHead::genesis()
+            } else {
+                let events = self.inner.store.audit_events(cp.size(), 1).await?;
+                match events.first() {
+                    Some(e) if e.seq() == cp.size() => ChainHead::new(e.seq(), *e.hash()),
+                    _ => ChainHead::new(0, [0; 32]),
+                }
+            };
+            cp.check_head(&at)?;
+            checkpoint_size = Some(cp.size());
+        }
+        Ok(AuditReport {
+            events: summary.count,
+            head: summary.head,
+            checkpoint_size,
+        })
+    }
+
+    /// Signs the current chain head with the checkpoint key and saves it in the store.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
+        let key = self
+            .inner
+            .checkpoint_key
+            .as_ref()
+            .ok_or(AuditError::NoCheckpointKey)?;
+        let head = self.inner.store.audit_head().await?;
+        let cp = Checkpoint::sign(&self.inner.origin, head, key);
+        self.inner.store.save_checkpoint(&cp).await?;
+        Ok(cp)
+    }
+
+    /// Store reachability, backlog and freeze status.
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        let store = self.inner.store.health().await?;
+        let now: Timestamp = self.inner.clock.now();
+        let f = lock(&self.inner.freezes);
+        Ok(Health {
+            oldest_pending_age_ms: store
+                .oldest_pending
+                .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            store,
+            frozen_all: f.all.is_some(),
+            frozen_agents: f.agents.keys().cloned().collect(),
+        })
+    }
+}
+
+#[allow(unused)]
+fn _kinds() -> &'static str {
+    kind::REFUSED
+}

@@ -1,0 +1,209 @@
+//! The reviewer side: decide with a credential, list what is pending, read a ticket.
+
+use std::collections::BTreeSet;
+
+use tracing::Instrument;
+
+use super::error::DecideError;
+use super::{refusal_name, DriveError, Driven, Handoff};
+use crate::audit::{Actor, AuditEvent};
+use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter};
+use crate::id::TicketId;
+use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
+
+/// A ticket with its decisions and audit history.
+#[derive(Debug, Clone)]
+pub struct TicketDetails {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Every decision asked for, accepted or refused, oldest first.
+    pub decisions: Vec<DecisionRow>,
+    /// The ticket's audit events, in chain order.
+    pub audit: Vec<AuditEvent>,
+}
+
+impl Handoff {
+    /// Applies a reviewer's verdict. The credential is verified first (never a ready-made
+    /// reviewer), then the state machine rules.
+    ///
+    /// `expected_version` is the ticket version the reviewer looked at; it is refused with
+    /// [`DecideError::StaleVersion`] only if the action, the requirements or the state changed
+    /// since (other reviewers' votes in between do not matter). Every refusal is recorded in
+    /// the audit trail; a repeated identical vote is accepted once and answered the same.
+    pub async fn decide(
+        &self,
+        ticket: TicketId,
+        credential: &Credential,
+        verdict: Verdict,
+        expected_version: Option<u64>,
+    ) -> Result<Ticket, DecideError> {
+        let span = tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
+        async {
+            let reviewer = self.authenticate(Some(ticket), credential).await?;
+            tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));
+            self.decide_as(ticket, reviewer, verdict, expected_version)
+                .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Verifies a credential; a refusal is audited (as an unauthenticated actor).
+    pub(crate) async fn authenticate(
+        &self,
+        ticket: Option<TicketId>,
+        credential: &Credential,
+    ) -> Result<Reviewer, DecideError> {
+        match self.inner.identity.verify(credential).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let record = self.inner.refusal_record(
+                    ticket,
+                    Actor::Unauthenticated,
+                    "unauthenticated",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
+                self.inner.audit_only(vec![record]).await?;
+                Err(DecideError::Unauthenticated(e))
+            }
+        }
+    }
+
+    pub(crate) async fn decide_as(
+        &self,
+        id: TicketId,
+        reviewer: Reviewer,
+        verdict: Verdict,
+        expected_version: Option<u64>,
+    ) -> Result<Ticket, DecideError> {
+        let inner = &self.inner;
+        let verdict_name = verdict_name(&verdict).to_owned();
+        let person = reviewer.person.clone();
+        let driven = inner
+            .drive::<DecideError>(
+                id,
+                Some((Some(person.clone()), verdict_name)),
+                |ticket, _now| {
+                    if let Some(expected) = expected_version {
+                        if expected < ticket.material_version() || expected > ticket.version() {
+                            return Err(DecideError::StaleVersion {
+                                expected,
+                                current: ticket.version(),
+                            });
+                        }
+                    }
+                    Ok(match &verdict {
+                        Verdict::ApproveWithEdits { parameters } => {
+                            let ruling = ticket
+                                .request()
+                                .with_parameters(parameters.clone())
+                                .map(|edited| inner.policy.evaluate(&edited))
+                                .ok();
+                            match ruling {
+                                Some(ruling) => Event::Edit {
+                                    reviewer: reviewer.clone(),
+                                    parameters: parameters.clone(),
+                                    ruling,
+                                },
+                                // Invalid parameters: let the machine refuse (and audit) it.
+                                None => Event::Edit {
+                                    reviewer: reviewer.clone(),
+                                    parameters: parameters.clone(),
+                                    ruling: ticket.ruling().clone(),
+                                },
+                            }
+                        }
+                        other => Event::Vote {
+                            reviewer: reviewer.clone(),
+                            verdict: other.clone(),
+                        },
+                    })
+                },
+            )
+            .await;
+        match driven {
+            Ok(Driven::Applied { ticket, .. }) => Ok(ticket),
+            Ok(Driven::Refused(refusal)) => {
+                tracing::info!(refusal = %refusal_name(&refusal), "decision refused");
+                Err(DecideError::Refused(refusal))
+            }
+            Err(DriveError::NotFound(id)) => {
+                let record = inner.refusal_record(
+                    Some(id),
+                    Actor::Reviewer(person),
+                    "not_found",
+                    serde_json::Value::Null,
+                );
+                inner.audit_only(vec![record]).await?;
+                Err(DecideError::NotFound(id))
+            }
+            Err(DriveError::Pre(e)) => {
+                if let DecideError::StaleVersion { expected, current } = &e {
+                    let record = inner.refusal_record(
+                        Some(id),
+                        Actor::Reviewer(person),
+                        "stale_version",
+                        serde_json::json!({ "expected": expected, "current": current }),
+                    );
+                    inner.audit_only(vec![record]).await?;
+                }
+                Err(e)
+            }
+            Err(DriveError::Store(e)) => Err(DecideError::Store(e)),
+        }
+    }
+
+    /// Pending tickets the credential's holder can review (a requirement names one of their
+    /// groups), newest first.
+    pub async fn pending_for(&self, credential: &Credential) -> Result<Vec<Ticket>, DecideError> {
+        let reviewer = self.authenticate(None, credential).await?;
+        let now = self.inner.clock.now();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for group in &reviewer.groups {
+            let mut filter = TicketFilter {
+                states: vec![StateName::Pending],
+                group: Some(group.clone()),
+                limit: 500,
+                ..TicketFilter::default()
+            };
+            loop {
+                let page = self.inner.store.list_tickets(&filter).await?;
+                for t in page.tickets {
+                    if matches!(t.state_at(now), crate::ticket::TicketState::Pending)
+                        && seen.insert(t.id())
+                    {
+                        out.push(t);
+                    }
+                }
+                match page.next {
+                    Some(next) => filter.after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        out.sort_by_key(|t| std::cmp::Reverse((t.created_at(), t.id())));
+        Ok(out)
+    }
+
+    /// A ticket with its decisions and audit history.
+    pub async fn ticket(&self, id: TicketId) -> Result<Option<TicketDetails>, StoreError> {
+        let Some(ticket) = self.inner.store.ticket(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(TicketDetails {
+            decisions: self.inner.store.decisions(id).await?,
+            audit: self.inner.store.ticket_audit(id).await?,
+            ticket,
+        }))
+    }
+}
+
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approve",
+        Verdict::ApproveWithEdits { .. } => "approve_with_edits",
+        Verdict::Reject { .. } => "reject",
+        Verdict::RequestChanges { .. } => "request_changes",
+    }
+}

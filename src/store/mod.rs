@@ -1,0 +1,4 @@
+//! Bundled store adapters.
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

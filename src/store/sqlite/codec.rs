@@ -1,0 +1,138 @@
+//! Rows to types and back.
+
+use rusqlite::{params, Connection, Row};
+
+use super::schema::sql_err;
+use crate::audit::AuditEvent;
+use crate::backend::{DecisionRow, StoreError};
+use crate::id::{GroupName, PersonId, TicketId};
+use crate::policy::Outcome;
+use crate::ticket::{Ticket, TicketState};
+use crate::timestamp::Timestamp;
+
+/// The indexed columns of a ticket row.
+pub(super) struct TicketRow {
+    pub(super) id: [u8; 16],
+    pub(super) agent: String,
+    pub(super) key: String,
+    pub(super) state: &'static str,
+    pub(super) version: i64,
+    pub(super) digest: [u8; 32],
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) due_at: Option<i64>,
+    pub(super) body: String,
+}
+
+impl TicketRow {
+    pub(super) fn of(ticket: &Ticket) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: *ticket.id().as_uuid().as_bytes(),
+            agent: ticket.requester().agent().as_str().to_owned(),
+            key: ticket.idempotency_key().as_str().to_owned(),
+            state: ticket.state().name().as_str(),
+            version: i64::try_from(ticket.version())
+                .map_err(|_| StoreError::Corrupt("version overflow".into()))?,
+            digest: *ticket.action_digest().as_bytes(),
+            created_at: ticket.created_at().as_unix_millis(),
+            updated_at: ticket.updated_at().as_unix_millis(),
+            due_at: due_at(ticket).map(Timestamp::as_unix_millis),
+            body: serde_json::to_string(ticket)
+                .map_err(|e| StoreError::Corrupt(format!("ticket does not serialise: {e}")))?,
+        })
+    }
+}
+
+/// When the ticket's state changes by time alone, if it can.
+pub(crate) fn due_at(ticket: &Ticket) -> Option<Timestamp> {
+    match ticket.state() {
+        TicketState::Pending => ticket.deadline(),
+        TicketState::Approved(a) => Some(a.valid_until),
+        TicketState::Executing { lease_expires, .. } => Some(*lease_expires),
+        _ => None,
+    }
+}
+
+/// The groups named by a ticket's review requirements.
+pub(super) fn groups_of(ticket: &Ticket) -> Vec<GroupName> {
+    match &ticket.ruling().outcome {
+        Outcome::Review(plan) => plan
+            .requirements
+            .iter()
+            .flat_map(|r| r.groups.iter().cloned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(super) fn ticket_from_body(body: &str) -> Result<Ticket, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("ticket body: {e}")))
+}
+
+pub(super) fn ticket_id(bytes: &[u8]) -> Result<TicketId, StoreError> {
+    uuid::Uuid::from_slice(bytes)
+        .map(TicketId::from_uuid)
+        .map_err(|_| StoreError::Corrupt("ticket id is not 16 bytes".into()))
+}
+
+pub(super) fn hash32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
+}
+
+pub(super) fn insert_event(conn: &Connection, event: &AuditEvent) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit_events (seq, ticket_id, at, kind, bytes, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event.seq() as i64,
+            event.ticket().map(|t| *t.as_uuid().as_bytes()),
+            event.at().as_unix_millis(),
+            event.kind(),
+            event.bytes(),
+            &event.prev_hash()[..],
+            &event.hash()[..],
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// `SELECT seq, bytes, prev_hash, hash` → an event.
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AuditEvent, StoreError>> {
+    let seq: i64 = row.get(0)?;
+    let bytes: Vec<u8> = row.get(1)?;
+    let prev: Vec<u8> = row.get(2)?;
+    let hash: Vec<u8> = row.get(3)?;
+    Ok((|| {
+        let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?;
+        AuditEvent::from_stored(seq, bytes, hash32(&prev)?, hash32(&hash)?)
+            .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))
+    })())
+}
+
+/// `SELECT ticket_id, person, verdict, refusal, at` → a decision.
+pub(super) fn decision_from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<Result<DecisionRow, StoreError>> {
+    let ticket: Vec<u8> = row.get(0)?;
+    let person: Option<String> = row.get(1)?;
+    let verdict: String = row.get(2)?;
+    let refusal: Option<String> = row.get(3)?;
+    let at: i64 = row.get(4)?;
+    Ok((|| {
+        Ok(DecisionRow {
+            ticket: ticket_id(&ticket)?,
+            person: person
+                .map(PersonId::new)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            verdict,
+            refusal,
+            at: Timestamp::from_unix_millis(at),
+        })
+    })())
+}

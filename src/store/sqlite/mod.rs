@@ -1,0 +1,573 @@
+//! The bundled SQLite store (feature `sqlite`).
+//!
+//! - **Durability**: WAL journal, `synchronous=FULL` by default: a commit acknowledged to a
+//!   caller survives power loss. [`Synchronous::Normal`] trades the last few commits on power
+//!   loss (never on an application crash) for roughly three times the single-writer rate.
+//! - **No blocking I/O on async threads**: one writer thread owns the only write connection
+//!   and does group commit (see `writer.rs`); reads run on a small pool of reader threads with
+//!   their own read-only connections (WAL readers never block the writer). Async callers
+//!   await a one-shot answer, on any runtime.
+//! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
+//!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
+//! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
+//!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
+//!   keep the exact bytes that were hashed.
+
+mod codec;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use self::schema::sql_err;
+use self::writer::{Job, Listener, Writer};
+use crate::action::IdempotencyKey;
+use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint};
+use crate::backend::{
+    lock, Clock, Committed, DecisionRow, Store, StoreError, StoreHealth, SystemClock,
+    TicketCursor, TicketFilter, TicketPage, Write,
+};
+use crate::id::{AgentId, TicketId};
+use crate::oneshot;
+use crate::ticket::Ticket;
+use crate::timestamp::Timestamp;
+
+pub(crate) use self::codec::due_at;
+pub(crate) use self::writer::failpoint;
+
+/// How hard SQLite works to make each commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged decision survives power loss. The default.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints only: survives application crashes, but a power loss may roll
+    /// back the most recent commits. Faster; choose it only if losing an acknowledged approval
+    /// on power loss is acceptable.
+    Normal,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    readers: usize,
+    max_batch: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 2,
+            max_batch: 256,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Default options: `synchronous=FULL`, 5 s busy timeout, 2 readers, batches of ≤ 256.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the durability level.
+    pub fn with_synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a connection waits for a lock held by another process.
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Number of reader threads (at least 1).
+    pub fn with_readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// Most writes committed in one transaction (at least 1; 1 disables group commit).
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// The clock that stamps commits (use the engine's clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The bundled SQLite [`Store`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use agent_handoff::{SqliteStore, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(dir.path().join("handoff.sqlite3")).await?;
+/// assert_eq!(store.health().await?.pending, 0);
+/// store.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct SqliteStore {
+    path: Option<PathBuf>,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Option<Mutex<mpsc::Sender<ReadJob>>>,
+    listener: Arc<Mutex<Option<Listener>>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a database file with default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens a database file.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let store = Self::start(
+            move || {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                Connection::open_with_flags(&p, flags).map_err(sql_err)
+            },
+            Some(path.clone()),
+            options.clone(),
+        )
+        .await?;
+        // Readers open after the writer has migrated the schema.
+        let (tx, rx) = mpsc::channel::<ReadJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..options.readers {
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&path, flags).map_err(sql_err)?;
+            conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("agent-handoff-reader-{i}"))
+                .spawn(move || loop {
+                    let job = lock(&rx).recv();
+                    match job {
+                        Ok(job) => job(&conn),
+                        Err(_) => break,
+                    }
+                })
+                .map_err(|e| StoreError::backend(e))?;
+        }
+        Ok(Self {
+            readers: Some(Mutex::new(tx)),
+            ..store
+        })
+    }
+
+    /// A private in-memory database (tests, demos). Reads are served by the writer thread.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        Self::in_memory_with(SqliteOptions::default()).await
+    }
+
+    /// A private in-memory database with options (the clock matters; durability does not).
+    pub async fn in_memory_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        Self::start(
+            || Connection::open_in_memory().map_err(sql_err),
+            None,
+            options,
+        )
+        .await
+    }
+
+    async fn start(
+        open: impl FnOnce() -> Result<Connection, StoreError> + Send + 'static,
+        path: Option<PathBuf>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel();
+        let listener: Arc<Mutex<Option<Listener>>> = Arc::default();
+        let l = Arc::clone(&listener);
+        let file_backed = path.is_some();
+        std::thread::Builder::new()
+            .name("agent-handoff-writer".into())
+            .spawn(move || {
+                let setup = (|| {
+                    let mut conn = open()?;
+                    schema::configure(
+                        &conn,
+                        options.synchronous,
+                        options.busy_timeout,
+                        file_backed,
+                    )?;
+                    schema::migrate(&mut conn)?;
+                    let head = writer::load_head(&conn)?;
+                    Ok::<_, StoreError>((conn, head))
+                })();
+                match setup {
+                    Err(e) => ready_tx.send(Err(e)),
+                    Ok((conn, head)) => {
+                        ready_tx.send(Ok(()));
+                        Writer {
+                            conn,
+                            chain: Chain::resume(head),
+                            last_commit: Timestamp::EPOCH,
+                            clock: options.clock,
+                            max_batch: options.max_batch,
+                            listener: l,
+                        }
+                        .run(rx);
+                    }
+                }
+            })
+            .map_err(StoreError::backend)?;
+        ready_rx.await.ok_or(StoreError::Closed)??;
+        Ok(Self {
+            path,
+            writer: Mutex::new(Some(tx)),
+            readers: None,
+            listener,
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        match lock(&self.writer).as_ref() {
+            Some(tx) => tx.send(job).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Runs a read on a reader thread (or the writer, for in-memory stores).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        match &self.readers {
+            Some(readers) => lock(readers)
+                .send(Box::new(move |conn: &Connection| tx.send(f(conn))))
+                .map_err(|_| StoreError::Closed)?,
+            None => self.send(Job::Run(Box::new(move |conn: &mut Connection| {
+                tx.send(f(conn))
+            })))?,
+        }
+        rx.await.ok_or(StoreError::Closed)?
+    }
+
+    /// Copies the whole database (tickets, chain, checkpoints) to `dest` with SQLite's online
+    /// backup, while the store keeps serving. The copy verifies like the original.
+    pub async fn backup(&self, dest: impl AsRef<Path>) -> Result<(), StoreError> {
+        let dest = dest.as_ref().to_path_buf();
+        let (tx, rx) = oneshot::channel();
+        // From the writer's connection, so the copy is a consistent commit boundary.
+        self.send(Job::Run(Box::new(move |conn: &mut Connection| {
+            let result = conn
+                .backup(rusqlite::MAIN_DB, &dest, None)
+                .map_err(sql_err);
+            tx.send(result)
+        })))?;
+        rx.await.ok_or(StoreError::Closed)?
+    }
+
+    /// Registers the callback told about tickets changed by each durable commit (used by the
+    /// engine to wake same-process waiters without polling).
+    pub(crate) fn set_listener(&self, listener: Listener) {
+        *lock(&self.listener) = Some(listener);
+    }
+}
+
+const SELECT_TICKET: &str = "SELECT body FROM tickets";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Commit(Box::new(write), tx))?;
+        rx.await.ok_or(StoreError::Closed)?
+    }
+
+    async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached(&format!("{SELECT_TICKET} WHERE id = ?1"))
+                .and_then(|mut s| {
+                    s.query_row(params![id.as_uuid().as_bytes()], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(sql_err)?;
+            body.as_deref().map(codec::ticket_from_body).transpose()
+        })
+        .await
+    }
+
+    async fn ticket_by_key(
+        &self,
+        agent: &AgentId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Ticket>, StoreError> {
+        let (agent, key) = (agent.as_str().to_owned(), key.as_str().to_owned());
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached(&format!(
+                    "{SELECT_TICKET} WHERE agent = ?1 AND idempotency_key = ?2"
+                ))
+                .and_then(|mut s| s.query_row(params![agent, key], |r| r.get(0)).optional())
+                .map_err(sql_err)?;
+            body.as_deref().map(codec::ticket_from_body).transpose()
+        })
+        .await
+    }
+
+    async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| list(conn, &filter)).await
+    }
+
+    async fn decisions(&self, ticket: TicketId) -> Result<Vec<DecisionRow>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT ticket_id, person, verdict, refusal, at FROM decisions \
+                     WHERE ticket_id = ?1 ORDER BY id",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(params![ticket.as_uuid().as_bytes()], codec::decision_from_row)
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
+        })
+        .await
+    }
+
+    async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT seq, bytes, prev_hash, hash FROM audit_events \
+                     WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(
+                    params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
+                    codec::event_from_row,
+                )
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
+        })
+        .await
+    }
+
+    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT seq, bytes, prev_hash, hash FROM audit_events \
+                     WHERE ticket_id = ?1 ORDER BY seq",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(params![ticket.as_uuid().as_bytes()], codec::event_from_row)
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        self.read(writer::load_head).await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<TicketId>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT id FROM tickets WHERE due_at IS NOT NULL AND due_at <= ?1 \
+                     ORDER BY due_at LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(params![now.as_unix_millis(), limit as i64], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })
+                .map_err(sql_err)?;
+            rows.map(|r| codec::ticket_id(&r.map_err(sql_err)?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let text = checkpoint.to_string();
+        let size = checkpoint.size();
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Run(Box::new(move |conn: &mut Connection| {
+            let result = conn
+                .execute(
+                    "INSERT OR REPLACE INTO checkpoints (size, text) VALUES (?1, ?2)",
+                    params![size as i64, text],
+                )
+                .map(|_| ())
+                .map_err(sql_err);
+            tx.send(result)
+        })))?;
+        rx.await.ok_or(StoreError::Closed)?
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT text FROM checkpoints ORDER BY size DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?;
+            text.map(|t| {
+                Checkpoint::parse(&t).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<StoreHealth, StoreError> {
+        self.read(|conn| {
+            let (pending, oldest): (i64, Option<i64>) = conn
+                .query_row(
+                    "SELECT count(*), min(created_at) FROM tickets WHERE state = 'pending'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            let (backlog, dead): (i64, i64) = conn
+                .query_row(
+                    "SELECT count(*) FILTER (WHERE status = 'pending'), \
+                            count(*) FILTER (WHERE status = 'dead') FROM outbox",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            let events: Option<i64> = conn
+                .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
+                .map_err(sql_err)?;
+            Ok(StoreHealth {
+                pending: pending as u64,
+                oldest_pending: oldest.map(Timestamp::from_unix_millis),
+                outbox_backlog: backlog as u64,
+                outbox_dead: dead as u64,
+                audit_events: events.unwrap_or(0) as u64,
+            })
+        })
+        .await
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Job::Shutdown(tx)).is_err() {
+            return Ok(()); // already shut down
+        }
+        let _ = rx.await;
+        lock(&self.writer).take();
+        Ok(())
+    }
+
+    fn on_commit(&self, listener: Listener) {
+        self.set_listener(listener);
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Dropping the sender lets the writer finish queued jobs and exit.
+        lock(&self.writer).take();
+    }
+}
+
+/// Most tickets one page returns.
+const MAX_PAGE: usize = 500;
+
+fn list(conn: &Connection, f: &TicketFilter) -> Result<TicketPage, StoreError> {
+    let mut sql = String::from("SELECT t.body, t.created_at, t.id FROM tickets t");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut conds: Vec<String> = Vec::new();
+    if let Some(g) = &f.group {
+        sql.push_str(" JOIN ticket_groups g ON g.ticket_id = t.id AND g.grp = ?");
+        args.push(g.as_str().to_owned().into());
+    }
+    if !f.states.is_empty() {
+        let marks = vec!["?"; f.states.len()].join(", ");
+        conds.push(format!("t.state IN ({marks})"));
+        args.extend(f.states.iter().map(|s| s.as_str().to_owned().into()));
+    }
+    if let Some(a) = &f.agent {
+        conds.push("t.agent = ?".into());
+        args.push(a.as_str().to_owned().into());
+    }
+    if let Some(t) = f.created_from {
+        conds.push("t.created_at >= ?".into());
+        args.push(t.as_unix_millis().into());
+    }
+    if let Some(t) = f.created_before {
+        conds.push("t.created_at < ?".into());
+        args.push(t.as_unix_millis().into());
+    }
+    if let Some(TicketCursor(after)) = &f.after {
+        // Newest first: continue with (created_at, id) strictly below the cursor's.
+        conds.push(
+            "(t.created_at, t.id) < (SELECT created_at, id FROM tickets WHERE id = ?)".into(),
+        );
+        args.push(after.as_uuid().as_bytes().to_vec().into());
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_PAGE) };
+    sql.push_str(" ORDER BY t.created_at DESC, t.id DESC LIMIT ?");
+    args.push((limit as i64 + 1).into());
+    let mut s = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let rows = s
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+        .map_err(sql_err)?;
+    let mut tickets = Vec::new();
+    for body in rows {
+        tickets.push(codec::ticket_from_body(&body.map_err(sql_err)?)?);
+    }
+    let next = if tickets.len() > limit {
+        tickets.truncate(limit);
+        tickets.last().map(|t| TicketCursor(t.id()))
+    } else {
+        None
+    };
+    Ok(TicketPage { tickets, next })
+}

@@ -1,0 +1,70 @@
+//! Connection setup and migrations by `PRAGMA user_version`.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::Synchronous;
+use crate::backend::StoreError;
+
+/// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The schema version this code writes and understands.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+/// Pragmas for every connection.
+pub(crate) fn configure(
+    conn: &Connection,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    file_backed: bool,
+) -> Result<(), StoreError> {
+    conn.busy_timeout(busy_timeout).map_err(sql_err)?;
+    if file_backed {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "could not enable WAL journal mode (got `{mode}`)"
+            )));
+        }
+    }
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;"
+    ))
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`]; refuses a database written by newer code.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        tx.execute_batch(sql).map_err(sql_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+    }
+    Ok(())
+}
