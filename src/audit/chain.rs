@@ -200,7 +200,8 @@ impl AuditEvent {
     /// Decodes a stored event's canonical bytes into its record.
     ///
     /// This does not check the hashes (that is [`verify`](super::verify())); it refuses bytes
-    /// that are not a canonical event object or whose `seq` differs from the stored one.
+    /// that are not a JSON object with exactly the members `seq`, `ticket`, `at`, `kind`,
+    /// `actor` and `data`, and bytes whose `seq` differs from the stored one.
     pub fn decode(raw: RawEvent) -> Result<Self, DecodeError> {
         let text = std::str::from_utf8(&raw.bytes).map_err(|_| DecodeError {
             seq: raw.seq,
@@ -214,11 +215,11 @@ impl AuditEvent {
         let Value::Object(mut object) = value else {
             return Err(fail("bytes are not a JSON object".into()));
         };
-        if object.len() != 6 {
-            return Err(fail(format!(
-                "expected the 6 members seq, ticket, at, kind, actor, data; found {}",
-                object.len()
-            )));
+        const MEMBERS: [&str; 6] = ["actor", "at", "data", "kind", "seq", "ticket"];
+        if object.len() != MEMBERS.len() || !MEMBERS.iter().all(|m| object.contains_key(*m)) {
+            return Err(fail(
+                "expected exactly the members seq, ticket, at, kind, actor, data".into(),
+            ));
         }
         let seq = object
             .remove("seq")
@@ -484,6 +485,16 @@ mod tests {
         let mut raw = event.raw().clone();
         raw.bytes = br#"{"seq":1}"#.to_vec();
         assert!(AuditEvent::decode(raw).is_err());
+        // Six members, but `ticket` swapped for an unknown one (would default to `None`).
+        let mut raw = event.raw().clone();
+        raw.bytes =
+            br#"{"actor":{"type":"policy"},"at":0,"data":null,"kind":"x","seq":1,"tickte":null}"#
+                .to_vec();
+        assert!(AuditEvent::decode(raw.clone()).is_err());
+        raw.bytes =
+            br#"{"actor":{"type":"policy"},"at":0,"data":null,"kind":"x","seq":1,"ticket":null}"#
+                .to_vec();
+        assert!(AuditEvent::decode(raw).is_ok());
     }
 
     #[test]
