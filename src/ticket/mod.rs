@@ -8,10 +8,14 @@
 
 mod event;
 mod machine;
+mod quorum;
 mod state;
+#[cfg(test)]
+mod tests;
 
-pub use event::{Event, ExecutionOutcome, Reviewer, Verdict};
+pub use event::{Event, EventKind, ExecutionOutcome, Reviewer, Verdict};
 pub use machine::{apply, open, Effect, Refusal, Refused, Transition};
+pub use quorum::RequirementProgress;
 pub use state::{
     Approval, ApprovedBy, Edit, ExpiredStage, LeaseId, PrincipalCheck, RejectedBy, StaleReason,
     StateName, TicketState, Vote, VoteKind,
@@ -20,8 +24,9 @@ pub use state::{
 use serde::{Deserialize, Serialize};
 
 use crate::action::{ActionDigest, ActionRequest, IdempotencyKey, Requester};
+use crate::id::PersonId;
 use crate::id::TicketId;
-use crate::policy::Ruling;
+use crate::policy::{Outcome, ReviewPlan, Ruling};
 use crate::timestamp::Timestamp;
 
 /// A durable review ticket: the immutable request, the ruling, the votes and the state.
@@ -126,5 +131,81 @@ impl Ticket {
     /// When it last changed.
     pub fn updated_at(&self) -> Timestamp {
         self.updated_at
+    }
+
+    /// The state as of `now`: like [`state`](Self::state), but a pending ticket at or past its
+    /// review deadline reads as `Expired { stage: Review, at: deadline }` and an approved
+    /// ticket at or past its grant's `valid_until` reads as `Expired { stage: Grant, at:
+    /// valid_until }`, which is what the next write will persist.
+    pub fn state_at(&self, now: Timestamp) -> TicketState {
+        match &self.state {
+            TicketState::Pending if now >= self.review_deadline() => TicketState::Expired {
+                stage: ExpiredStage::Review,
+                at: self.review_deadline(),
+            },
+            TicketState::Approved(approval) if now >= approval.valid_until => {
+                TicketState::Expired {
+                    stage: ExpiredStage::Grant,
+                    at: approval.valid_until,
+                }
+            }
+            state => state.clone(),
+        }
+    }
+
+    /// The review plan in force, if the ruling requires review.
+    pub fn plan(&self) -> Option<&ReviewPlan> {
+        match &self.ruling.outcome {
+            Outcome::Review(plan) => Some(plan),
+            _ => None,
+        }
+    }
+
+    /// Each requirement of the review plan with the distinct reviewers whose approvals count
+    /// toward it at `now` (eligible, not the principal, not lapsed) and how many are still
+    /// needed. Empty when the ruling did not require review.
+    ///
+    /// After an edit, quorum additionally needs an approver other than the editor: see
+    /// [`awaiting_non_editor`](Self::awaiting_non_editor).
+    pub fn progress(&self, now: Timestamp) -> Vec<RequirementProgress> {
+        self.plan().map_or_else(Vec::new, |plan| {
+            quorum::progress(plan, &self.votes, &self.principal, now)
+        })
+    }
+
+    /// The editor, while an edited action still lacks a counting approval from somebody else.
+    pub fn awaiting_non_editor(&self, now: Timestamp) -> Option<&PersonId> {
+        let editor = &self.edit.as_ref()?.editor;
+        let plan = self.plan()?;
+        let others = quorum::counting_approvals(plan, &self.votes, &self.principal, now)
+            .iter()
+            .any(|v| &v.person != editor);
+        (!others).then_some(editor)
+    }
+
+    /// The approval in force or used: set while approved or executing.
+    pub fn approval(&self) -> Option<&Approval> {
+        match &self.state {
+            TicketState::Approved(approval) | TicketState::Executing { approval, .. } => {
+                Some(approval)
+            }
+            _ => None,
+        }
+    }
+
+    /// The action that may run: the proposal, with the edited parameters if a reviewer edited
+    /// them. Its digest is [`action_digest`](Self::action_digest).
+    pub fn approved_request(&self) -> ActionRequest {
+        let mut request = self.request.clone();
+        if let Some(edit) = &self.edit {
+            request.parameters = edit.parameters.clone();
+        }
+        request
+    }
+
+    /// The review deadline of a pending ticket. A pending ticket without one (never produced
+    /// by [`open`]) is treated as due at creation: default deny.
+    pub(crate) fn review_deadline(&self) -> Timestamp {
+        self.deadline.unwrap_or(self.created_at)
     }
 }
