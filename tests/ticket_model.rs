@@ -119,7 +119,9 @@ fn current_rule(variant: u8, opened: &Rule) -> Rule {
         1 => Rule::Deny,
         2 => Rule::Allow(3_000),
         3 => Rule::Review(plan(&[(&["dba"], 1)], 6_000, 20_000, false)),
-        _ => Rule::Review(plan(&[(&["dba"], 2), (&["fin"], 1)], 6_000, 20_000, true)),
+        4 => Rule::Review(plan(&[(&["dba"], 2), (&["fin"], 1)], 6_000, 20_000, true)),
+        // veto on, but only `dba` is eligible: a recorded `fin`-only rejection does not veto
+        _ => Rule::Review(plan(&[(&["dba"], 1)], 6_000, 20_000, true)),
     }
 }
 
@@ -187,11 +189,13 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(who, params, ruling)| Op::Edit { who, params, ruling }),
         1 => Just(Op::Cancel),
         2 => Just(Op::Expire),
-        6 => prop_oneof![0..10i64, Just(500i64), Just(2_000i64), Just(7_000i64)].prop_map(Op::Advance),
+        // multiples of 250 land exactly on deadlines, ttls and lease expiries; 1 steps past them
+        6 => prop_oneof![Just(1i64), Just(250i64), Just(500i64), Just(1_000i64), Just(2_500i64)]
+            .prop_map(Op::Advance),
         4 => (
             weighted(0.85),
             prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
-            prop_oneof![4 => Just(0u8), 1 => Just(1u8), 2 => Just(2u8), 2 => Just(3u8), 1 => Just(4u8)],
+            prop_oneof![4 => Just(0u8), 1 => Just(1u8), 2 => Just(2u8), 2 => Just(3u8), 1 => Just(4u8), 2 => Just(5u8)],
             prop_oneof![Just(500i64), Just(3_000i64)],
         )
             .prop_map(|(digest_ok, observed, current, lease_for)| Op::Begin {
