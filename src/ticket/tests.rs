@@ -1075,3 +1075,14 @@ fn refusal_messages_are_lowercase_without_trailing_period() {
         "preconditions changed since approval: `a`, `b`"
     );
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn ensure<T: Send + Sync>() {}
+    ensure::<Ticket>();
+    ensure::<Event>();
+    ensure::<Transition>();
+    ensure::<Refused>();
+    ensure::<Refusal>();
+    ensure::<RequirementProgress>();
+}
