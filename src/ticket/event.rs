@@ -1,6 +1,7 @@
 //! What can happen to a ticket.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -140,4 +141,99 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+}
+
+/// An event's kind without its data, for the transition table, refusals and audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// See [`Event::Vote`].
+    Vote,
+    /// See [`Event::Edit`].
+    Edit,
+    /// See [`Event::Cancel`].
+    Cancel,
+    /// See [`Event::Expire`].
+    Expire,
+    /// See [`Event::Begin`].
+    Begin,
+    /// See [`Event::Renew`].
+    Renew,
+    /// See [`Event::Finish`].
+    Finish,
+    /// See [`Event::LeaseLost`].
+    LeaseLost,
+    /// See [`Event::Resolve`].
+    Resolve,
+    /// See [`Event::Revoke`].
+    Revoke,
+}
+
+impl EventKind {
+    /// Every kind, in the order of [`Event`]'s variants.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Vote,
+        EventKind::Edit,
+        EventKind::Cancel,
+        EventKind::Expire,
+        EventKind::Begin,
+        EventKind::Renew,
+        EventKind::Finish,
+        EventKind::LeaseLost,
+        EventKind::Resolve,
+        EventKind::Revoke,
+    ];
+
+    /// The lowercase name used in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Vote => "vote",
+            EventKind::Edit => "edit",
+            EventKind::Cancel => "cancel",
+            EventKind::Expire => "expire",
+            EventKind::Begin => "begin",
+            EventKind::Renew => "renew",
+            EventKind::Finish => "finish",
+            EventKind::LeaseLost => "lease_lost",
+            EventKind::Resolve => "resolve",
+            EventKind::Revoke => "revoke",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Vote { .. } => EventKind::Vote,
+            Event::Edit { .. } => EventKind::Edit,
+            Event::Cancel { .. } => EventKind::Cancel,
+            Event::Expire => EventKind::Expire,
+            Event::Begin { .. } => EventKind::Begin,
+            Event::Renew { .. } => EventKind::Renew,
+            Event::Finish { .. } => EventKind::Finish,
+            Event::LeaseLost { .. } => EventKind::LeaseLost,
+            Event::Resolve { .. } => EventKind::Resolve,
+            Event::Revoke { .. } => EventKind::Revoke,
+        }
+    }
+
+    /// Whether the event may be re-applied to a newer version of the ticket after a
+    /// compare-and-swap race with concurrent votes, instead of being refused.
+    ///
+    /// True for plain [`Event::Vote`]s (approve, reject, request changes): a vote does not
+    /// depend on which other votes were recorded first, and [`apply`](super::apply) decides it
+    /// afresh against the newer ticket (which may by then be approved, rejected or expired).
+    /// False for everything else — in particular [`Event::Edit`], which changes the digest and
+    /// the requirements the caller saw, so a race must be surfaced to the caller.
+    pub fn commutes_with_votes(&self) -> bool {
+        matches!(self, Event::Vote { .. })
+    }
 }

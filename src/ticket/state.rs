@@ -329,6 +329,23 @@ pub enum VoteKind {
     RequestChanges,
 }
 
+impl VoteKind {
+    /// The lowercase name used in audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoteKind::Approve => "approve",
+            VoteKind::Reject => "reject",
+            VoteKind::RequestChanges => "request_changes",
+        }
+    }
+}
+
+impl fmt::Display for VoteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An execution permit's lease id: random, issued by the store, never guessable.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
