@@ -54,10 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("agent-handoff quickstart — store: {}\n", db.display());
 
     // The agent acts for Priya; the host binds that, never the model.
-    let agent = handoff.agent(
-        AgentId::new("ops-agent")?,
-        Some(PersonId::new("priya")?),
-    );
+    let agent = handoff.agent(AgentId::new("ops-agent")?, Some(PersonId::new("priya")?));
 
     // --- 1. A read in development: allowed by policy. -------------------------------------
     let read = ActionRequest::builder("db.table.read", "quickstart-read-orders")
@@ -69,7 +66,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let rows = agent
         .run(read, Duration::from_secs(5), |approved| async move {
-            println!("[agent] running {} — allowed by policy", approved.request().kind().as_str());
+            println!(
+                "[agent] running {} — allowed by policy",
+                approved.request().kind().as_str()
+            );
             Ok::<_, std::io::Error>(1_284)
         })
         .await?;
@@ -98,10 +98,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Proposal::Pending(p) => p,
         other => return Err(format!("expected a review, got {other:?}").into()),
     };
-    println!("[agent] proposed the drop; ticket {} waits for review until {}", pending.id, pending.deadline);
+    println!(
+        "[agent] proposed the drop; ticket {} waits for review until {}",
+        pending.id, pending.deadline
+    );
 
     // Reviewers: the card, then the decisions.
-    let ticket = handoff.ticket(pending.id).await?.expect("ticket exists").ticket;
+    let ticket = handoff
+        .ticket(pending.id)
+        .await?
+        .expect("ticket exists")
+        .ticket;
     print_card(&ticket);
     let your_verdict = if interactive {
         prompt_verdict(&ticket)?
@@ -110,22 +117,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Verdict::Approve
     };
     let after_you = handoff
-        .decide(pending.id, &Credential::token(you.expose()), your_verdict, Some(ticket.version()))
+        .decide(
+            pending.id,
+            &Credential::token(you.expose()),
+            your_verdict,
+            Some(ticket.version()),
+        )
         .await;
     match &after_you {
-        Ok(t) => println!("[review] your decision recorded; ticket now {} (v{})", t.state().name(), t.version()),
+        Ok(t) => println!(
+            "[review] your decision recorded; ticket now {} (v{})",
+            t.state().name(),
+            t.version()
+        ),
         Err(e) => println!("[review] your decision was refused: {e}"),
     }
     // The principal the agent acts for cannot approve their own request.
     let self_approval = handoff
-        .decide(pending.id, &Credential::token(priya.expose()), Verdict::Approve, None)
+        .decide(
+            pending.id,
+            &Credential::token(priya.expose()),
+            Verdict::Approve,
+            None,
+        )
         .await;
-    println!("[review] priya (the requester's principal) tries to approve: {}",
-        self_approval.err().map_or("accepted?!".to_string(), |e| e.to_string()));
-    if after_you.as_ref().is_ok_and(|t| t.state().name().as_str() == "pending") {
+    println!(
+        "[review] priya (the requester's principal) tries to approve: {}",
+        self_approval
+            .err()
+            .map_or("accepted?!".to_string(), |e| e.to_string())
+    );
+    if after_you
+        .as_ref()
+        .is_ok_and(|t| t.state().name().as_str() == "pending")
+    {
         println!("[sam, scripted colleague] approve");
         handoff
-            .decide(pending.id, &Credential::token(sam.expose()), Verdict::Approve, None)
+            .decide(
+                pending.id,
+                &Credential::token(sam.expose()),
+                Verdict::Approve,
+                None,
+            )
             .await?;
     }
 
@@ -140,7 +173,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 permit.action().was_edited()
             );
             agent
-                .finish(permit, agent_handoff::ticket::ExecutionOutcome::Succeeded { output: json!({"dropped": true}) })
+                .finish(
+                    permit,
+                    agent_handoff::ticket::ExecutionOutcome::Succeeded {
+                        output: json!({"dropped": true}),
+                    },
+                )
                 .await?;
         }
         other => println!("[agent] not executed: {other:?}"),
@@ -161,7 +199,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match agent.propose(pay).await? {
         Proposal::Denied { reason, ruling, .. } => {
             let rules: Vec<_> = ruling.matched.iter().map(|m| m.rule.to_string()).collect();
-            println!("[agent] payment denied: {reason} (rules: {})", rules.join(", "));
+            println!(
+                "[agent] payment denied: {reason} (rules: {})",
+                rules.join(", ")
+            );
         }
         other => println!("[agent] unexpected: {other:?}"),
     }
@@ -170,7 +211,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nticket {} history:", pending.id);
     let details = handoff.ticket(pending.id).await?.expect("ticket exists");
     for event in &details.audit {
-        println!("  #{:<3} {}  {:<20} {}", event.seq(), event.at(), event.kind(), event.actor_label());
+        println!(
+            "  #{:<3} {}  {:<20} {}",
+            event.seq(),
+            event.at(),
+            event.kind(),
+            event.actor_label()
+        );
     }
     handoff.checkpoint().await?;
     let report = handoff.verify_audit().await?;
@@ -187,16 +234,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn print_card(ticket: &Ticket) {
     let r = ticket.request();
     let j = r.justification();
-    println!("┌─ review needed ─ ticket {} (v{})", ticket.id(), ticket.version());
-    println!("│ action      {} on {}", r.kind().as_str(), r.targets().join(", "));
-    println!("│ where       {} · data {:?} · {:?}", r.environment(), r.sensitivity(), r.reversibility());
+    println!(
+        "┌─ review needed ─ ticket {} (v{})",
+        ticket.id(),
+        ticket.version()
+    );
+    println!(
+        "│ action      {} on {}",
+        r.kind().as_str(),
+        r.targets().join(", ")
+    );
+    println!(
+        "│ where       {} · data {:?} · {:?}",
+        r.environment(),
+        r.sensitivity(),
+        r.reversibility()
+    );
     println!("│ parameters  {}", r.redacted_parameters());
     println!("│ agent says  (the agent's claim, not verified)");
     println!("│   reason    {}", j.reason);
     println!("│   effect    {}", j.expected_effect);
     println!("│   risks     {}", j.risk_factors.join("; "));
-    println!("│   rollback  {}", j.rollback_plan.as_deref().unwrap_or("none"));
-    let rules: Vec<_> = ticket.ruling().matched.iter().map(|m| m.rule.to_string()).collect();
+    println!(
+        "│   rollback  {}",
+        j.rollback_plan.as_deref().unwrap_or("none")
+    );
+    let rules: Vec<_> = ticket
+        .ruling()
+        .matched
+        .iter()
+        .map(|m| m.rule.to_string())
+        .collect();
     println!("│ rules       {}", rules.join(", "));
     if let Some(d) = ticket.deadline() {
         println!("│ deadline    {d} (unanswered means denied)");

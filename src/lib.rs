@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The pure core: no I/O, no clock reads, no async runtime.
 pub mod action;
 pub mod audit;
 mod id;
@@ -10,5 +11,22 @@ pub mod ticket;
 mod timestamp;
 pub mod token;
 
+// Ports, adapters and the facade.
+pub mod backend;
+mod engine;
+mod oneshot;
+pub mod store;
+
+pub use backend::{
+    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, StaticDirectory,
+    Store, StoreError, SystemClock,
+};
+pub use engine::{
+    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, Error,
+    ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health, Limits, PendingTicket,
+    Permit, Proposal, ProposeError, RunError, TicketDetails, WaitError,
+};
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use timestamp::Timestamp;

@@ -1,7 +1,7 @@
 //! The `Clock` port: the only place the engine reads time, so tests can drive it.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -289,7 +289,11 @@ mod tests {
         assert!(flag.0.load(Ordering::SeqCst));
         assert!(sleep.as_mut().poll(&mut cx).is_ready());
         clock.set(Timestamp::from_unix_millis(10));
-        assert_eq!(clock.now(), Timestamp::from_unix_millis(500), "never backwards");
+        assert_eq!(
+            clock.now(),
+            Timestamp::from_unix_millis(500),
+            "never backwards"
+        );
     }
 
     #[test]

@@ -73,8 +73,10 @@ pub trait IdentityVerifier: Send + Sync + fmt::Debug {
 
     /// Resolves a principal named by the host into a directory person id. `Ok(None)` means
     /// the directory does not know it: self-approval checks then fail closed.
-    async fn resolve_principal(&self, principal: &PersonId)
-        -> Result<Option<PersonId>, IdentityError>;
+    async fn resolve_principal(
+        &self,
+        principal: &PersonId,
+    ) -> Result<Option<PersonId>, IdentityError>;
 }
 
 /// An API token for [`StaticDirectory`]: 256 random bits, shown once.
@@ -263,9 +265,9 @@ impl IdentityVerifier for StaticDirectory {
                 }
                 found
             }
-            Credential::Platform { platform, user } => self
-                .platform_users
-                .get(&(platform.clone(), user.clone())),
+            Credential::Platform { platform, user } => {
+                self.platform_users.get(&(platform.clone(), user.clone()))
+            }
         };
         person
             .and_then(|p| self.reviewer(p))

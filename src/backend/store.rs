@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint};
+use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
 use crate::ticket::{StateName, Ticket};
 use crate::timestamp::Timestamp;
@@ -47,13 +47,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The decisions (accepted and refused) recorded for a ticket, oldest first.
     async fn decisions(&self, ticket: TicketId) -> Result<Vec<DecisionRow>, StoreError>;
 
-    /// Audit events with `seq >= from`, in order, at most `limit` (page through the chain).
-    async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Stored audit events with `seq >= from`, in order, at most `limit`, undecoded (page
+    /// through the chain to verify or export it).
+    async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError>;
 
     /// Audit events of one ticket, in order.
     async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// The chain head (seq 0 and the genesis hash when empty).
+    /// The chain head ([`ChainHead::GENESIS`] when empty).
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
 
     /// Tickets whose state changes by time alone at or before `now`: pending past their

@@ -18,8 +18,8 @@ use crate::backend::{lock, StoreError, TicketWrite, Write};
 use crate::id::{AgentId, PersonId, TicketId};
 use crate::policy::Ruling;
 use crate::ticket::{
-    apply, open, ApprovedBy, Event, ExecutionOutcome, ExpiredStage, LeaseId, PrincipalCheck,
-    RejectedBy, StateName, Ticket, TicketState,
+    open, ApprovedBy, Event, ExecutionOutcome, ExpiredStage, LeaseId, PrincipalCheck, RejectedBy,
+    StateName, Ticket, TicketState,
 };
 use crate::timestamp::Timestamp;
 
@@ -163,7 +163,7 @@ impl Grant {
         };
         Some(Grant {
             ticket: ticket.id(),
-            action: ApprovedAction::of(ticket)?,
+            action: ApprovedAction::of(ticket),
             valid_until: approval.valid_until,
             approved_by: approval.by,
         })
@@ -200,24 +200,11 @@ pub struct ApprovedAction {
 }
 
 impl ApprovedAction {
-    fn of(ticket: &Ticket) -> Option<Self> {
-        match ticket.edit() {
-            None => Some(Self {
-                request: ticket.request().clone(),
-                digest: ticket.proposed_digest(),
-                edited: false,
-            }),
-            Some(edit) => {
-                let request = ticket
-                    .request()
-                    .with_parameters(edit.parameters.clone())
-                    .ok()?;
-                Some(Self {
-                    request,
-                    digest: edit.digest,
-                    edited: true,
-                })
-            }
+    fn of(ticket: &Ticket) -> Self {
+        Self {
+            request: ticket.approved_request(),
+            digest: ticket.action_digest(),
+            edited: ticket.edit().is_some(),
         }
     }
 
@@ -418,8 +405,8 @@ impl AgentHandle {
                 tokens: f64::from(per_minute),
                 at: now,
             });
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() / 60.0
-            * f64::from(per_minute);
+        let refill =
+            now.saturating_duration_since(bucket.at).as_secs_f64() / 60.0 * f64::from(per_minute);
         bucket.tokens = (bucket.tokens + refill).min(f64::from(per_minute));
         bucket.at = bucket.at.max(now);
         if bucket.tokens < 1.0 {

@@ -102,6 +102,9 @@ pub enum AuditError {
     /// The chain is broken: names the first bad event.
     #[error(transparent)]
     Chain(#[from] crate::audit::VerifyError),
+    /// A saved checkpoint is malformed or its signature does not verify.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::audit::CheckpointError),
     /// No checkpoint key was configured.
     #[error("no checkpoint key configured")]
     NoCheckpointKey,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
-    lock, Clock, DecisionRow, IdentityVerifier, Store, StoreError, SystemClock, TicketWrite, Write,
+    Clock, DecisionRow, IdentityVerifier, Store, StoreError, SystemClock, TicketWrite, Write,
 };
 use crate::id::{AgentId, GroupName, TicketId};
 use crate::policy::PolicyEngine;
@@ -23,9 +23,7 @@ use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
 use crate::timestamp::Timestamp;
 
 pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
-pub use error::{
-    AuditError, DecideError, Error, ExecuteError, ProposeError, RunError, WaitError,
-};
+pub use error::{AuditError, DecideError, Error, ExecuteError, ProposeError, RunError, WaitError};
 pub use operator::{AuditReport, FreezeScope, Health};
 pub use review::TicketDetails;
 
@@ -193,7 +191,9 @@ impl HandoffBuilder {
     /// Builds the engine and subscribes to the store's commit notifications.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
-        let policy = self.policy.ok_or(Error::Build("a policy engine is required"))?;
+        let policy = self
+            .policy
+            .ok_or(Error::Build("a policy engine is required"))?;
         let identity = self
             .identity
             .ok_or(Error::Build("an identity verifier is required"))?;
@@ -224,11 +224,8 @@ impl HandoffBuilder {
 
 /// The result of driving one event through the machine and the store.
 pub(crate) enum Driven {
-    /// Committed (or a no-op repeat, with `committed == false`).
-    Applied {
-        ticket: Ticket,
-        committed: bool,
-    },
+    /// Committed (or a no-op repeat, which writes nothing).
+    Applied { ticket: Ticket },
     /// Refused by the machine; the refusal (and any forced change) was recorded.
     Refused(Refusal),
 }
@@ -276,10 +273,7 @@ impl Inner {
                     ..
                 }) => {
                     if next.version() == ticket.version() {
-                        return Ok(Driven::Applied {
-                            ticket: next,
-                            committed: false,
-                        });
+                        return Ok(Driven::Applied { ticket: next });
                     }
                     let write = Write {
                         ticket: Some(TicketWrite::Update {
@@ -291,13 +285,7 @@ impl Inner {
                         valid_before: limit,
                         ..Write::default()
                     };
-                    (
-                        write,
-                        Driven::Applied {
-                            ticket: next,
-                            committed: true,
-                        },
-                    )
+                    (write, Driven::Applied { ticket: next })
                 }
                 Err(refused) => {
                     let forced = refused.ticket.map(|t| TicketWrite::Update {
@@ -365,20 +353,13 @@ fn time_limit(ticket: &Ticket) -> Option<Timestamp> {
 /// A short stable name for a refusal, for decision rows.
 pub(crate) fn refusal_name(refusal: &Refusal) -> String {
     let debug = format!("{refusal:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_alphanumeric())
-        .collect();
+    let name: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
     name
 }
 
-pub(crate) fn shared(inner: &Arc<Inner>) -> Arc<Inner> {
-    Arc::clone(inner)
-}
-
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is<T: Send + Sync>() {}
+/// The facade is shared across tasks and threads.
+const _: () = {
+    const fn is<T: Send + Sync>() {}
     is::<Handoff>();
-    let _ = lock::<u8>;
-}
+    is::<AgentHandle>();
+};

@@ -37,7 +37,8 @@ impl Handoff {
         verdict: Verdict,
         expected_version: Option<u64>,
     ) -> Result<Ticket, DecideError> {
-        let span = tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
+        let span =
+            tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
         async {
             let reviewer = self.authenticate(Some(ticket), credential).await?;
             tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));

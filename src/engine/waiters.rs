@@ -59,9 +59,9 @@ pub(crate) struct Watch<'a> {
     seen: u64,
 }
 
-impl Watch<'_> {
+impl<'a> Watch<'a> {
     /// Completes when the ticket changed since the last completion (or since `watch`).
-    pub(crate) fn changed(&mut self) -> Changed<'_, '_> {
+    pub(crate) fn changed(&mut self) -> Changed<'_, 'a> {
         Changed { watch: self }
     }
 }

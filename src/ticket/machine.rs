@@ -251,6 +251,7 @@ pub fn open(
     let ticket = Ticket {
         id,
         version: 1,
+        material_version: 1,
         requester,
         principal,
         request,
@@ -400,6 +401,12 @@ impl Step<'_> {
     fn bump(&self, mut next: Ticket) -> Ticket {
         next.version = self.ticket.version.saturating_add(1);
         next.updated_at = self.now;
+        if next.state.name() != self.ticket.state.name()
+            || next.action_digest() != self.ticket.action_digest()
+            || next.ruling != self.ticket.ruling
+        {
+            next.material_version = next.version;
+        }
         next
     }
 

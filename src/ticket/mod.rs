@@ -99,6 +99,10 @@ use crate::timestamp::Timestamp;
 pub struct Ticket {
     pub(crate) id: TicketId,
     pub(crate) version: u64,
+    /// The version at which the action, the ruling or the state last changed (votes that
+    /// leave the ticket pending do not count): a reviewer who saw any version from here on
+    /// saw what matters.
+    pub(crate) material_version: u64,
     pub(crate) requester: Requester,
     pub(crate) principal: PrincipalCheck,
     /// The request as proposed (never modified).
@@ -127,6 +131,13 @@ impl Ticket {
     /// Incremented on every transition; starts at 1.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The version at which the action, the ruling or the state last changed. A reviewer's
+    /// `expected_version` at or after it is still current: only other reviewers' votes came
+    /// in between.
+    pub fn material_version(&self) -> u64 {
+        self.material_version
     }
 
     /// Who proposed it.

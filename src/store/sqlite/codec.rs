@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, Row};
 
 use super::schema::sql_err;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, ChainHash, RawEvent};
 use crate::backend::{DecisionRow, StoreError};
 use crate::id::{GroupName, PersonId, TicketId};
 use crate::policy::Outcome;
@@ -82,6 +82,7 @@ pub(super) fn hash32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
 }
 
 pub(super) fn insert_event(conn: &Connection, event: &AuditEvent) -> Result<(), StoreError> {
+    let record = event.record();
     conn.prepare_cached(
         "INSERT INTO audit_events (seq, ticket_id, at, kind, bytes, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -89,29 +90,40 @@ pub(super) fn insert_event(conn: &Connection, event: &AuditEvent) -> Result<(), 
     .and_then(|mut s| {
         s.execute(params![
             event.seq() as i64,
-            event.ticket().map(|t| *t.as_uuid().as_bytes()),
-            event.at().as_unix_millis(),
-            event.kind(),
+            record.ticket.map(|t| *t.as_uuid().as_bytes()),
+            record.at.as_unix_millis(),
+            record.kind,
             event.bytes(),
-            &event.prev_hash()[..],
-            &event.hash()[..],
+            &event.prev_hash().as_bytes()[..],
+            &event.hash().as_bytes()[..],
         ])
     })
     .map_err(sql_err)?;
     Ok(())
 }
 
-/// `SELECT seq, bytes, prev_hash, hash` → an event.
-pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AuditEvent, StoreError>> {
+/// `SELECT seq, bytes, prev_hash, hash` → a stored event, undecoded.
+pub(super) fn raw_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RawEvent, StoreError>> {
     let seq: i64 = row.get(0)?;
     let bytes: Vec<u8> = row.get(1)?;
     let prev: Vec<u8> = row.get(2)?;
     let hash: Vec<u8> = row.get(3)?;
     Ok((|| {
-        let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?;
-        AuditEvent::from_stored(seq, bytes, hash32(&prev)?, hash32(&hash)?)
-            .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))
+        Ok(RawEvent {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+            bytes,
+            prev_hash: ChainHash::from_bytes(hash32(&prev)?),
+            hash: ChainHash::from_bytes(hash32(&hash)?),
+        })
     })())
+}
+
+/// `SELECT seq, bytes, prev_hash, hash` → a decoded event.
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AuditEvent, StoreError>> {
+    Ok(raw_from_row(row)?.and_then(|raw| {
+        let seq = raw.seq;
+        AuditEvent::decode(raw).map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))
+    }))
 }
 
 /// `SELECT ticket_id, person, verdict, refusal, at` → a decision.

@@ -30,18 +30,15 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use self::schema::sql_err;
 use self::writer::{Job, Listener, Writer};
 use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint};
+use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent};
 use crate::backend::{
-    lock, Clock, Committed, DecisionRow, Store, StoreError, StoreHealth, SystemClock,
-    TicketCursor, TicketFilter, TicketPage, Write,
+    lock, Clock, Committed, DecisionRow, Store, StoreError, StoreHealth, SystemClock, TicketCursor,
+    TicketFilter, TicketPage, Write,
 };
 use crate::id::{AgentId, TicketId};
 use crate::oneshot;
 use crate::ticket::Ticket;
 use crate::timestamp::Timestamp;
-
-pub(crate) use self::codec::due_at;
-pub(crate) use self::writer::failpoint;
 
 /// How hard SQLite works to make each commit durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,7 +287,11 @@ impl SqliteStore {
         // From the writer's connection, so the copy is a consistent commit boundary.
         self.send(Job::Run(Box::new(move |conn: &mut Connection| {
             let result = conn
-                .backup(rusqlite::MAIN_DB, &dest, None)
+                .backup(
+                    rusqlite::MAIN_DB,
+                    &dest,
+                    None::<fn(rusqlite::backup::Progress)>,
+                )
                 .map_err(sql_err);
             tx.send(result)
         })))?;
@@ -360,14 +361,17 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_err)?;
             let rows = s
-                .query_map(params![ticket.as_uuid().as_bytes()], codec::decision_from_row)
+                .query_map(
+                    params![ticket.as_uuid().as_bytes()],
+                    codec::decision_from_row,
+                )
                 .map_err(sql_err)?;
             rows.map(|r| r.map_err(sql_err)?).collect()
         })
         .await
     }
 
-    async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
         self.read(move |conn| {
             let mut s = conn
                 .prepare_cached(
@@ -378,7 +382,7 @@ impl Store for SqliteStore {
             let rows = s
                 .query_map(
                     params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
-                    codec::event_from_row,
+                    codec::raw_from_row,
                 )
                 .map_err(sql_err)?;
             rows.map(|r| r.map_err(sql_err)?).collect()
@@ -426,7 +430,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let text = checkpoint.to_string();
+        let text = checkpoint.to_text();
         let size = checkpoint.size();
         let (tx, rx) = oneshot::channel();
         self.send(Job::Run(Box::new(move |conn: &mut Connection| {
@@ -506,13 +510,6 @@ impl Store for SqliteStore {
     }
 }
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Dropping the sender lets the writer finish queued jobs and exit.
-        lock(&self.writer).take();
-    }
-}
-
 /// Most tickets one page returns.
 const MAX_PAGE: usize = 500;
 
@@ -552,7 +549,11 @@ fn list(conn: &Connection, f: &TicketFilter) -> Result<TicketPage, StoreError> {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));
     }
-    let limit = if f.limit == 0 { 100 } else { f.limit.min(MAX_PAGE) };
+    let limit = if f.limit == 0 {
+        100
+    } else {
+        f.limit.min(MAX_PAGE)
+    };
     sql.push_str(" ORDER BY t.created_at DESC, t.id DESC LIMIT ?");
     args.push((limit as i64 + 1).into());
     let mut s = conn.prepare_cached(&sql).map_err(sql_err)?;

@@ -14,9 +14,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::codec;
 use super::schema::sql_err;
-use crate::audit::{Chain, ChainHead};
+use crate::audit::{Chain, ChainHash, ChainHead};
 use crate::backend::{Clock, Committed, NonceUse, StoreError, TicketWrite, Write};
-use crate::id::TicketId;
 use crate::oneshot;
 use crate::timestamp::Timestamp;
 
@@ -168,7 +167,10 @@ impl Writer {
             failpoint("before_audit");
         }
         for record in &write.audit {
-            let event = self.chain.append(record.clone());
+            let event = self
+                .chain
+                .append(record.clone())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             codec::insert_event(&self.conn, &event)?;
         }
         for row in &write.outbox {
@@ -265,7 +267,9 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                 Err(e) => return Err(sql_err(e)),
             }
             let mut groups = conn
-                .prepare_cached("INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)",
+                )
                 .map_err(sql_err)?;
             for g in codec::groups_of(ticket) {
                 groups
@@ -337,11 +341,11 @@ pub(super) fn load_head(conn: &Connection) -> Result<ChainHead, StoreError> {
         .optional()
         .map_err(sql_err)?;
     match row {
-        None => Ok(ChainHead::genesis()),
-        Some((seq, hash)) => Ok(ChainHead::new(
-            u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
-            codec::hash32(&hash)?,
-        )),
+        None => Ok(ChainHead::GENESIS),
+        Some((seq, hash)) => Ok(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+            hash: ChainHash::from_bytes(codec::hash32(&hash)?),
+        }),
     }
 }
 
@@ -352,7 +356,9 @@ pub(super) fn load_head(conn: &Connection) -> Result<ChainHead, StoreError> {
 pub(crate) fn failpoint(name: &str) {
     if std::env::var("AGENT_HANDOFF_FAILPOINT").as_deref() == Ok(name) {
         let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill").args(["-9", &pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status();
         // SIGKILL is not deliverable late; never continue past a failpoint.
         std::process::abort();
     }
