@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .identity(directory)
         .checkpoint_key(
             "quickstart.example/audit",
-            CheckpointKey::new("quickstart-1", [7u8; 32].to_vec())?,
+            CheckpointKey::new("quickstart-1", &[7u8; 32])?,
         )
         .build()?;
     println!("agent-handoff quickstart — store: {}\n", db.display());
@@ -211,20 +211,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\nticket {} history:", pending.id);
     let details = handoff.ticket(pending.id).await?.expect("ticket exists");
     for event in &details.audit {
+        let record = event.record();
+        let actor = serde_json::to_string(&record.actor)?;
         println!(
-            "  #{:<3} {}  {:<20} {}",
+            "  #{:<3} {}  {:<18} {actor}",
             event.seq(),
-            event.at(),
-            event.kind(),
-            event.actor_label()
+            record.at,
+            record.kind
         );
     }
     handoff.checkpoint().await?;
     let report = handoff.verify_audit().await?;
     println!(
-        "\naudit chain verified: {} events, head {} (checkpoint at {})",
+        "\naudit chain verified: {} events, head {} at seq {} (signed checkpoint at {})",
         report.events,
-        report.head,
+        report.head.hash,
+        report.head.seq,
         report.checkpoint_size.unwrap_or(0)
     );
     handoff.store().shutdown().await?;

@@ -67,6 +67,7 @@
 
 mod chain;
 mod checkpoint;
+mod export;
 mod record;
 mod verify;
 
@@ -77,5 +78,6 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointKey, KeyError, MAX_CHECKPOINT_LEN,
     MAX_CHECKPOINT_SIGNATURES, MIN_CHECKPOINT_SECRET_LEN,
 };
+pub use export::{from_jsonl, to_jsonl, verify_jsonl, ExportError, VerifyJsonlError};
 pub use record::{kind, Actor, AuditRecord};
 pub use verify::{try_verify, verify, Verifier, VerifyError, VerifySummary};
