@@ -35,6 +35,19 @@ pub struct Ruling {
     pub policy: PolicyRef,
 }
 
+impl Ruling {
+    /// Whether the document's default outcome took part: no rule definitively matched (every
+    /// listed rule, if any, is there only because it could not be evaluated).
+    pub fn decided_by_default(&self) -> bool {
+        self.matched.iter().all(|m| m.fail_closed.is_some())
+    }
+
+    /// The rules that could not be evaluated and were assumed to match (fail closed).
+    pub fn fail_closed(&self) -> impl Iterator<Item = &MatchedRule> {
+        self.matched.iter().filter(|m| m.fail_closed.is_some())
+    }
+}
+
 /// One rule that contributed to a ruling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchedRule {
@@ -105,6 +118,24 @@ impl Outcome {
         }
     }
 
+    /// Whether `self` is at least as strict as `other`: a higher severity, or the same
+    /// severity with nothing looser (see [`ReviewPlan::is_at_least_as_strict_as`]; an allow
+    /// is at least as strict as another with an equal or longer `grant_ttl`; any deny is as
+    /// strict as any other).
+    ///
+    /// A sound, conservative partial order: `true` means every way of getting `self` through
+    /// also gets `other` through. [`join`](Self::join) always returns an outcome at least as
+    /// strict as both of its inputs.
+    pub fn is_at_least_as_strict_as(&self, other: &Outcome) -> bool {
+        match (self, other) {
+            (Outcome::Deny { .. }, _) => true,
+            (Outcome::Review(a), Outcome::Review(b)) => a.is_at_least_as_strict_as(b),
+            (Outcome::Review(_), Outcome::Allow { .. }) => true,
+            (Outcome::Allow { grant_ttl: a }, Outcome::Allow { grant_ttl: b }) => a <= b,
+            (Outcome::Allow { .. } | Outcome::Review(_), _) => false,
+        }
+    }
+
     /// Combines two outcomes the way matching rules combine: deny beats review beats allow;
     /// two reviews keep every requirement of both, the shortest deadline and ttl, and veto if
     /// either has it; two allows keep the shorter ttl; two denies keep both reasons.
@@ -146,6 +177,20 @@ pub struct ReviewPlan {
 }
 
 impl ReviewPlan {
+    /// Whether meeting `self` always meets `other` as well, with no more time: every
+    /// requirement of `other` is implied by one of `self` (see
+    /// [`ReviewRequirement::implies`]), the deadline and approval ttl are no longer, and veto
+    /// is on if `other` has it.
+    pub fn is_at_least_as_strict_as(&self, other: &ReviewPlan) -> bool {
+        self.deadline <= other.deadline
+            && self.approval_ttl <= other.approval_ttl
+            && (self.veto || !other.veto)
+            && other
+                .requirements
+                .iter()
+                .all(|theirs| self.requirements.iter().any(|ours| ours.implies(theirs)))
+    }
+
     /// Keeps every requirement of both, the shorter deadline and ttl, veto if either has it.
     pub fn join(mut self, other: ReviewPlan) -> ReviewPlan {
         self.requirements.extend(other.requirements);
@@ -165,6 +210,14 @@ pub struct ReviewRequirement {
     pub groups: BTreeSet<GroupName>,
     /// How many distinct reviewers (at least 1).
     pub approvals: u32,
+}
+
+impl ReviewRequirement {
+    /// Whether meeting `self` always meets `other`: at least as many approvals, drawn from no
+    /// group `other` does not accept.
+    pub fn implies(&self, other: &ReviewRequirement) -> bool {
+        self.approvals >= other.approvals && self.groups.is_subset(&other.groups)
+    }
 }
 
 impl fmt::Display for ReviewRequirement {
@@ -219,5 +272,85 @@ mod tests {
         assert_eq!(both.requirements.len(), 2, "requirements are kept as a set");
         assert_eq!(both.deadline, Duration::from_secs(300));
         assert!(both.veto);
+    }
+
+    #[test]
+    fn strictness_orders_outcomes() {
+        let allow = |s| Outcome::Allow {
+            grant_ttl: Duration::from_secs(s),
+        };
+        let deny = Outcome::Deny {
+            reason: "no".into(),
+        };
+        let dba2 = review(&[req("dba", 2)], 600, false);
+        let dba1 = review(&[req("dba", 1)], 600, false);
+        let finance = review(&[req("finance", 1)], 600, false);
+        assert!(deny.is_at_least_as_strict_as(&dba2));
+        assert!(!dba2.is_at_least_as_strict_as(&deny));
+        assert!(dba1.is_at_least_as_strict_as(&allow(60)));
+        assert!(!allow(60).is_at_least_as_strict_as(&dba1));
+        assert!(allow(60).is_at_least_as_strict_as(&allow(120)));
+        assert!(!allow(120).is_at_least_as_strict_as(&allow(60)));
+        assert!(
+            dba2.is_at_least_as_strict_as(&dba1),
+            "more approvals of the same group"
+        );
+        assert!(!dba1.is_at_least_as_strict_as(&dba2));
+        assert!(
+            !dba2.is_at_least_as_strict_as(&finance),
+            "another group is not implied"
+        );
+        let both = dba2.clone().join(finance.clone());
+        assert!(both.is_at_least_as_strict_as(&dba2) && both.is_at_least_as_strict_as(&finance));
+        let shorter = review(&[req("dba", 2)], 300, false);
+        assert!(
+            !dba2.is_at_least_as_strict_as(&shorter),
+            "a longer deadline is looser"
+        );
+        let vetoing = review(&[req("dba", 2)], 600, true);
+        assert!(
+            !dba2.is_at_least_as_strict_as(&vetoing),
+            "no veto is looser"
+        );
+        let either = ReviewRequirement {
+            groups: [
+                GroupName::new("dba").unwrap(),
+                GroupName::new("sre").unwrap(),
+            ]
+            .into(),
+            approvals: 2,
+        };
+        assert!(
+            req("dba", 2).implies(&either),
+            "dba only is narrower than dba|sre"
+        );
+        assert!(!either.implies(&req("dba", 2)));
+    }
+
+    #[test]
+    fn default_decided_when_nothing_matched_definitively() {
+        let policy = PolicyRef {
+            version: "1".into(),
+            hash: PolicyHash([0; 32]),
+        };
+        let rule = |fail: Option<&str>| MatchedRule {
+            rule: RuleId::new("r").unwrap(),
+            reasons: vec![],
+            fail_closed: fail.map(str::to_owned),
+        };
+        let ruling = |matched| Ruling {
+            outcome: Outcome::Deny { reason: "x".into() },
+            matched,
+            policy: policy.clone(),
+        };
+        assert!(ruling(vec![]).decided_by_default());
+        assert!(ruling(vec![rule(Some("absent"))]).decided_by_default());
+        assert!(!ruling(vec![rule(Some("absent")), rule(None)]).decided_by_default());
+        assert_eq!(
+            ruling(vec![rule(Some("absent")), rule(None)])
+                .fail_closed()
+                .count(),
+            1
+        );
     }
 }

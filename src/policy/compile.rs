@@ -1,0 +1,715 @@
+//! Validation and compilation of a [`RawPolicy`] into the form the evaluator runs.
+//!
+//! Everything that can be decided once is decided here: globs are split, names parsed into
+//! enums, amounts and durations parsed, rules sorted by id (so matches come out in id order
+//! with no sorting at evaluation time) and indexed by the first segment of their kind globs.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use super::document::{
+    OneOrMany, RawAttribute, RawNumber, RawOutcome, RawPolicy, RawReview, RawRule, RawScalar,
+    RawWhen,
+};
+use super::duration;
+use super::error::{Problem, ProblemKind};
+use super::glob::KindGlob;
+use super::limits::*;
+use super::locate::FieldPath;
+use super::ruling::{Outcome, PolicyRef, ReviewPlan, ReviewRequirement};
+use crate::action::{Amount, Environment, Reversibility, Sensitivity};
+use crate::id::{GroupName, RuleId};
+
+/// The id reserved for the document's default outcome in explanations.
+pub(crate) const DEFAULT_RULE_ID: &str = "default";
+
+/// A validated, compiled policy.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) policy: PolicyRef,
+    pub(crate) allow_unreviewed_high_risk: bool,
+    pub(crate) default: Outcome,
+    /// Sorted by id.
+    pub(crate) rules: Box<[Rule]>,
+    /// First kind segment → the candidate rules for kinds starting with it (ascending indices).
+    pub(crate) by_first: HashMap<Box<str>, Box<[u32]>>,
+    /// Candidates for kinds whose first segment has no bucket: rules without a kind condition
+    /// or with a glob starting with a wildcard.
+    pub(crate) others: Box<[u32]>,
+}
+
+/// One compiled rule: every `Some` condition must hold.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) id: RuleId,
+    pub(crate) kinds: Option<Box<[KindGlob]>>,
+    pub(crate) environments: Option<Box<[Environment]>>,
+    pub(crate) sensitivity_at_least: Option<Sensitivity>,
+    /// Sorted by unit.
+    pub(crate) impact_at_least: Option<Box<[(Box<str>, Amount)]>>,
+    pub(crate) reversibility: Option<Box<[Reversibility]>>,
+    pub(crate) confidence_below: Option<f64>,
+    pub(crate) attributes: Box<[(Box<str>, AttributeTest)]>,
+    pub(crate) outcome: Outcome,
+}
+
+/// The test on one custom attribute.
+#[derive(Debug)]
+pub(crate) enum AttributeTest {
+    /// Equal to one of these (one value: equality).
+    OneOf(Scalars),
+    /// A number within the bounds (`at_least <= x < below`).
+    Range {
+        at_least: Option<Number>,
+        below: Option<Number>,
+    },
+}
+
+/// A homogeneous list of scalars.
+#[derive(Debug)]
+pub(crate) enum Scalars {
+    Str(Box<[Box<str>]>),
+    Int(Box<[i64]>),
+    Bool(Box<[bool]>),
+}
+
+/// A threshold, kept exact when written as an integer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            #[allow(clippy::cast_precision_loss)] // thresholds beyond 2^53 compare approximately
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+impl From<RawNumber> for Number {
+    fn from(n: RawNumber) -> Self {
+        match n {
+            RawNumber::Int(i) => Number::Int(i),
+            RawNumber::Float(f) => Number::Float(f),
+        }
+    }
+}
+
+/// Collects problems; compilation stops at the first one (errors are reported one at a time,
+/// in document order).
+type Result<T> = std::result::Result<T, Box<Problem>>;
+
+fn problem(kind: ProblemKind, path: &FieldPath, message: impl Into<String>) -> Box<Problem> {
+    Box::new(Problem::new(kind, path.clone(), message))
+}
+
+/// Validates and compiles a document.
+pub(crate) fn compile(raw: RawPolicy, policy: PolicyRef) -> Result<Compiled> {
+    let root = FieldPath::root();
+    check_text(
+        &raw.version,
+        &root.key("version"),
+        "version",
+        MAX_VERSION_BYTES,
+    )?;
+    let opt_in = raw.allow_unreviewed_high_risk;
+
+    let default_path = root.key("default");
+    let default = compile_outcome(raw.default, &default_path)?;
+    if matches!(default, Outcome::Allow { .. }) && !opt_in {
+        return Err(problem(
+            ProblemKind::HighRiskAllow,
+            &default_path.key("allow"),
+            "an `allow` default lets every unmatched action through, including production and irreversible ones; set `allow_unreviewed_high_risk = true` to mean it",
+        ));
+    }
+
+    let rules_path = root.key("rule");
+    if raw.rule.len() > MAX_RULES {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            &rules_path,
+            format!("{} rules; at most {MAX_RULES} are allowed", raw.rule.len()),
+        ));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.rule.len());
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for (i, raw_rule) in raw.rule.into_iter().enumerate() {
+        let path = rules_path.index(i);
+        let id_text = raw_rule.id.clone();
+        let rule = compile_rule(raw_rule, &path, opt_in, &mut seen, i).map_err(|mut p| {
+            if p.rule.is_none() && RuleId::new(id_text.as_str()).is_ok() {
+                p.rule = Some(id_text);
+            }
+            p
+        })?;
+        rules.push(rule);
+    }
+    rules.sort_by(|a: &Rule, b: &Rule| a.id.cmp(&b.id));
+    let (by_first, others) = index(&rules);
+    Ok(Compiled {
+        policy,
+        allow_unreviewed_high_risk: opt_in,
+        default,
+        rules: rules.into(),
+        by_first,
+        others,
+    })
+}
+
+fn check_text(text: &str, path: &FieldPath, what: &str, max: usize) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!("{what} must not be empty"),
+        ));
+    }
+    if text.len() > max {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            path,
+            format!("{what} is {} bytes; at most {max} are allowed", text.len()),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!("{what} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+fn compile_rule(
+    raw: RawRule,
+    path: &FieldPath,
+    opt_in: bool,
+    seen: &mut HashMap<String, usize>,
+    position: usize,
+) -> Result<Rule> {
+    let id_path = path.key("id");
+    let id = RuleId::new(raw.id.as_str())
+        .map_err(|e| problem(ProblemKind::InvalidValue, &id_path, e.to_string()))?;
+    if id.as_str() == DEFAULT_RULE_ID {
+        let mut p = problem(
+            ProblemKind::DuplicateRuleId,
+            &id_path,
+            "the id `default` is reserved for the document's default outcome",
+        );
+        p.rule = Some(raw.id);
+        return Err(p);
+    }
+    if let Some(first) = seen.get(id.as_str()) {
+        let mut p = problem(
+            ProblemKind::DuplicateRuleId,
+            &id_path,
+            format!("rule id `{id}` is already used by `rule[{first}]`"),
+        );
+        p.rule = Some(raw.id);
+        return Err(p);
+    }
+    seen.insert(raw.id, position);
+    if let Some(description) = &raw.description {
+        check_text(
+            description,
+            &path.key("description"),
+            "description",
+            MAX_TEXT_BYTES,
+        )?;
+    }
+    let when = path.key("when");
+    let RawWhen {
+        kind,
+        environment,
+        sensitivity_at_least,
+        impact_at_least,
+        reversibility,
+        confidence_below,
+        attributes,
+    } = raw.when;
+
+    let kinds = match kind {
+        None => None,
+        Some(list) => Some(parse_list(&list, &when.key("kind"), "kind", |text, p| {
+            KindGlob::parse(text).map_err(|m| {
+                problem(
+                    ProblemKind::InvalidGlob,
+                    p,
+                    format!("kind glob `{}`: {m}", truncate(text)),
+                )
+            })
+        })?),
+    };
+    let environments = match environment {
+        None => None,
+        Some(list) => Some(parse_list(
+            &list,
+            &when.key("environment"),
+            "environment",
+            |text, p| {
+                Environment::parse(text).map_err(|m| problem(ProblemKind::InvalidValue, p, m))
+            },
+        )?),
+    };
+    let sensitivity_at_least = match sensitivity_at_least {
+        None => None,
+        Some(text) => Some(parse_sensitivity(&text, &when.key("sensitivity_at_least"))?),
+    };
+    let reversibility = match reversibility {
+        None => None,
+        Some(list) => Some(parse_list(
+            &list,
+            &when.key("reversibility"),
+            "reversibility",
+            parse_reversibility,
+        )?),
+    };
+    let impact_at_least = match impact_at_least {
+        None => None,
+        Some(map) => {
+            let p = when.key("impact_at_least");
+            if map.0.is_empty() {
+                return Err(problem(
+                    ProblemKind::InvalidValue,
+                    &p,
+                    "`impact_at_least` must name at least one unit",
+                ));
+            }
+            if map.0.len() > MAX_LIST_LEN {
+                return Err(problem(
+                    ProblemKind::OutOfBounds,
+                    &p,
+                    format!("more than {MAX_LIST_LEN} units"),
+                ));
+            }
+            let mut thresholds = Vec::with_capacity(map.0.len());
+            for (unit, amount) in map.0 {
+                check_name(&unit, &p.key(&unit), "impact unit")?;
+                thresholds.push((Box::<str>::from(unit), amount));
+            }
+            // BTreeMap iteration order: already sorted by unit.
+            Some(thresholds.into_boxed_slice())
+        }
+    };
+    let confidence_below = match confidence_below {
+        None => None,
+        Some(c) => {
+            if !(c > 0.0 && c <= 1.0) {
+                return Err(problem(
+                    ProblemKind::OutOfBounds,
+                    &when.key("confidence_below"),
+                    format!("confidence_below must be greater than 0 and at most 1, got {c}"),
+                ));
+            }
+            Some(c)
+        }
+    };
+    let attributes = match attributes {
+        None => Box::default(),
+        Some(map) => {
+            let p = when.key("attributes");
+            if map.0.len() > MAX_LIST_LEN {
+                return Err(problem(
+                    ProblemKind::OutOfBounds,
+                    &p,
+                    format!("more than {MAX_LIST_LEN} attributes"),
+                ));
+            }
+            let mut tests = Vec::with_capacity(map.0.len());
+            for (name, raw_test) in map.0 {
+                let ap = p.key(&name);
+                check_name(&name, &ap, "attribute name")?;
+                tests.push((Box::<str>::from(name), compile_attribute(raw_test, &ap)?));
+            }
+            tests.into_boxed_slice()
+        }
+    };
+
+    let then = path.key("then");
+    let outcome = compile_outcome(raw.then, &then)?;
+    if matches!(outcome, Outcome::Allow { .. }) && !opt_in {
+        let reaches_production = environments
+            .as_ref()
+            .is_none_or(|envs| envs.contains(&Environment::Production));
+        let reaches_irreversible = reversibility
+            .as_ref()
+            .is_none_or(|r| r.contains(&Reversibility::Irreversible));
+        if reaches_production || reaches_irreversible {
+            let what = match (reaches_production, reaches_irreversible) {
+                (true, true) => "production and irreversible",
+                (true, false) => "production",
+                _ => "irreversible",
+            };
+            return Err(problem(
+                ProblemKind::HighRiskAllow,
+                &then.key("allow"),
+                format!(
+                    "this `allow` rule can match {what} actions without review; limit `when.environment` (leaving out `production`) and `when.reversibility` (leaving out `irreversible`), or set `allow_unreviewed_high_risk = true` to mean it"
+                ),
+            ));
+        }
+    }
+    Ok(Rule {
+        id,
+        kinds,
+        environments,
+        sensitivity_at_least,
+        impact_at_least,
+        reversibility,
+        confidence_below,
+        attributes,
+        outcome,
+    })
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn check_name(name: &str, path: &FieldPath, what: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!(
+                "{what} `{}` must be 1 to {MAX_NAME_BYTES} bytes without control characters",
+                truncate(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses each item of a non-empty, bounded list, naming `field[i]` (or `field` for a single
+/// value) on error.
+fn parse_list<T>(
+    list: &OneOrMany,
+    path: &FieldPath,
+    field: &str,
+    mut parse: impl FnMut(&str, &FieldPath) -> Result<T>,
+) -> Result<Box<[T]>> {
+    if list.items.is_empty() {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!("`{field}` must list at least one value (an empty list would never match); leave it out to match any"),
+        ));
+    }
+    if list.items.len() > MAX_LIST_LEN {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            path,
+            format!("`{field}` lists more than {MAX_LIST_LEN} values"),
+        ));
+    }
+    list.items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let p = if list.list {
+                path.index(i)
+            } else {
+                path.clone()
+            };
+            parse(item, &p)
+        })
+        .collect()
+}
+
+fn parse_sensitivity(text: &str, path: &FieldPath) -> Result<Sensitivity> {
+    Ok(match text {
+        "public" => Sensitivity::Public,
+        "internal" => Sensitivity::Internal,
+        "confidential" => Sensitivity::Confidential,
+        "regulated" => Sensitivity::Regulated,
+        other => return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!(
+                "sensitivity `{}` is not one of `public`, `internal`, `confidential`, `regulated`",
+                truncate(other)
+            ),
+        )),
+    })
+}
+
+fn parse_reversibility(text: &str, path: &FieldPath) -> Result<Reversibility> {
+    Ok(match text {
+        "reversible" => Reversibility::Reversible,
+        "compensable" => Reversibility::Compensable,
+        "irreversible" => Reversibility::Irreversible,
+        other => {
+            return Err(problem(
+                ProblemKind::InvalidValue,
+                path,
+                format!(
+                    "reversibility `{}` is not one of `reversible`, `compensable`, `irreversible`",
+                    truncate(other)
+                ),
+            ))
+        }
+    })
+}
+
+fn compile_attribute(raw: RawAttribute, path: &FieldPath) -> Result<AttributeTest> {
+    match raw {
+        RawAttribute::Equals(value) => scalars(vec![value], path, false),
+        RawAttribute::OneOf(values) => scalars(values, path, true),
+        RawAttribute::Range { at_least, below } => {
+            if at_least.is_none() && below.is_none() {
+                return Err(problem(
+                    ProblemKind::InvalidValue,
+                    path,
+                    "a numeric attribute test needs `at_least`, `below` or both",
+                ));
+            }
+            if let (Some(lo), Some(hi)) = (at_least, below) {
+                let (lo, hi) = (Number::from(lo), Number::from(hi));
+                let empty = match (lo, hi) {
+                    (Number::Int(a), Number::Int(b)) => a >= b,
+                    _ => lo.as_f64() >= hi.as_f64(),
+                };
+                if empty {
+                    return Err(problem(
+                        ProblemKind::InvalidValue,
+                        path,
+                        "`at_least` must be less than `below` (otherwise nothing matches)",
+                    ));
+                }
+            }
+            Ok(AttributeTest::Range {
+                at_least: at_least.map(Number::from),
+                below: below.map(Number::from),
+            })
+        }
+    }
+}
+
+fn scalars(values: Vec<RawScalar>, path: &FieldPath, list: bool) -> Result<AttributeTest> {
+    let Some(first) = values.first() else {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            "a membership list must not be empty (it would never match)",
+        ));
+    };
+    if values.len() > MAX_LIST_LEN {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            path,
+            format!("more than {MAX_LIST_LEN} values"),
+        ));
+    }
+    let expected = first.type_name();
+    let item_path = |i: usize| if list { path.index(i) } else { path.clone() };
+    for (i, v) in values.iter().enumerate() {
+        if v.type_name() != expected {
+            return Err(problem(
+                ProblemKind::InvalidValue,
+                &item_path(i),
+                format!(
+                    "a membership list holds one type; this is a {} in a list of {expected}s",
+                    v.type_name()
+                ),
+            ));
+        }
+        if let RawScalar::Str(s) = v {
+            if s.len() > MAX_NAME_BYTES {
+                return Err(problem(
+                    ProblemKind::OutOfBounds,
+                    &item_path(i),
+                    format!("attribute value longer than {MAX_NAME_BYTES} bytes"),
+                ));
+            }
+        }
+    }
+    let set = match first {
+        RawScalar::Str(_) => Scalars::Str(
+            values
+                .into_iter()
+                .filter_map(|v| match v {
+                    RawScalar::Str(s) => Some(s.into_boxed_str()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        RawScalar::Int(_) => Scalars::Int(
+            values
+                .into_iter()
+                .filter_map(|v| match v {
+                    RawScalar::Int(i) => Some(i),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        RawScalar::Bool(_) => Scalars::Bool(
+            values
+                .into_iter()
+                .filter_map(|v| match v {
+                    RawScalar::Bool(b) => Some(b),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    };
+    Ok(AttributeTest::OneOf(set))
+}
+
+fn compile_outcome(raw: RawOutcome, path: &FieldPath) -> Result<Outcome> {
+    let given = [
+        raw.allow.is_some(),
+        raw.review.is_some(),
+        raw.deny.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(problem(
+            ProblemKind::InvalidValue,
+            path,
+            format!("an outcome has exactly one of `allow`, `review` or `deny`; {given} given"),
+        ));
+    }
+    if let Some(allow) = raw.allow {
+        let p = path.key("allow").key("grant_ttl");
+        let grant_ttl = parse_duration(
+            &allow.grant_ttl,
+            &p,
+            "grant_ttl",
+            MIN_GRANT_TTL,
+            MAX_GRANT_TTL,
+        )?;
+        return Ok(Outcome::Allow { grant_ttl });
+    }
+    if let Some(review) = raw.review {
+        return compile_review(review, &path.key("review")).map(Outcome::Review);
+    }
+    let deny = raw
+        .deny
+        .ok_or_else(|| problem(ProblemKind::InvalidValue, path, "no outcome"))?;
+    check_text(
+        &deny.reason,
+        &path.key("deny").key("reason"),
+        "reason",
+        MAX_TEXT_BYTES,
+    )?;
+    Ok(Outcome::Deny {
+        reason: deny.reason,
+    })
+}
+
+fn compile_review(raw: RawReview, path: &FieldPath) -> Result<ReviewPlan> {
+    if !(MIN_APPROVALS..=MAX_APPROVALS).contains(&raw.approvals) {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            &path.key("approvals"),
+            format!(
+                "approvals must be {MIN_APPROVALS} to {MAX_APPROVALS}, got {}",
+                raw.approvals
+            ),
+        ));
+    }
+    let groups_path = path.key("groups");
+    if raw.groups.items.len() > MAX_GROUPS {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            &groups_path,
+            format!("at most {MAX_GROUPS} groups per requirement"),
+        ));
+    }
+    let groups: BTreeSet<GroupName> =
+        parse_list(&raw.groups, &groups_path, "groups", |text, p| {
+            GroupName::new(text).map_err(|e| problem(ProblemKind::InvalidValue, p, e.to_string()))
+        })?
+        .into_vec()
+        .into_iter()
+        .collect();
+    let deadline = parse_duration(
+        &raw.deadline,
+        &path.key("deadline"),
+        "deadline",
+        MIN_DEADLINE,
+        MAX_DEADLINE,
+    )?;
+    let approval_ttl = parse_duration(
+        &raw.approval_ttl,
+        &path.key("approval_ttl"),
+        "approval_ttl",
+        MIN_APPROVAL_TTL,
+        MAX_APPROVAL_TTL,
+    )?;
+    Ok(ReviewPlan {
+        requirements: [ReviewRequirement {
+            groups,
+            approvals: raw.approvals,
+        }]
+        .into(),
+        deadline,
+        approval_ttl,
+        veto: raw.veto.unwrap_or(true),
+    })
+}
+
+fn parse_duration(
+    text: &str,
+    path: &FieldPath,
+    what: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration> {
+    let d = duration::parse(text).map_err(|m| problem(ProblemKind::InvalidValue, path, m))?;
+    if d < min || d > max {
+        return Err(problem(
+            ProblemKind::OutOfBounds,
+            path,
+            format!(
+                "{what} `{text}` is outside {}..={}",
+                duration::format(min),
+                duration::format(max)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// Builds the first-segment index over rules sorted by id.
+fn index(rules: &[Rule]) -> (HashMap<Box<str>, Box<[u32]>>, Box<[u32]>) {
+    let mut buckets: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut any: Vec<u32> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        // MAX_RULES keeps indices far below u32::MAX.
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        let firsts: Option<HashSet<&str>> = rule
+            .kinds
+            .as_ref()
+            .and_then(|globs| globs.iter().map(KindGlob::first_literal).collect());
+        match firsts {
+            None => any.push(i),
+            Some(firsts) => {
+                for first in firsts {
+                    buckets.entry(first.into()).or_default().push(i);
+                }
+            }
+        }
+    }
+    let by_first = buckets
+        .into_iter()
+        .map(|(first, mut bucket)| {
+            bucket.extend_from_slice(&any);
+            bucket.sort_unstable();
+            bucket.dedup();
+            (first, bucket.into_boxed_slice())
+        })
+        .collect();
+    (by_first, any.into_boxed_slice())
+}
