@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut directory = StaticDirectory::new();
     directory.add_person("you", ["dba"])?;
     directory.add_person("sam-scripted", ["dba"])?;
-    directory.add_person("priya", ["oncall", "operators"])?;
+    directory.add_person("priya", ["dba", "oncall", "operators"])?;
     let you = directory.issue_token("you")?;
     let sam = directory.issue_token("sam-scripted")?;
     let priya = directory.issue_token("priya")?;
