@@ -512,7 +512,7 @@ pub enum ValidationError {
     Json(String),
     /// The JSON text itself was refused: malformed, duplicate keys, too large or too deep.
     #[error("malformed action request: {0}")]
-    Malformed(#[source] CanonicalError),
+    Malformed(CanonicalError),
     /// A member that is not part of the request's JSON form (such as `requester`).
     #[error("unknown field `{field}` in action request")]
     UnknownField {
