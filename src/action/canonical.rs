@@ -3,7 +3,9 @@
 //! The rules are documented on [`parse_strict_json`] and [`canonical_json`].
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Write as _;
 
 use serde_json::{Map, Number, Value};
 
@@ -221,6 +223,22 @@ pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the canonical form of a name → value map (an object) to `out`.
+pub(crate) fn write_canonical_map(map: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
+    out.push(b'{');
+    for (i, (key, value)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
+}
+
 /// Orders strings by their UTF-16 code units, as RFC 8785 sorts object keys.
 ///
 /// UTF-16 order equals code point order except that U+E000..=U+FFFF sort after every
@@ -239,7 +257,7 @@ fn cmp_utf16(a: &str, b: &str) -> Ordering {
 }
 
 /// Writes a JSON string as RFC 8785 escapes it.
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -272,10 +290,11 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
 
 /// Writes a number: integers exactly, doubles as ECMAScript prints them.
 fn write_number(n: &Number, out: &mut Vec<u8>) {
+    // Writing to a Vec cannot fail.
     if let Some(u) = n.as_u64() {
-        out.extend_from_slice(u.to_string().as_bytes());
+        let _ = write!(out, "{u}");
     } else if let Some(i) = n.as_i64() {
-        out.extend_from_slice(i.to_string().as_bytes());
+        let _ = write!(out, "{i}");
     } else if let Some(f) = n.as_f64() {
         out.extend_from_slice(es6_number(f).as_bytes());
     }
@@ -341,15 +360,23 @@ fn shortest_digits(x: f64) -> (String, i32) {
     if digits.len() < 16 {
         return (digits, n);
     }
-    // A double's exact decimal expansion has at most 767 significant digits; with 800 digits
-    // after the point `{:.800e}` is exact (trailing zeros only), so no rounding happens.
-    let (exact, exact_n) = split_exp(&format!("{x:.800e}"));
     let k = digits.len() as i64;
-    // Number of exact digits down to the one just below the last shortest digit.
-    let upto = i64::from(exact_n) - i64::from(n) + k + 1;
-    if upto < 1 || exact.len() as i64 != upto || !exact.ends_with('5') {
+    // A tie means x's exact decimal expansion has exactly k + 1 <= 18 significant digits, the
+    // last a 5. Such an x prints exactly with 18 digits, so the cheap 18-digit rendering
+    // rules out all other cases; only candidates that pass it get the exact expansion.
+    let looks_tied = |text: &str| {
+        let (d, dn) = split_exp(text);
+        let upto = i64::from(dn) - i64::from(n) + k + 1;
+        (upto >= 1 && d.len() as i64 == upto && d.ends_with('5')).then_some((d, dn))
+    };
+    if looks_tied(&format!("{x:.17e}")).is_none() {
         return (digits, n);
     }
+    // A double's exact decimal expansion has at most 767 significant digits; with 800 digits
+    // after the point `{:.800e}` is exact (trailing zeros only), so no rounding happens.
+    let Some((exact, exact_n)) = looks_tied(&format!("{x:.800e}")) else {
+        return (digits, n);
+    };
     // x lies exactly halfway between two k-digit neighbours: `lower` and `lower + 1` units.
     let lower = &exact[..exact.len() - 1];
     let lower_odd = lower.as_bytes().last().is_some_and(|d| (d - b'0') % 2 == 1);

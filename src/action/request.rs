@@ -266,6 +266,11 @@ impl ActionRequest {
     /// ```
     pub fn from_json(text: &str) -> Result<Self, ValidationError> {
         let value = parse_strict_json(text).map_err(ValidationError::Malformed)?;
+        if !value.is_object() {
+            return Err(ValidationError::Json(
+                "an action request must be a JSON object".into(),
+            ));
+        }
         check_known_fields(&value)?;
         let raw: RawActionRequest =
             serde_json::from_value(value).map_err(|e| ValidationError::Json(e.to_string()))?;
@@ -507,7 +512,7 @@ pub enum ValidationError {
     Json(String),
     /// The JSON text itself was refused: malformed, duplicate keys, too large or too deep.
     #[error("malformed action request: {0}")]
-    Malformed(#[source] CanonicalError),
+    Malformed(CanonicalError),
     /// A member that is not part of the request's JSON form (such as `requester`).
     #[error("unknown field `{field}` in action request")]
     UnknownField {
@@ -1318,5 +1323,64 @@ impl TryFrom<RawActionRequest> for ActionRequest {
         };
         request.validate()?;
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_checks_do_not_recurse() {
+        let mut value = Value::Null;
+        for _ in 0..200_000 {
+            value = Value::Array(vec![value]);
+        }
+        assert_eq!(
+            check_json_value("parameters", "", &value),
+            Err(ValidationError::TooDeep {
+                field: "parameters"
+            })
+        );
+        // serde_json drops values recursively: unwind this one by hand.
+        while let Value::Array(mut items) = value {
+            value = items.pop().unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn pointer_tokens_follow_rfc_6901() {
+        let t = |p: &str| pointer_tokens(p);
+        assert_eq!(t(""), Some(vec![]));
+        assert_eq!(t("/"), Some(vec![String::new()]));
+        assert_eq!(t("/a~1b/m~0n"), Some(vec!["a/b".into(), "m~n".into()]));
+        // `~01` is `~1` decoded once, not `/`.
+        assert_eq!(t("/~01"), Some(vec!["~1".into()]));
+        assert_eq!(t("a"), None);
+        assert_eq!(t("/~"), None);
+        assert_eq!(t("/~2"), None);
+        assert_eq!(array_index("0"), Some(0));
+        assert_eq!(array_index("10"), Some(10));
+        assert_eq!(array_index("01"), None);
+        assert_eq!(array_index("-"), None);
+        assert_eq!(array_index("+1"), None);
+        assert_eq!(array_index(""), None);
+    }
+
+    #[test]
+    fn nested_sensitive_pointers_reduce_to_their_outermost() {
+        let pointers: Vec<String> = ["/a/b", "/a", "/c/0", "/c/0/x", "/d"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let roots = sensitive_roots(&pointers);
+        assert_eq!(
+            roots,
+            vec![
+                vec!["a".to_string()],
+                vec!["c".to_string(), "0".to_string()],
+                vec!["d".to_string()]
+            ]
+        );
     }
 }
