@@ -51,7 +51,98 @@ pub(crate) struct Rule {
     pub(crate) confidence_below: Option<f64>,
     pub(crate) attributes: Box<[(Box<str>, AttributeTest)]>,
     pub(crate) outcome: Outcome,
+    /// Reason texts prepared at load time, so explaining a match costs one copy each.
+    pub(crate) reasons: Prepared,
 }
+
+/// Reason texts (or their request-independent parts) for a rule's conditions.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// Parallel to `kinds`: "` matches `glob`" (the reason is "kind `" + kind + this).
+    pub(crate) kind_suffix: Box<[Box<str>]>,
+    /// Parallel to `environments`: the whole reason when the request has that environment.
+    pub(crate) environment: Box<[Box<str>]>,
+    /// Indexed by the request's sensitivity (`Sensitivity as usize`): the whole reason.
+    pub(crate) sensitivity: Box<[Box<str>]>,
+    /// Parallel to `reversibility`: the whole reason.
+    pub(crate) reversibility: Box<[Box<str>]>,
+}
+
+/// "`a`" for one value, "one of `a`, `b`" for more.
+pub(crate) fn listed<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    let items: Vec<S> = items.collect();
+    let mut out = String::new();
+    if items.len() > 1 {
+        out.push_str("one of ");
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('`');
+        out.push_str(item.as_ref());
+        out.push('`');
+    }
+    out
+}
+
+fn prepare(
+    kinds: Option<&[KindGlob]>,
+    environments: Option<&[Environment]>,
+    sensitivity_at_least: Option<Sensitivity>,
+    reversibility: Option<&[Reversibility]>,
+) -> Prepared {
+    let kind_suffix = kinds
+        .unwrap_or_default()
+        .iter()
+        .map(|g| format!("` matches `{}`", g.as_str()).into())
+        .collect();
+    let environment = environments
+        .map(|envs| {
+            let list = listed(envs.iter().map(Environment::as_str));
+            envs.iter()
+                .map(|e| format!("environment `{e}` is {list}").into())
+                .collect()
+        })
+        .unwrap_or_default();
+    let sensitivity = sensitivity_at_least
+        .map(|min| {
+            ALL_SENSITIVITIES
+                .iter()
+                .map(|s| {
+                    format!(
+                        "sensitivity `{}` is at least `{}`",
+                        s.as_str(),
+                        min.as_str()
+                    )
+                    .into()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let reversibility = reversibility
+        .map(|revs| {
+            let list = listed(revs.iter().map(|r| r.as_str()));
+            revs.iter()
+                .map(|r| format!("reversibility `{}` is {list}", r.as_str()).into())
+                .collect()
+        })
+        .unwrap_or_default();
+    Prepared {
+        kind_suffix,
+        environment,
+        sensitivity,
+        reversibility,
+    }
+}
+
+/// Every sensitivity, in order (`Sensitivity as usize` indexes this).
+const ALL_SENSITIVITIES: [Sensitivity; 4] = [
+    Sensitivity::Public,
+    Sensitivity::Internal,
+    Sensitivity::Confidential,
+    Sensitivity::Regulated,
+];
 
 /// The test on one custom attribute.
 #[derive(Debug)]
@@ -358,7 +449,14 @@ fn compile_rule(
             ));
         }
     }
+    let reasons = prepare(
+        kinds.as_deref(),
+        environments.as_deref(),
+        sensitivity_at_least,
+        reversibility.as_deref(),
+    );
     Ok(Rule {
+        reasons,
         id,
         kinds,
         environments,
@@ -431,14 +529,16 @@ fn parse_sensitivity(text: &str, path: &FieldPath) -> Result<Sensitivity> {
         "internal" => Sensitivity::Internal,
         "confidential" => Sensitivity::Confidential,
         "regulated" => Sensitivity::Regulated,
-        other => return Err(problem(
-            ProblemKind::InvalidValue,
-            path,
-            format!(
+        other => {
+            return Err(problem(
+                ProblemKind::InvalidValue,
+                path,
+                format!(
                 "sensitivity `{}` is not one of `public`, `internal`, `confidential`, `regulated`",
                 truncate(other)
             ),
-        )),
+            ))
+        }
     })
 }
 
