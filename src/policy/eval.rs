@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::compile::{listed, AttributeTest, Compiled, Number, Rule, Scalars};
+use super::glob::SplitKind;
 use super::ruling::{MatchedRule, Outcome, Ruling};
 use crate::action::ActionRequest;
 
@@ -27,23 +28,24 @@ const INLINE_HITS: usize = 16;
 
 impl Compiled {
     /// The candidate rules for a kind (ascending indices, so ascending ids).
-    fn candidates(&self, kind: &str) -> &[u32] {
-        let first = kind.split('.').next().unwrap_or(kind);
+    fn candidates(&self, first: &str) -> &[u32] {
         self.by_first.get(first).map_or(&self.others, |b| b)
     }
 
     pub(crate) fn evaluate(&self, request: &ActionRequest) -> Ruling {
         let kind = request.kind().as_str();
+        let split = SplitKind::new(kind);
+        let parts = split.parts();
         let mut inline = [0u32; INLINE_HITS];
         let mut spilled: Vec<u32> = Vec::new();
         let mut hits = 0usize;
         let mut definite = false;
         let mut max_severity = 0u8;
-        for &i in self.candidates(kind) {
+        for &i in self.candidates(parts.first().copied().unwrap_or(kind)) {
             let Some(rule) = self.rules.get(i as usize) else {
                 continue;
             };
-            let verdict = rule.check(request, kind);
+            let verdict = rule.check(request, parts);
             if verdict == Verdict::NoMatch {
                 continue;
             }
@@ -89,7 +91,7 @@ impl Compiled {
         for &i in hit_list {
             if let Some(rule) = self.rules.get(i as usize) {
                 join(&rule.outcome);
-                matched.push(rule.explain(request, kind));
+                matched.push(rule.explain(request, kind, parts));
             }
         }
         Ruling {
@@ -113,9 +115,9 @@ impl Rule {
 
     /// The fast check: no allocation, stops at the first failing condition.
     #[inline]
-    pub(crate) fn check(&self, request: &ActionRequest, kind: &str) -> Verdict {
+    pub(crate) fn check(&self, request: &ActionRequest, parts: &[&str]) -> Verdict {
         if let Some(globs) = &self.kinds {
-            if !globs.iter().any(|g| g.matches(kind)) {
+            if !globs.iter().any(|g| g.matches_segments(parts)) {
                 return Verdict::NoMatch;
             }
         }
@@ -172,14 +174,14 @@ impl Rule {
 
     /// Why the rule contributes: one reason per condition that holds, and what could not be
     /// evaluated. Only called for rules whose [`check`](Self::check) is not `NoMatch`.
-    fn explain(&self, request: &ActionRequest, kind: &str) -> MatchedRule {
+    fn explain(&self, request: &ActionRequest, kind: &str, parts: &[&str]) -> MatchedRule {
         let mut reasons = Vec::with_capacity(self.condition_count());
         let mut unknown: Vec<String> = Vec::new();
         let prepared = &self.reasons;
         if let Some(globs) = &self.kinds {
             let suffix = globs
                 .iter()
-                .position(|g| g.matches(kind))
+                .position(|g| g.matches_segments(parts))
                 .and_then(|i| prepared.kind_suffix.get(i));
             if let Some(suffix) = suffix {
                 let mut reason = String::with_capacity(6 + kind.len() + suffix.len());
