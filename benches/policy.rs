@@ -24,7 +24,7 @@ fn policy_text(n: usize) -> String {
         "version = \"bench\"\n\n[default]\nreview = { approvals = 1, groups = [\"oncall\"], deadline = \"30m\", approval_ttl = \"15m\" }\n",
     );
     let globals = [
-        "[[rule]]\nid = \"exports\"\nwhen = { kind = \"*.export\", sensitivity_at_least = \"confidential\" }\nthen.review = { approvals = 1, groups = [\"security\"], deadline = \"2h\", approval_ttl = \"30m\" }\n",
+        "[[rule]]\nid = \"exports\"\nwhen = { kind = \"*.*.export\", sensitivity_at_least = \"confidential\" }\nthen.review = { approvals = 1, groups = [\"security\"], deadline = \"2h\", approval_ttl = \"30m\" }\n",
         "[[rule]]\nid = \"regulated-prod\"\nwhen = { environment = \"production\", sensitivity_at_least = \"regulated\" }\nthen.review = { approvals = 1, groups = [\"security\"], deadline = \"2h\", approval_ttl = \"30m\" }\n",
     ];
     for rule in globals.iter().take(n) {
