@@ -23,6 +23,12 @@ use crate::id::{GroupName, RuleId};
 /// The id reserved for the document's default outcome in explanations.
 pub(crate) const DEFAULT_RULE_ID: &str = "default";
 
+/// Impact thresholds: unit → the least amount, sorted by unit.
+pub(crate) type Thresholds = Box<[(Box<str>, Amount)]>;
+
+/// First kind segment → candidate rule indices (ascending).
+pub(crate) type KindIndex = HashMap<Box<str>, Box<[u32]>>;
+
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub(crate) struct Compiled {
@@ -32,7 +38,7 @@ pub(crate) struct Compiled {
     /// Sorted by id.
     pub(crate) rules: Box<[Rule]>,
     /// First kind segment → the candidate rules for kinds starting with it (ascending indices).
-    pub(crate) by_first: HashMap<Box<str>, Box<[u32]>>,
+    pub(crate) by_first: KindIndex,
     /// Candidates for kinds whose first segment has no bucket: rules without a kind condition
     /// or with a glob starting with a wildcard.
     pub(crate) others: Box<[u32]>,
@@ -46,7 +52,7 @@ pub(crate) struct Rule {
     pub(crate) environments: Option<Box<[Environment]>>,
     pub(crate) sensitivity_at_least: Option<Sensitivity>,
     /// Sorted by unit.
-    pub(crate) impact_at_least: Option<Box<[(Box<str>, Amount)]>>,
+    pub(crate) impact_at_least: Option<Thresholds>,
     pub(crate) reversibility: Option<Box<[Reversibility]>>,
     pub(crate) confidence_below: Option<f64>,
     pub(crate) attributes: Box<[(Box<str>, AttributeTest)]>,
@@ -783,7 +789,7 @@ fn parse_duration(
 }
 
 /// Builds the first-segment index over rules sorted by id.
-fn index(rules: &[Rule]) -> (HashMap<Box<str>, Box<[u32]>>, Box<[u32]>) {
+fn index(rules: &[Rule]) -> (KindIndex, Box<[u32]>) {
     let mut buckets: HashMap<Box<str>, Vec<u32>> = HashMap::new();
     let mut any: Vec<u32> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
