@@ -273,9 +273,11 @@ fn check_text(text: &str, path: &FieldPath, what: &str, max: usize) -> Result<()
             format!("{what} is {} bytes; at most {max} are allowed", text.len()),
         ));
     }
+    // Descriptions and reasons may span lines; a version is one line.
+    let multiline = what != "version";
     if text
         .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
+        .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\t')))
     {
         return Err(problem(
             ProblemKind::InvalidValue,
