@@ -674,3 +674,29 @@ fn example_payments_need_finance_and_big_ones_are_denied() {
         "no impact = unbounded"
     );
 }
+
+#[test]
+fn example_json_rules_like_example_toml() {
+    let json = Policy::from_json(include_str!("../examples/policy.json")).unwrap();
+    let toml = example();
+    assert_eq!(json.version(), toml.version());
+    assert_eq!(json.rules_len(), toml.rules_len());
+    let requests = [
+        mild("db.read"),
+        mild("db.table.drop").environment(Environment::Production),
+        mild("payment.send").impact(Impact::new(Amount::parse("20000").unwrap(), "USD")),
+        mild("payment.send").impact(Impact::new(Amount::parse("5").unwrap(), "JPY")),
+        mild("mail.send").sensitivity(Sensitivity::Regulated),
+        mild("svc.cache.read"),
+    ];
+    for request in requests {
+        let request = request.build().unwrap();
+        let (a, b) = (json.evaluate(&request), toml.evaluate(&request));
+        assert_eq!(
+            (a.outcome, a.matched),
+            (b.outcome, b.matched),
+            "{}",
+            request.kind().as_str()
+        );
+    }
+}

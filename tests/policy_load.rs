@@ -358,6 +358,8 @@ fn empty_version_and_reason_are_refused() {
     let e = Policy::from_toml("version = \"\"\ndefault.deny.reason = \"no\"\n").unwrap_err();
     assert!(matches!(e, PolicyError::InvalidValue { .. }), "{e:?}");
     assert_eq!((e.rule(), e.field(), e.line()), (None, "version", Some(1)));
+    let e = Policy::from_toml("version = \"1\\n2\"\ndefault.deny.reason = \"no\"\n").unwrap_err();
+    assert_eq!(e.field(), "version", "a version is one line: {e}");
     let e = Policy::from_toml("version = \"1\"\ndefault.deny.reason = \"  \"\n").unwrap_err();
     assert_eq!((e.field(), e.line()), ("default.deny.reason", Some(2)));
 }

@@ -23,6 +23,12 @@ use crate::id::{GroupName, RuleId};
 /// The id reserved for the document's default outcome in explanations.
 pub(crate) const DEFAULT_RULE_ID: &str = "default";
 
+/// Impact thresholds: unit → the least amount, sorted by unit.
+pub(crate) type Thresholds = Box<[(Box<str>, Amount)]>;
+
+/// First kind segment → candidate rule indices (ascending).
+pub(crate) type KindIndex = HashMap<Box<str>, Box<[u32]>>;
+
 /// A validated, compiled policy.
 #[derive(Debug)]
 pub(crate) struct Compiled {
@@ -32,7 +38,7 @@ pub(crate) struct Compiled {
     /// Sorted by id.
     pub(crate) rules: Box<[Rule]>,
     /// First kind segment → the candidate rules for kinds starting with it (ascending indices).
-    pub(crate) by_first: HashMap<Box<str>, Box<[u32]>>,
+    pub(crate) by_first: KindIndex,
     /// Candidates for kinds whose first segment has no bucket: rules without a kind condition
     /// or with a glob starting with a wildcard.
     pub(crate) others: Box<[u32]>,
@@ -46,12 +52,103 @@ pub(crate) struct Rule {
     pub(crate) environments: Option<Box<[Environment]>>,
     pub(crate) sensitivity_at_least: Option<Sensitivity>,
     /// Sorted by unit.
-    pub(crate) impact_at_least: Option<Box<[(Box<str>, Amount)]>>,
+    pub(crate) impact_at_least: Option<Thresholds>,
     pub(crate) reversibility: Option<Box<[Reversibility]>>,
     pub(crate) confidence_below: Option<f64>,
     pub(crate) attributes: Box<[(Box<str>, AttributeTest)]>,
     pub(crate) outcome: Outcome,
+    /// Reason texts prepared at load time, so explaining a match costs one copy each.
+    pub(crate) reasons: Prepared,
 }
+
+/// Reason texts (or their request-independent parts) for a rule's conditions.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// Parallel to `kinds`: "` matches `glob`" (the reason is "kind `" + kind + this).
+    pub(crate) kind_suffix: Box<[Box<str>]>,
+    /// Parallel to `environments`: the whole reason when the request has that environment.
+    pub(crate) environment: Box<[Box<str>]>,
+    /// Indexed by the request's sensitivity (`Sensitivity as usize`): the whole reason.
+    pub(crate) sensitivity: Box<[Box<str>]>,
+    /// Parallel to `reversibility`: the whole reason.
+    pub(crate) reversibility: Box<[Box<str>]>,
+}
+
+/// "`a`" for one value, "one of `a`, `b`" for more.
+pub(crate) fn listed<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    let items: Vec<S> = items.collect();
+    let mut out = String::new();
+    if items.len() > 1 {
+        out.push_str("one of ");
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('`');
+        out.push_str(item.as_ref());
+        out.push('`');
+    }
+    out
+}
+
+fn prepare(
+    kinds: Option<&[KindGlob]>,
+    environments: Option<&[Environment]>,
+    sensitivity_at_least: Option<Sensitivity>,
+    reversibility: Option<&[Reversibility]>,
+) -> Prepared {
+    let kind_suffix = kinds
+        .unwrap_or_default()
+        .iter()
+        .map(|g| format!("` matches `{}`", g.as_str()).into())
+        .collect();
+    let environment = environments
+        .map(|envs| {
+            let list = listed(envs.iter().map(Environment::as_str));
+            envs.iter()
+                .map(|e| format!("environment `{e}` is {list}").into())
+                .collect()
+        })
+        .unwrap_or_default();
+    let sensitivity = sensitivity_at_least
+        .map(|min| {
+            ALL_SENSITIVITIES
+                .iter()
+                .map(|s| {
+                    format!(
+                        "sensitivity `{}` is at least `{}`",
+                        s.as_str(),
+                        min.as_str()
+                    )
+                    .into()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let reversibility = reversibility
+        .map(|revs| {
+            let list = listed(revs.iter().map(|r| r.as_str()));
+            revs.iter()
+                .map(|r| format!("reversibility `{}` is {list}", r.as_str()).into())
+                .collect()
+        })
+        .unwrap_or_default();
+    Prepared {
+        kind_suffix,
+        environment,
+        sensitivity,
+        reversibility,
+    }
+}
+
+/// Every sensitivity, in order (`Sensitivity as usize` indexes this).
+const ALL_SENSITIVITIES: [Sensitivity; 4] = [
+    Sensitivity::Public,
+    Sensitivity::Internal,
+    Sensitivity::Confidential,
+    Sensitivity::Regulated,
+];
 
 /// The test on one custom attribute.
 #[derive(Debug)]
@@ -176,9 +273,11 @@ fn check_text(text: &str, path: &FieldPath, what: &str, max: usize) -> Result<()
             format!("{what} is {} bytes; at most {max} are allowed", text.len()),
         ));
     }
+    // Descriptions and reasons may span lines; a version is one line.
+    let multiline = what != "version";
     if text
         .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
+        .any(|c| c.is_control() && !(multiline && (c == '\n' || c == '\t')))
     {
         return Err(problem(
             ProblemKind::InvalidValue,
@@ -358,7 +457,14 @@ fn compile_rule(
             ));
         }
     }
+    let reasons = prepare(
+        kinds.as_deref(),
+        environments.as_deref(),
+        sensitivity_at_least,
+        reversibility.as_deref(),
+    );
     Ok(Rule {
+        reasons,
         id,
         kinds,
         environments,
@@ -431,14 +537,16 @@ fn parse_sensitivity(text: &str, path: &FieldPath) -> Result<Sensitivity> {
         "internal" => Sensitivity::Internal,
         "confidential" => Sensitivity::Confidential,
         "regulated" => Sensitivity::Regulated,
-        other => return Err(problem(
-            ProblemKind::InvalidValue,
-            path,
-            format!(
+        other => {
+            return Err(problem(
+                ProblemKind::InvalidValue,
+                path,
+                format!(
                 "sensitivity `{}` is not one of `public`, `internal`, `confidential`, `regulated`",
                 truncate(other)
             ),
-        )),
+            ))
+        }
     })
 }
 
@@ -683,7 +791,7 @@ fn parse_duration(
 }
 
 /// Builds the first-segment index over rules sorted by id.
-fn index(rules: &[Rule]) -> (HashMap<Box<str>, Box<[u32]>>, Box<[u32]>) {
+fn index(rules: &[Rule]) -> (KindIndex, Box<[u32]>) {
     let mut buckets: HashMap<Box<str>, Vec<u32>> = HashMap::new();
     let mut any: Vec<u32> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::compile::{AttributeTest, Compiled, Number, Rule, Scalars};
+use super::compile::{listed, AttributeTest, Compiled, Number, Rule, Scalars};
+use super::glob::SplitKind;
 use super::ruling::{MatchedRule, Outcome, Ruling};
 use crate::action::ActionRequest;
 
@@ -27,23 +28,24 @@ const INLINE_HITS: usize = 16;
 
 impl Compiled {
     /// The candidate rules for a kind (ascending indices, so ascending ids).
-    fn candidates(&self, kind: &str) -> &[u32] {
-        let first = kind.split('.').next().unwrap_or(kind);
+    fn candidates(&self, first: &str) -> &[u32] {
         self.by_first.get(first).map_or(&self.others, |b| b)
     }
 
     pub(crate) fn evaluate(&self, request: &ActionRequest) -> Ruling {
         let kind = request.kind().as_str();
+        let split = SplitKind::new(kind);
+        let parts = split.parts();
         let mut inline = [0u32; INLINE_HITS];
         let mut spilled: Vec<u32> = Vec::new();
         let mut hits = 0usize;
         let mut definite = false;
         let mut max_severity = 0u8;
-        for &i in self.candidates(kind) {
+        for &i in self.candidates(parts.first().copied().unwrap_or(kind)) {
             let Some(rule) = self.rules.get(i as usize) else {
                 continue;
             };
-            let verdict = rule.check(request, kind);
+            let verdict = rule.check(request, parts);
             if verdict == Verdict::NoMatch {
                 continue;
             }
@@ -89,7 +91,7 @@ impl Compiled {
         for &i in hit_list {
             if let Some(rule) = self.rules.get(i as usize) {
                 join(&rule.outcome);
-                matched.push(rule.explain(request, kind));
+                matched.push(rule.explain(request, kind, parts));
             }
         }
         Ruling {
@@ -101,11 +103,21 @@ impl Compiled {
 }
 
 impl Rule {
+    fn condition_count(&self) -> usize {
+        usize::from(self.kinds.is_some())
+            + usize::from(self.environments.is_some())
+            + usize::from(self.sensitivity_at_least.is_some())
+            + usize::from(self.reversibility.is_some())
+            + usize::from(self.confidence_below.is_some())
+            + usize::from(self.impact_at_least.is_some())
+            + self.attributes.len()
+    }
+
     /// The fast check: no allocation, stops at the first failing condition.
     #[inline]
-    pub(crate) fn check(&self, request: &ActionRequest, kind: &str) -> Verdict {
+    pub(crate) fn check(&self, request: &ActionRequest, parts: &[&str]) -> Verdict {
         if let Some(globs) = &self.kinds {
-            if !globs.iter().any(|g| g.matches(kind)) {
+            if !globs.iter().any(|g| g.matches_segments(parts)) {
                 return Verdict::NoMatch;
             }
         }
@@ -162,34 +174,47 @@ impl Rule {
 
     /// Why the rule contributes: one reason per condition that holds, and what could not be
     /// evaluated. Only called for rules whose [`check`](Self::check) is not `NoMatch`.
-    fn explain(&self, request: &ActionRequest, kind: &str) -> MatchedRule {
-        let mut reasons = Vec::new();
+    fn explain(&self, request: &ActionRequest, kind: &str, parts: &[&str]) -> MatchedRule {
+        let mut reasons = Vec::with_capacity(self.condition_count());
         let mut unknown: Vec<String> = Vec::new();
+        let prepared = &self.reasons;
         if let Some(globs) = &self.kinds {
-            if let Some(g) = globs.iter().find(|g| g.matches(kind)) {
-                reasons.push(format!("kind `{kind}` matches `{}`", g.as_str()));
+            let suffix = globs
+                .iter()
+                .position(|g| g.matches_segments(parts))
+                .and_then(|i| prepared.kind_suffix.get(i));
+            if let Some(suffix) = suffix {
+                let mut reason = String::with_capacity(6 + kind.len() + suffix.len());
+                reason.push_str("kind `");
+                reason.push_str(kind);
+                reason.push_str(suffix);
+                reasons.push(reason);
             }
         }
         if let Some(envs) = &self.environments {
-            reasons.push(format!(
-                "environment `{}` is {}",
-                request.environment(),
-                listed(envs.iter().map(|e| e.as_str()))
-            ));
+            let env = request.environment();
+            if let Some(r) = envs
+                .iter()
+                .position(|e| e == env)
+                .and_then(|i| prepared.environment.get(i))
+            {
+                reasons.push(String::from(&**r));
+            }
         }
-        if let Some(min) = self.sensitivity_at_least {
-            reasons.push(format!(
-                "sensitivity `{}` is at least `{}`",
-                request.sensitivity().as_str(),
-                min.as_str()
-            ));
+        if self.sensitivity_at_least.is_some() {
+            if let Some(r) = prepared.sensitivity.get(request.sensitivity() as usize) {
+                reasons.push(String::from(&**r));
+            }
         }
         if let Some(allowed) = &self.reversibility {
-            reasons.push(format!(
-                "reversibility `{}` is {}",
-                request.reversibility().as_str(),
-                listed(allowed.iter().map(|r| r.as_str()))
-            ));
+            let rev = request.reversibility();
+            if let Some(r) = allowed
+                .iter()
+                .position(|a| *a == rev)
+                .and_then(|i| prepared.reversibility.get(i))
+            {
+                reasons.push(String::from(&**r));
+            }
         }
         if let Some(limit) = self.confidence_below {
             reasons.push(match request.confidence() {
@@ -339,24 +364,6 @@ impl Scalars {
             Scalars::Bool(v) => listed(v.iter().map(bool::to_string)),
         }
     }
-}
-
-/// "`a`" for one value, "one of `a`, `b`" for more.
-fn listed<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
-    let items: Vec<S> = items.collect();
-    let mut out = String::new();
-    if items.len() > 1 {
-        out.push_str("one of ");
-    }
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        out.push('`');
-        out.push_str(item.as_ref());
-        out.push('`');
-    }
-    out
 }
 
 fn listed_thresholds(thresholds: &[(Box<str>, crate::action::Amount)]) -> String {

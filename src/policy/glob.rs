@@ -92,7 +92,28 @@ impl KindGlob {
         }
     }
 
+    /// Whether a kind, already split into its dot-separated segments, matches. Compares from
+    /// the last segment, which tells kinds of one family apart soonest.
+    #[inline]
+    pub(crate) fn matches_segments(&self, parts: &[&str]) -> bool {
+        let fits = if self.rest {
+            parts.len() >= self.segments.len()
+        } else {
+            parts.len() == self.segments.len()
+        };
+        fits && self
+            .segments
+            .iter()
+            .zip(parts)
+            .rev()
+            .all(|(segment, part)| match segment {
+                Segment::One => true,
+                Segment::Literal(lit) => same(lit, part),
+            })
+    }
+
     /// Whether `kind` (a validated dotted kind) matches.
+    #[cfg(test)]
     pub(crate) fn matches(&self, kind: &str) -> bool {
         let mut parts = kind.split('.');
         for segment in self.segments.iter() {
@@ -110,6 +131,49 @@ impl KindGlob {
     }
 }
 
+/// Byte equality without a call into `memcmp` (segments are short).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// A kind split into segments once per evaluation (on the stack for up to 16 segments).
+pub(crate) struct SplitKind<'k> {
+    inline: [&'k str; MAX_KIND_SEGMENTS],
+    len: usize,
+    spilled: Vec<&'k str>,
+}
+
+impl<'k> SplitKind<'k> {
+    pub(crate) fn new(kind: &'k str) -> Self {
+        let mut split = Self {
+            inline: [""; MAX_KIND_SEGMENTS],
+            len: 0,
+            spilled: Vec::new(),
+        };
+        for part in kind.split('.') {
+            if split.len < MAX_KIND_SEGMENTS {
+                split.inline[split.len] = part;
+            } else {
+                if split.spilled.is_empty() {
+                    split.spilled.extend_from_slice(&split.inline);
+                }
+                split.spilled.push(part);
+            }
+            split.len += 1;
+        }
+        split
+    }
+
+    pub(crate) fn parts(&self) -> &[&'k str] {
+        if self.len <= MAX_KIND_SEGMENTS {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+}
+
 impl fmt::Debug for KindGlob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KindGlob({:?})", self.source)
@@ -121,7 +185,14 @@ mod tests {
     use super::*;
 
     fn m(glob: &str, kind: &str) -> bool {
-        KindGlob::parse(glob).unwrap().matches(kind)
+        let g = KindGlob::parse(glob).unwrap();
+        let split = SplitKind::new(kind);
+        assert_eq!(
+            g.matches(kind),
+            g.matches_segments(split.parts()),
+            "{glob} vs {kind}"
+        );
+        g.matches(kind)
     }
 
     #[test]
@@ -176,6 +247,19 @@ mod tests {
         }
         assert!(KindGlob::parse(&vec!["a"; 17].join(".")).is_err());
         assert!(KindGlob::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn split_kinds_keep_every_segment() {
+        assert_eq!(SplitKind::new("a.b.c").parts(), ["a", "b", "c"]);
+        let long = vec!["s"; 20].join(".");
+        assert_eq!(
+            SplitKind::new(&long).parts().len(),
+            20,
+            "more than 16 spill to the heap"
+        );
+        assert!(m("**", &long));
+        assert!(!m("s.*", &long));
     }
 
     #[test]

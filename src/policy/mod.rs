@@ -109,7 +109,9 @@
 //!
 //! A [`Ruling`] carries the outcome, every contributing rule with one reason per condition
 //! (sorted by rule id, so rulings are deterministic), and the policy's version and SHA-256
-//! content hash (of the exact source text). Empty `matched` means the default decided.
+//! content hash (of the exact source text). Empty `matched` means the default decided alone;
+//! [`Ruling::decided_by_default`] also covers the fail-closed case where the default took part
+//! next to rules that could not be evaluated.
 //!
 //! # Errors
 //!
