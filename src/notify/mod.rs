@@ -1,0 +1,1 @@
+//! Telling reviewers: review cards, the `Notifier` port and channel adapters.
