@@ -223,6 +223,8 @@ impl HandoffBuilder {
 }
 
 /// The result of driving one event through the machine and the store.
+// Returned once per transition and immediately taken apart.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driven {
     /// Committed (or a no-op repeat, which writes nothing).
     Applied { ticket: Ticket },
@@ -262,7 +264,7 @@ impl Inner {
                     ticket: id,
                     person: person.clone(),
                     verdict: verdict.clone(),
-                    refusal: refusal.map(refusal_name),
+                    refusal: refusal.map(|r| r.code().to_owned()),
                     at: now,
                 })
             };
@@ -341,20 +343,16 @@ impl Inner {
     }
 }
 
-/// The instant after which a write computed on this ticket is no longer valid.
+/// The instant after which a write computed on this ticket is no longer valid: the review
+/// deadline, the grant's end, the lease's end. A write computed before it but committed at or
+/// after it is refused by the store and recomputed, so time limits are judged at commit time.
 fn time_limit(ticket: &Ticket) -> Option<Timestamp> {
     match ticket.state() {
         TicketState::Pending => ticket.deadline(),
         TicketState::Approved(a) => Some(a.valid_until),
+        TicketState::Executing { lease_expires, .. } => Some(*lease_expires),
         _ => None,
     }
-}
-
-/// A short stable name for a refusal, for decision rows.
-pub(crate) fn refusal_name(refusal: &Refusal) -> String {
-    let debug = format!("{refusal:?}");
-    let name: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
-    name
 }
 
 /// The facade is shared across tasks and threads.

@@ -223,19 +223,22 @@ impl Handoff {
     /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
     /// [`spawn_sweeper`](Self::spawn_sweeper).
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
+        const BATCH: usize = 256;
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();
-            let due = self.inner.store.due(now, 256).await?;
-            if due.is_empty() {
-                return Ok(moved);
-            }
+            let due = self.inner.store.due(now, BATCH).await?;
             let n = due.len();
+            let mut moved_now = 0;
             for id in due {
-                self.expire(id).await?;
-                moved += 1;
+                if self.expire(id).await? {
+                    moved_now += 1;
+                }
             }
-            if n < 256 {
+            moved += moved_now;
+            // A full batch may have more behind it; a batch where nothing moved would come
+            // back unchanged, so stop rather than spin.
+            if n < BATCH || moved_now == 0 {
                 return Ok(moved);
             }
         }

@@ -5,10 +5,12 @@ use std::collections::BTreeSet;
 use tracing::Instrument;
 
 use super::error::DecideError;
-use super::{refusal_name, DriveError, Driven, Handoff};
+use super::{DriveError, Driven, Handoff};
+use crate::action::ActionDigest;
 use crate::audit::{Actor, AuditEvent};
-use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter};
+use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter, Write};
 use crate::id::TicketId;
+use crate::policy::Ruling;
 use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
 
 /// A ticket with its decisions and audit history.
@@ -28,8 +30,11 @@ impl Handoff {
     ///
     /// `expected_version` is the ticket version the reviewer looked at; it is refused with
     /// [`DecideError::StaleVersion`] only if the action, the requirements or the state changed
-    /// since (other reviewers' votes in between do not matter). Every refusal is recorded in
-    /// the audit trail; a repeated identical vote is accepted once and answered the same.
+    /// since (other reviewers' votes in between do not matter). Without it, the version read
+    /// when the call starts stands in: a verdict that loses a race to another reviewer's vote
+    /// is re-applied, but never to an action or requirements that changed under it (an edit),
+    /// which is refused with [`DecideError::StaleVersion`]. Every refusal is recorded in the
+    /// audit trail; a repeated identical vote is accepted once and answered the same.
     pub async fn decide(
         &self,
         ticket: TicketId,
@@ -80,17 +85,40 @@ impl Handoff {
         let inner = &self.inner;
         let verdict_name = verdict_name(&verdict).to_owned();
         let person = reviewer.person.clone();
+        // What the reviewer decided on: the version the caller saw, or else the one first read
+        // here. `drive` re-reads the ticket after a lost compare-and-swap; the decision may be
+        // re-applied to the newer ticket only if the action and its requirements are still the
+        // ones decided on (votes commute with votes, not with an edit nobody showed them).
+        let mut decided_on: Option<(u64, ActionDigest, Ruling)> = None;
         let driven = inner
             .drive::<DecideError>(
                 id,
-                Some((Some(person.clone()), verdict_name)),
+                Some((Some(person.clone()), verdict_name.clone())),
                 |ticket, _now| {
+                    let stale = || DecideError::StaleVersion {
+                        expected: expected_version
+                            .or(decided_on.as_ref().map(|d| d.0))
+                            .unwrap_or(ticket.version()),
+                        current: ticket.version(),
+                    };
                     if let Some(expected) = expected_version {
                         if expected < ticket.material_version() || expected > ticket.version() {
-                            return Err(DecideError::StaleVersion {
-                                expected,
-                                current: ticket.version(),
-                            });
+                            return Err(stale());
+                        }
+                    }
+                    match &decided_on {
+                        Some((_, digest, ruling))
+                            if *digest != ticket.action_digest() || ruling != ticket.ruling() =>
+                        {
+                            return Err(stale());
+                        }
+                        Some(_) => {}
+                        None => {
+                            decided_on = Some((
+                                ticket.version(),
+                                ticket.action_digest(),
+                                ticket.ruling().clone(),
+                            ));
                         }
                     }
                     Ok(match &verdict {
@@ -125,7 +153,7 @@ impl Handoff {
         match driven {
             Ok(Driven::Applied { ticket, .. }) => Ok(ticket),
             Ok(Driven::Refused(refusal)) => {
-                tracing::info!(refusal = %refusal_name(&refusal), "decision refused");
+                tracing::info!(refusal = refusal.code(), "decision refused");
                 Err(DecideError::Refused(refusal))
             }
             Err(DriveError::NotFound(id)) => {
@@ -140,13 +168,28 @@ impl Handoff {
             }
             Err(DriveError::Pre(e)) => {
                 if let DecideError::StaleVersion { expected, current } = &e {
+                    // Audited, and a decision like every other refusal of an authenticated
+                    // reviewer.
                     let record = inner.refusal_record(
                         Some(id),
-                        Actor::Reviewer(person),
+                        Actor::Reviewer(person.clone()),
                         "stale_version",
                         serde_json::json!({ "expected": expected, "current": current }),
                     );
-                    inner.audit_only(vec![record]).await?;
+                    inner
+                        .store
+                        .commit(Write {
+                            decision: Some(DecisionRow {
+                                ticket: id,
+                                person: Some(person),
+                                verdict: verdict_name,
+                                refusal: Some("stale_version".to_owned()),
+                                at: record.at,
+                            }),
+                            audit: vec![record],
+                            ..Write::default()
+                        })
+                        .await?;
                 }
                 Err(e)
             }
