@@ -175,18 +175,15 @@ pub fn directory() -> (StaticDirectory, BTreeMap<&'static str, Credential>) {
     (dir, creds)
 }
 
-/// A directory of `n` DBAs named `dba-00` … with a token each.
-pub fn dba_directory(n: usize) -> (StaticDirectory, Vec<Credential>) {
-    let mut dir = StaticDirectory::new();
-    let mut creds = Vec::new();
-    for i in 0..n {
-        let person = format!("dba-{i:02}");
-        dir.add_person(&person, ["dba"]).unwrap();
-        creds.push(Credential::token(
-            dir.issue_token(&person).unwrap().expose(),
-        ));
-    }
-    (dir, creds)
+/// Adds `n` DBAs named `dba-00` … with a token each.
+pub fn add_dbas(dir: &mut StaticDirectory, n: usize) -> Vec<Credential> {
+    (0..n)
+        .map(|i| {
+            let person = format!("dba-{i:02}");
+            dir.add_person(&person, ["dba"]).unwrap();
+            Credential::token(dir.issue_token(&person).unwrap().expose())
+        })
+        .collect()
 }
 
 pub fn checkpoint_key() -> CheckpointKey {
@@ -205,6 +202,8 @@ pub struct Harness {
     pub clock: ManualClock,
     pub policy: KindPolicy,
     pub creds: BTreeMap<&'static str, Credential>,
+    /// Credentials of the extra DBAs (`Setup::extra_dbas`).
+    pub dbas: Vec<Credential>,
     pub store: Arc<dyn Store>,
     pub interpose: Option<Arc<Interpose>>,
     _dir: Option<tempfile::TempDir>,
@@ -215,6 +214,8 @@ pub struct Setup {
     pub limits: Limits,
     pub policy: KindPolicy,
     pub interpose: bool,
+    /// DBAs `dba-00` … added to the standard directory.
+    pub extra_dbas: usize,
 }
 
 impl Default for Setup {
@@ -224,6 +225,7 @@ impl Default for Setup {
             limits: Limits::default(),
             policy: standard_policy(),
             interpose: false,
+            extra_dbas: 0,
         }
     }
 }
@@ -253,7 +255,8 @@ impl Harness {
         } else {
             (None, Arc::new(sqlite))
         };
-        let (directory, creds) = directory();
+        let (mut directory, creds) = directory();
+        let dbas = add_dbas(&mut directory, setup.extra_dbas);
         let handoff = Handoff::builder()
             .shared_store(Arc::clone(&store))
             .policy(setup.policy.clone())
@@ -268,6 +271,7 @@ impl Harness {
             clock,
             policy: setup.policy,
             creds,
+            dbas,
             store,
             interpose,
             _dir: dir,
