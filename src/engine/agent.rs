@@ -34,6 +34,7 @@ impl Handoff {
     }
 
     /// Reloads the grant of an approved ticket (e.g. after a restart).
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %ticket))]
     pub async fn grant(&self, ticket: TicketId) -> Result<Option<Grant>, StoreError> {
         let now = self.inner.clock.now();
         Ok(self
@@ -458,6 +459,7 @@ impl AgentHandle {
     }
 
     /// Extends the permit's lease by the configured lease ttl from now.
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %permit.ticket))]
     pub async fn renew(&self, permit: &mut Permit) -> Result<(), ExecuteError> {
         let inner = self.inner();
         let lease = permit.lease;
@@ -510,6 +512,7 @@ impl AgentHandle {
     }
 
     /// Cancels one of this agent's tickets (pending or approved and unused).
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket, agent = %self.requester.agent()))]
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();

@@ -199,6 +199,7 @@ impl Handoff {
 
     /// Pending tickets the credential's holder can review (a requirement names one of their
     /// groups), newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn pending_for(&self, credential: &Credential) -> Result<Vec<Ticket>, DecideError> {
         let reviewer = self.authenticate(None, credential).await?;
         let now = self.inner.clock.now();
@@ -231,6 +232,7 @@ impl Handoff {
     }
 
     /// A ticket with its decisions and audit history.
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %id))]
     pub async fn ticket(&self, id: TicketId) -> Result<Option<TicketDetails>, StoreError> {
         let Some(ticket) = self.inner.store.ticket(id).await? else {
             return Ok(None);
