@@ -1739,3 +1739,56 @@ async fn the_engine_and_the_store_read_the_same_clock() {
         .iter()
         .all(|e| e.record().at == at(Duration::from_secs(90))));
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_credentials_is_refused_and_audited_in_coalesced_rows() {
+    let h = Harness::with(Setup {
+        limits: Limits {
+            unauthenticated_audit_per_minute: 3,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let p = pending(h.ops().propose(request("db.drop", "drop-1")).await.unwrap());
+    let forged = Credential::token("aht_forged");
+    let flood = || async {
+        match h
+            .handoff
+            .decide(p.id, &forged, Verdict::Approve, None)
+            .await
+        {
+            Err(DecideError::Unauthenticated(_)) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let unauthenticated = || async {
+        h.all_audit()
+            .await
+            .iter()
+            .map(AuditEvent::record)
+            .filter(|r| r.actor == Actor::Unauthenticated)
+            .map(|r| r.data["detail"]["coalesced"].as_u64())
+            .collect::<Vec<_>>()
+    };
+
+    for _ in 0..100 {
+        flood().await;
+    }
+    assert_eq!(
+        unauthenticated().await,
+        [None, None, None],
+        "3 rows, then counted"
+    );
+
+    h.clock.advance(MIN);
+    flood().await;
+    assert_eq!(
+        unauthenticated().await,
+        [None, None, None, Some(97), None],
+        "the next minute starts with one row for the 97 suppressed"
+    );
+    // Authenticated reviewers are unaffected.
+    h.approve(p.id, "alice").await.unwrap();
+    h.assert_audit_ok().await;
+}

@@ -42,6 +42,11 @@ pub struct Limits {
     /// Longest pause between store polls while waiting on a ticket that another process may
     /// decide (default 2 s). Same-process decisions wake waiters at once.
     pub max_poll_interval: Duration,
+    /// Refused credentials audited one row each per minute (default 60; 0 audits every one).
+    /// Beyond it the refusals are still refused but only counted, and the count is written as
+    /// one `refused` row (`coalesced: n`) with the next refusal after the minute, so a flood of
+    /// forged callbacks cannot fill the disk.
+    pub unauthenticated_audit_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
             lease_ttl: Duration::from_secs(300),
             proposals_per_minute: 600,
             max_poll_interval: Duration::from_secs(2),
+            unauthenticated_audit_per_minute: 60,
         }
     }
 }
@@ -74,6 +80,7 @@ pub(crate) struct Inner {
     waiters: Arc<Waiters>,
     freezes: Mutex<operator::Freezes>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
+    unauthenticated: Mutex<review::Flood>,
 }
 
 impl fmt::Debug for Handoff {
@@ -217,6 +224,7 @@ impl HandoffBuilder {
                 waiters,
                 freezes: Mutex::default(),
                 buckets: Mutex::default(),
+                unauthenticated: Mutex::default(),
             }),
         })
     }

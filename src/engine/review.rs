@@ -5,13 +5,17 @@ use std::collections::BTreeSet;
 use tracing::Instrument;
 
 use super::error::DecideError;
-use super::{DriveError, Driven, Handoff};
+use std::time::Duration;
+
+use super::{DriveError, Driven, Handoff, Inner};
 use crate::action::ActionDigest;
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, AuditRecord};
+use crate::backend::lock;
 use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter, Write};
 use crate::id::TicketId;
 use crate::policy::Ruling;
 use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
+use crate::timestamp::Timestamp;
 
 /// A ticket with its decisions and audit history.
 #[derive(Debug, Clone)]
@@ -54,7 +58,8 @@ impl Handoff {
         .await
     }
 
-    /// Verifies a credential; a refusal is audited (as an unauthenticated actor).
+    /// Verifies a credential; a refusal is audited (as an unauthenticated actor), one row each
+    /// up to [`Limits::unauthenticated_audit_per_minute`](super::Limits), then coalesced.
     pub(crate) async fn authenticate(
         &self,
         ticket: Option<TicketId>,
@@ -69,7 +74,10 @@ impl Handoff {
                     "unauthenticated",
                     serde_json::json!({ "error": e.to_string() }),
                 );
-                self.inner.audit_only(vec![record]).await?;
+                let records = self.inner.flood_records(record);
+                if !records.is_empty() {
+                    self.inner.audit_only(records).await?;
+                }
                 Err(DecideError::Unauthenticated(e))
             }
         }
@@ -242,6 +250,62 @@ impl Handoff {
             audit: self.inner.store.ticket_audit(id).await?,
             ticket,
         }))
+    }
+}
+
+/// Refused credentials in the current one-minute window.
+#[derive(Debug, Default)]
+pub(crate) struct Flood {
+    window_start: Option<Timestamp>,
+    written: u32,
+    /// Refusals counted but not written, since `suppressed_since`.
+    suppressed: u64,
+    suppressed_since: Option<Timestamp>,
+}
+
+impl Inner {
+    /// The audit rows to write for one refused credential: the refusal itself while the
+    /// window's budget lasts (preceded by a summary of the refusals suppressed before), or
+    /// nothing once it is spent (the refusal is counted for the next summary).
+    pub(crate) fn flood_records(&self, record: AuditRecord) -> Vec<AuditRecord> {
+        let limit = self.limits.unauthenticated_audit_per_minute;
+        if limit == 0 {
+            return vec![record];
+        }
+        let now = record.at;
+        let mut flood = lock(&self.unauthenticated);
+        let window_over = flood
+            .window_start
+            .is_none_or(|start| now >= start.saturating_add(Duration::from_secs(60)));
+        if window_over {
+            flood.window_start = Some(now);
+            flood.written = 0;
+        }
+        if flood.written >= limit {
+            flood.suppressed += 1;
+            flood.suppressed_since.get_or_insert(now);
+            return Vec::new();
+        }
+        flood.written += 1;
+        let mut records = Vec::with_capacity(2);
+        if flood.suppressed > 0 {
+            let since = flood.suppressed_since.take().unwrap_or(now);
+            records.push(AuditRecord {
+                ticket: None,
+                at: now,
+                kind: crate::audit::kind::REFUSED.to_owned(),
+                actor: Actor::Unauthenticated,
+                data: serde_json::json!({
+                    "refusal": "unauthenticated",
+                    "detail": {
+                        "coalesced": std::mem::take(&mut flood.suppressed),
+                        "since": since.as_unix_millis(),
+                    },
+                }),
+            });
+        }
+        records.push(record);
+        records
     }
 }
 
