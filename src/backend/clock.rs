@@ -184,7 +184,9 @@ pub struct ManualClock {
 #[derive(Default)]
 struct ManualState {
     now: Timestamp,
-    sleepers: Vec<(Timestamp, Waker)>,
+    /// Parked sleeps by id: their deadline and the waker to call.
+    sleepers: HashMap<u64, (Timestamp, Waker)>,
+    next_id: u64,
 }
 
 impl ManualClock {
@@ -209,18 +211,62 @@ impl ManualClock {
                 state.now = to;
             }
             let now = state.now;
-            let (due, keep) = std::mem::take(&mut state.sleepers)
-                .into_iter()
-                .partition(|(deadline, _)| *deadline <= now);
-            state.sleepers = keep;
-            due.into_iter().map(|(_, w)| w).collect()
+            let mut due = Vec::new();
+            state.sleepers.retain(|_, (deadline, waker)| {
+                let keep = *deadline > now;
+                if !keep {
+                    due.push(waker.clone());
+                }
+                keep
+            });
+            due
         };
         due.into_iter().for_each(Waker::wake);
     }
 
-    /// How many futures are sleeping on this clock (useful to wait until a task is parked).
+    /// How many sleeps are parked on this clock, waiting for it to reach their deadline (useful
+    /// to wait until a task is parked). A sleep that completed or was dropped no longer counts.
     pub fn sleepers(&self) -> usize {
         lock(&self.inner).sleepers.len()
+    }
+}
+
+/// One sleep on a [`ManualClock`]: registered while pending, unregistered when it completes
+/// or is dropped.
+struct ManualSleep {
+    clock: Arc<Mutex<ManualState>>,
+    deadline: Timestamp,
+    id: Option<u64>,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut state = lock(&this.clock);
+        if state.now >= this.deadline {
+            if let Some(id) = this.id.take() {
+                state.sleepers.remove(&id);
+            }
+            return Poll::Ready(());
+        }
+        let id = *this.id.get_or_insert_with(|| {
+            state.next_id += 1;
+            state.next_id
+        });
+        state
+            .sleepers
+            .insert(id, (this.deadline, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(&self.clock).sleepers.remove(&id);
+        }
     }
 }
 
@@ -239,18 +285,11 @@ impl Clock for ManualClock {
     }
 
     async fn sleep_until(&self, deadline: Timestamp) {
-        std::future::poll_fn(|cx| {
-            let mut state = lock(&self.inner);
-            if state.now >= deadline {
-                return Poll::Ready(());
-            }
-            let waker = cx.waker();
-            match state.sleepers.iter_mut().find(|(_, w)| w.will_wake(waker)) {
-                Some(entry) => entry.0 = deadline,
-                None => state.sleepers.push((deadline, waker.clone())),
-            }
-            Poll::Pending
-        })
+        ManualSleep {
+            clock: Arc::clone(&self.inner),
+            deadline,
+            id: None,
+        }
         .await
     }
 }
@@ -288,12 +327,32 @@ mod tests {
         clock.advance(Duration::from_millis(1));
         assert!(flag.0.load(Ordering::SeqCst));
         assert!(sleep.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(clock.sleepers(), 0, "a completed sleep unregisters");
         clock.set(Timestamp::from_unix_millis(10));
         assert_eq!(
             clock.now(),
             Timestamp::from_unix_millis(500),
             "never backwards"
         );
+    }
+
+    #[test]
+    fn manual_clock_forgets_dropped_sleeps_and_keeps_two_sleeps_of_one_task_apart() {
+        let clock = ManualClock::new(Timestamp::from_unix_millis(0));
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut near = clock.sleep_until(Timestamp::from_unix_millis(10));
+        let mut far = clock.sleep_until(Timestamp::from_unix_millis(1_000));
+        assert!(near.as_mut().poll(&mut cx).is_pending());
+        assert!(far.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(clock.sleepers(), 2, "same waker, two sleeps");
+        clock.advance(Duration::from_millis(10));
+        assert!(flag.0.load(Ordering::SeqCst), "the near sleep fired");
+        assert!(near.as_mut().poll(&mut cx).is_ready());
+        assert!(far.as_mut().poll(&mut cx).is_pending());
+        drop(far);
+        assert_eq!(clock.sleepers(), 0, "a dropped sleep unregisters");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::error::{ExecuteError, ProposeError, RunError, WaitError};
 use super::waiters::first_of;
-use super::{refusal_name, DriveError, Driven, Handoff, Inner};
+use super::{DriveError, Driven, Handoff, Inner};
 use crate::action::{ActionDigest, ActionRequest, Requester};
 use crate::audit::Actor;
 use crate::backend::{lock, StoreError, TicketWrite, Write};
@@ -34,6 +34,7 @@ impl Handoff {
     }
 
     /// Reloads the grant of an approved ticket (e.g. after a restart).
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %ticket))]
     pub async fn grant(&self, ticket: TicketId) -> Result<Option<Grant>, StoreError> {
         let now = self.inner.clock.now();
         Ok(self
@@ -61,6 +62,9 @@ impl fmt::Debug for AgentHandle {
 }
 
 /// The answer to a proposal.
+// One value per proposal, moved once: boxing the grant would cost an allocation and a
+// clumsier match on the common path for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[must_use]
 pub enum Proposal {
@@ -97,6 +101,8 @@ pub struct PendingTicket {
 }
 
 /// What [`wait`](AgentHandle::wait) resolved to.
+// One value per wait, moved once (see `Proposal`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[must_use]
 pub enum Decision {
@@ -447,12 +453,13 @@ impl AgentHandle {
     ) -> Result<Permit, ExecuteError> {
         let span = tracing::info_span!("begin", ticket = %grant.ticket);
         self.handoff
-            .begin_inner(grant, observed)
+            .begin_inner(self.requester.agent(), grant, observed)
             .instrument(span)
             .await
     }
 
     /// Extends the permit's lease by the configured lease ttl from now.
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %permit.ticket))]
     pub async fn renew(&self, permit: &mut Permit) -> Result<(), ExecuteError> {
         let inner = self.inner();
         let lease = permit.lease;
@@ -505,6 +512,7 @@ impl AgentHandle {
     }
 
     /// Cancels one of this agent's tickets (pending or approved and unused).
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket, agent = %self.requester.agent()))]
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();
@@ -719,30 +727,41 @@ impl Handoff {
         }
     }
 
-    /// Applies `Expire` to a ticket whose deadline passed (no-op if already moved on).
-    pub(crate) async fn expire(&self, id: TicketId) -> Result<(), StoreError> {
+    /// Persists what time alone changed on a ticket: a passed review deadline or grant end
+    /// (`Expire`), a lapsed execution lease (`LeaseLost`). Returns whether the ticket moved.
+    ///
+    /// Nothing is written when nothing is due — e.g. the ticket was decided, finished or
+    /// swept by someone else between the caller's read and this write — so sweeps and waiters
+    /// never leave `refused` records behind.
+    pub(crate) async fn expire(&self, id: TicketId) -> Result<bool, StoreError> {
+        struct NotDue;
         match self
             .inner
-            .drive::<std::convert::Infallible>(id, None, |t, now| {
-                Ok(match t.state() {
-                    TicketState::Executing { lease, .. } => Event::LeaseLost { lease: *lease },
-                    _ => {
-                        let _ = now;
-                        Event::Expire
-                    }
-                })
+            .drive::<NotDue>(id, None, |t, now| {
+                let now = now.max(t.updated_at());
+                match t.state() {
+                    TicketState::Executing {
+                        lease,
+                        lease_expires,
+                        ..
+                    } if now >= *lease_expires => Ok(Event::LeaseLost { lease: *lease }),
+                    state if state.name() != t.state_at(now).name() => Ok(Event::Expire),
+                    _ => Err(NotDue),
+                }
             })
             .await
         {
-            Ok(_) => Ok(()),
-            Err(DriveError::NotFound(_)) => Ok(()),
-            Err(DriveError::Pre(never)) => match never {},
+            Ok(Driven::Applied { .. }) => Ok(true),
+            Ok(Driven::Refused(_)) | Err(DriveError::Pre(NotDue) | DriveError::NotFound(_)) => {
+                Ok(false)
+            }
             Err(DriveError::Store(e)) => Err(e),
         }
     }
 
     async fn begin_inner(
         &self,
+        agent: &AgentId,
         grant: Grant,
         observed: BTreeMap<String, Value>,
     ) -> Result<Permit, ExecuteError> {
@@ -753,7 +772,12 @@ impl Handoff {
         let ttl = inner.limits.lease_ttl;
         let mut expires = None;
         let driven = inner
-            .drive::<ExecuteError>(grant.ticket, None, |_, now| {
+            .drive::<ExecuteError>(grant.ticket, None, |t, now| {
+                if t.requester().agent() != agent {
+                    // Another agent's grant: only the proposer may execute (and the audit
+                    // trail attributes execution to it). Refuse as if it did not exist.
+                    return Err(ExecuteError::NotFound(t.id()));
+                }
                 let until = now.saturating_add(ttl);
                 expires = Some(until);
                 Ok(Event::Begin {
@@ -787,7 +811,7 @@ impl Handoff {
                 )))),
             },
             Err(refusal) => {
-                tracing::info!(refusal = %refusal_name(&refusal), "begin refused");
+                tracing::info!(refusal = refusal.code(), "begin refused");
                 Err(ExecuteError::Refused(refusal))
             }
         }

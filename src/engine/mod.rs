@@ -42,6 +42,11 @@ pub struct Limits {
     /// Longest pause between store polls while waiting on a ticket that another process may
     /// decide (default 2 s). Same-process decisions wake waiters at once.
     pub max_poll_interval: Duration,
+    /// Refused credentials audited one row each per minute (default 60; 0 audits every one).
+    /// Beyond it the refusals are still refused but only counted, and the count is written as
+    /// one `refused` row (`coalesced: n`) with the next refusal after the minute, so a flood of
+    /// forged callbacks cannot fill the disk.
+    pub unauthenticated_audit_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
             lease_ttl: Duration::from_secs(300),
             proposals_per_minute: 600,
             max_poll_interval: Duration::from_secs(2),
+            unauthenticated_audit_per_minute: 60,
         }
     }
 }
@@ -74,6 +80,7 @@ pub(crate) struct Inner {
     waiters: Arc<Waiters>,
     freezes: Mutex<operator::Freezes>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
+    unauthenticated: Mutex<review::Flood>,
 }
 
 impl fmt::Debug for Handoff {
@@ -217,12 +224,15 @@ impl HandoffBuilder {
                 waiters,
                 freezes: Mutex::default(),
                 buckets: Mutex::default(),
+                unauthenticated: Mutex::default(),
             }),
         })
     }
 }
 
 /// The result of driving one event through the machine and the store.
+// Returned once per transition and immediately taken apart.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Driven {
     /// Committed (or a no-op repeat, which writes nothing).
     Applied { ticket: Ticket },
@@ -262,7 +272,7 @@ impl Inner {
                     ticket: id,
                     person: person.clone(),
                     verdict: verdict.clone(),
-                    refusal: refusal.map(refusal_name),
+                    refusal: refusal.map(|r| r.code().to_owned()),
                     at: now,
                 })
             };
@@ -341,20 +351,16 @@ impl Inner {
     }
 }
 
-/// The instant after which a write computed on this ticket is no longer valid.
+/// The instant after which a write computed on this ticket is no longer valid: the review
+/// deadline, the grant's end, the lease's end. A write computed before it but committed at or
+/// after it is refused by the store and recomputed, so time limits are judged at commit time.
 fn time_limit(ticket: &Ticket) -> Option<Timestamp> {
     match ticket.state() {
         TicketState::Pending => ticket.deadline(),
         TicketState::Approved(a) => Some(a.valid_until),
+        TicketState::Executing { lease_expires, .. } => Some(*lease_expires),
         _ => None,
     }
-}
-
-/// A short stable name for a refusal, for decision rows.
-pub(crate) fn refusal_name(refusal: &Refusal) -> String {
-    let debug = format!("{refusal:?}");
-    let name: String = debug.chars().take_while(|c| c.is_alphanumeric()).collect();
-    name
 }
 
 /// The facade is shared across tasks and threads.

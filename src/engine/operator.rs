@@ -88,6 +88,7 @@ impl Handoff {
     /// Kill switch: from now on, proposals in `scope` are denied (and audited) until
     /// [`unfreeze`](Self::unfreeze). Held in this process's memory: configure it again after a
     /// restart (the audit trail records every change).
+    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
     pub async fn freeze(
         &self,
         credential: &Credential,
@@ -107,6 +108,7 @@ impl Handoff {
     }
 
     /// Lifts a freeze.
+    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
     pub async fn unfreeze(
         &self,
         credential: &Credential,
@@ -147,6 +149,7 @@ impl Handoff {
     }
 
     /// Withdraws an approval that has not been used.
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn revoke(
         &self,
         ticket: TicketId,
@@ -164,6 +167,7 @@ impl Handoff {
 
     /// Records the outcome of a ticket whose execution lease lapsed (`Unknown`), after the
     /// operator found out what happened.
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn resolve(
         &self,
         ticket: TicketId,
@@ -179,6 +183,7 @@ impl Handoff {
     }
 
     /// Cancels any ticket as an operator.
+    #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn cancel_as_operator(
         &self,
         ticket: TicketId,
@@ -222,20 +227,24 @@ impl Handoff {
     /// deadline expire, unused grants past their validity expire, executions past their lease
     /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
     /// [`spawn_sweeper`](Self::spawn_sweeper).
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
+        const BATCH: usize = 256;
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();
-            let due = self.inner.store.due(now, 256).await?;
-            if due.is_empty() {
-                return Ok(moved);
-            }
+            let due = self.inner.store.due(now, BATCH).await?;
             let n = due.len();
+            let mut moved_now = 0;
             for id in due {
-                self.expire(id).await?;
-                moved += 1;
+                if self.expire(id).await? {
+                    moved_now += 1;
+                }
             }
-            if n < 256 {
+            moved += moved_now;
+            // A full batch may have more behind it; a batch where nothing moved would come
+            // back unchanged, so stop rather than spin.
+            if n < BATCH || moved_now == 0 {
                 return Ok(moved);
             }
         }
@@ -260,6 +269,7 @@ impl Handoff {
     /// Verifies the whole audit chain from the store, page by page in constant memory. If a
     /// checkpoint was saved, its signature is checked with the configured key and the chain must
     /// pass through its head: a truncated or rewritten chain is refused.
+    #[tracing::instrument(level = "info", skip_all)]
     pub async fn verify_audit(&self) -> Result<AuditReport, AuditError> {
         let mut verifier = Verifier::new();
         let mut checkpoint_size = None;
@@ -294,6 +304,7 @@ impl Handoff {
     }
 
     /// Signs the current chain head with the checkpoint key and saves it in the store.
+    #[tracing::instrument(level = "info", skip_all)]
     pub async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
         let key = self
             .inner

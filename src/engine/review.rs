@@ -5,11 +5,17 @@ use std::collections::BTreeSet;
 use tracing::Instrument;
 
 use super::error::DecideError;
-use super::{refusal_name, DriveError, Driven, Handoff};
-use crate::audit::{Actor, AuditEvent};
-use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter};
+use std::time::Duration;
+
+use super::{DriveError, Driven, Handoff, Inner};
+use crate::action::ActionDigest;
+use crate::audit::{Actor, AuditEvent, AuditRecord};
+use crate::backend::lock;
+use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter, Write};
 use crate::id::TicketId;
+use crate::policy::Ruling;
 use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
+use crate::timestamp::Timestamp;
 
 /// A ticket with its decisions and audit history.
 #[derive(Debug, Clone)]
@@ -28,8 +34,11 @@ impl Handoff {
     ///
     /// `expected_version` is the ticket version the reviewer looked at; it is refused with
     /// [`DecideError::StaleVersion`] only if the action, the requirements or the state changed
-    /// since (other reviewers' votes in between do not matter). Every refusal is recorded in
-    /// the audit trail; a repeated identical vote is accepted once and answered the same.
+    /// since (other reviewers' votes in between do not matter). Without it, the version read
+    /// when the call starts stands in: a verdict that loses a race to another reviewer's vote
+    /// is re-applied, but never to an action or requirements that changed under it (an edit),
+    /// which is refused with [`DecideError::StaleVersion`]. Every refusal is recorded in the
+    /// audit trail; a repeated identical vote is accepted once and answered the same.
     pub async fn decide(
         &self,
         ticket: TicketId,
@@ -49,7 +58,8 @@ impl Handoff {
         .await
     }
 
-    /// Verifies a credential; a refusal is audited (as an unauthenticated actor).
+    /// Verifies a credential; a refusal is audited (as an unauthenticated actor), one row each
+    /// up to [`Limits::unauthenticated_audit_per_minute`](super::Limits), then coalesced.
     pub(crate) async fn authenticate(
         &self,
         ticket: Option<TicketId>,
@@ -64,7 +74,10 @@ impl Handoff {
                     "unauthenticated",
                     serde_json::json!({ "error": e.to_string() }),
                 );
-                self.inner.audit_only(vec![record]).await?;
+                let records = self.inner.flood_records(record);
+                if !records.is_empty() {
+                    self.inner.audit_only(records).await?;
+                }
                 Err(DecideError::Unauthenticated(e))
             }
         }
@@ -80,17 +93,40 @@ impl Handoff {
         let inner = &self.inner;
         let verdict_name = verdict_name(&verdict).to_owned();
         let person = reviewer.person.clone();
+        // What the reviewer decided on: the version the caller saw, or else the one first read
+        // here. `drive` re-reads the ticket after a lost compare-and-swap; the decision may be
+        // re-applied to the newer ticket only if the action and its requirements are still the
+        // ones decided on (votes commute with votes, not with an edit nobody showed them).
+        let mut decided_on: Option<(u64, ActionDigest, Ruling)> = None;
         let driven = inner
             .drive::<DecideError>(
                 id,
-                Some((Some(person.clone()), verdict_name)),
+                Some((Some(person.clone()), verdict_name.clone())),
                 |ticket, _now| {
+                    let stale = || DecideError::StaleVersion {
+                        expected: expected_version
+                            .or(decided_on.as_ref().map(|d| d.0))
+                            .unwrap_or(ticket.version()),
+                        current: ticket.version(),
+                    };
                     if let Some(expected) = expected_version {
                         if expected < ticket.material_version() || expected > ticket.version() {
-                            return Err(DecideError::StaleVersion {
-                                expected,
-                                current: ticket.version(),
-                            });
+                            return Err(stale());
+                        }
+                    }
+                    match &decided_on {
+                        Some((_, digest, ruling))
+                            if *digest != ticket.action_digest() || ruling != ticket.ruling() =>
+                        {
+                            return Err(stale());
+                        }
+                        Some(_) => {}
+                        None => {
+                            decided_on = Some((
+                                ticket.version(),
+                                ticket.action_digest(),
+                                ticket.ruling().clone(),
+                            ));
                         }
                     }
                     Ok(match &verdict {
@@ -125,7 +161,7 @@ impl Handoff {
         match driven {
             Ok(Driven::Applied { ticket, .. }) => Ok(ticket),
             Ok(Driven::Refused(refusal)) => {
-                tracing::info!(refusal = %refusal_name(&refusal), "decision refused");
+                tracing::info!(refusal = refusal.code(), "decision refused");
                 Err(DecideError::Refused(refusal))
             }
             Err(DriveError::NotFound(id)) => {
@@ -140,13 +176,28 @@ impl Handoff {
             }
             Err(DriveError::Pre(e)) => {
                 if let DecideError::StaleVersion { expected, current } = &e {
+                    // Audited, and a decision like every other refusal of an authenticated
+                    // reviewer.
                     let record = inner.refusal_record(
                         Some(id),
-                        Actor::Reviewer(person),
+                        Actor::Reviewer(person.clone()),
                         "stale_version",
                         serde_json::json!({ "expected": expected, "current": current }),
                     );
-                    inner.audit_only(vec![record]).await?;
+                    inner
+                        .store
+                        .commit(Write {
+                            decision: Some(DecisionRow {
+                                ticket: id,
+                                person: Some(person),
+                                verdict: verdict_name,
+                                refusal: Some("stale_version".to_owned()),
+                                at: record.at,
+                            }),
+                            audit: vec![record],
+                            ..Write::default()
+                        })
+                        .await?;
                 }
                 Err(e)
             }
@@ -156,6 +207,7 @@ impl Handoff {
 
     /// Pending tickets the credential's holder can review (a requirement names one of their
     /// groups), newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn pending_for(&self, credential: &Credential) -> Result<Vec<Ticket>, DecideError> {
         let reviewer = self.authenticate(None, credential).await?;
         let now = self.inner.clock.now();
@@ -188,6 +240,7 @@ impl Handoff {
     }
 
     /// A ticket with its decisions and audit history.
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %id))]
     pub async fn ticket(&self, id: TicketId) -> Result<Option<TicketDetails>, StoreError> {
         let Some(ticket) = self.inner.store.ticket(id).await? else {
             return Ok(None);
@@ -197,6 +250,62 @@ impl Handoff {
             audit: self.inner.store.ticket_audit(id).await?,
             ticket,
         }))
+    }
+}
+
+/// Refused credentials in the current one-minute window.
+#[derive(Debug, Default)]
+pub(crate) struct Flood {
+    window_start: Option<Timestamp>,
+    written: u32,
+    /// Refusals counted but not written, since `suppressed_since`.
+    suppressed: u64,
+    suppressed_since: Option<Timestamp>,
+}
+
+impl Inner {
+    /// The audit rows to write for one refused credential: the refusal itself while the
+    /// window's budget lasts (preceded by a summary of the refusals suppressed before), or
+    /// nothing once it is spent (the refusal is counted for the next summary).
+    pub(crate) fn flood_records(&self, record: AuditRecord) -> Vec<AuditRecord> {
+        let limit = self.limits.unauthenticated_audit_per_minute;
+        if limit == 0 {
+            return vec![record];
+        }
+        let now = record.at;
+        let mut flood = lock(&self.unauthenticated);
+        let window_over = flood
+            .window_start
+            .is_none_or(|start| now >= start.saturating_add(Duration::from_secs(60)));
+        if window_over {
+            flood.window_start = Some(now);
+            flood.written = 0;
+        }
+        if flood.written >= limit {
+            flood.suppressed += 1;
+            flood.suppressed_since.get_or_insert(now);
+            return Vec::new();
+        }
+        flood.written += 1;
+        let mut records = Vec::with_capacity(2);
+        if flood.suppressed > 0 {
+            let since = flood.suppressed_since.take().unwrap_or(now);
+            records.push(AuditRecord {
+                ticket: None,
+                at: now,
+                kind: crate::audit::kind::REFUSED.to_owned(),
+                actor: Actor::Unauthenticated,
+                data: serde_json::json!({
+                    "refusal": "unauthenticated",
+                    "detail": {
+                        "coalesced": std::mem::take(&mut flood.suppressed),
+                        "since": since.as_unix_millis(),
+                    },
+                }),
+            });
+        }
+        records.push(record);
+        records
     }
 }
 

@@ -69,6 +69,7 @@ impl Writer {
         }
     }
 
+    #[allow(clippy::type_complexity)]
     fn commit_batch(
         &mut self,
         commits: Vec<(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>)>,
