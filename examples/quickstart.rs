@@ -247,10 +247,10 @@ fn print_card(ticket: &Ticket) {
         r.targets().join(", ")
     );
     println!(
-        "│ where       {} · data {:?} · {:?}",
+        "│ where       {} · data {} · {}",
         r.environment(),
-        r.sensitivity(),
-        r.reversibility()
+        r.sensitivity().as_str(),
+        r.reversibility().as_str()
     );
     println!("│ parameters  {}", r.redacted_parameters());
     println!("│ agent says  (the agent's claim, not verified)");
