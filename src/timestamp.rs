@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_unix_millis(1_000);
-        assert_eq!(t.saturating_add(Duration::from_secs(1)).as_unix_millis(), 2_000);
+        assert_eq!(
+            t.saturating_add(Duration::from_secs(1)).as_unix_millis(),
+            2_000
+        );
         assert_eq!(
             Timestamp::from_unix_millis(i64::MAX).saturating_add(Duration::from_secs(1)),
             Timestamp::from_unix_millis(i64::MAX)

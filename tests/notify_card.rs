@@ -486,21 +486,20 @@ fn ticket_debug_never_prints_a_redacted_value() {
     }
 }
 
-/// An edited ticket keeps the edited parameters in `Edit`, whose derived `Debug` prints them
-/// in clear (and so does `Event::Edit` / `Verdict::ApproveWithEdits`). Owned by the ticket
-/// module; reported to the lead. Remove the `ignore` once `Edit` redacts in `Debug`.
+/// An edited ticket keeps the edited parameters in `Edit`; neither it, nor the event, nor the
+/// verdict that carried them print them in `Debug`.
 #[test]
-#[ignore = "ticket::Edit derives Debug and prints edited parameters unredacted"]
 fn edited_ticket_debug_never_prints_a_redacted_value() {
-    let edited = applied(
-        &open_ticket(payment()),
-        Event::Edit {
-            reviewer: reviewer("bob", &["finance"]),
-            parameters: json!({ "iban": SECRET, "amount": "4000.00", "memo": "March invoice" }),
-            ruling: ruling(plan()),
-        },
-        100,
-    );
+    let parameters = json!({ "iban": SECRET, "amount": "4000.00", "memo": "March invoice" });
+    let event = Event::Edit {
+        reviewer: reviewer("bob", &["finance"]),
+        parameters: parameters.clone(),
+        ruling: ruling(plan()),
+    };
+    let verdict = agent_handoff::ticket::Verdict::ApproveWithEdits { parameters };
+    let event_text = format!("{event:?} {event:#?} {verdict:?} {verdict:#?}");
+    assert!(!event_text.contains(SECRET), "{event_text}");
+    let edited = applied(&open_ticket(payment()), event, 100);
     for text in [format!("{edited:?}"), format!("{edited:#?}")] {
         assert!(
             !text.contains(SECRET),

@@ -160,7 +160,11 @@ impl Amount {
         let int = int.trim_start_matches('0');
         let frac = frac.trim_end_matches('0');
         Ok(Self {
-            int: if int.is_empty() { "0".into() } else { int.into() },
+            int: if int.is_empty() {
+                "0".into()
+            } else {
+                int.into()
+            },
             frac: frac.into(),
         })
     }

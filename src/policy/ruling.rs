@@ -153,11 +153,9 @@ impl Outcome {
             (deny @ Outcome::Deny { .. }, _) | (_, deny @ Outcome::Deny { .. }) => deny,
             (Outcome::Review(a), Outcome::Review(b)) => Outcome::Review(a.join(b)),
             (review @ Outcome::Review(_), _) | (_, review @ Outcome::Review(_)) => review,
-            (Outcome::Allow { grant_ttl: a }, Outcome::Allow { grant_ttl: b }) => {
-                Outcome::Allow {
-                    grant_ttl: a.min(b),
-                }
-            }
+            (Outcome::Allow { grant_ttl: a }, Outcome::Allow { grant_ttl: b }) => Outcome::Allow {
+                grant_ttl: a.min(b),
+            },
         }
     }
 }
@@ -261,7 +259,9 @@ mod tests {
         let allow = Outcome::Allow {
             grant_ttl: Duration::from_secs(60),
         };
-        let deny = Outcome::Deny { reason: "no".into() };
+        let deny = Outcome::Deny {
+            reason: "no".into(),
+        };
         let r1 = review(&[req("dba", 2)], 600, false);
         let r2 = review(&[req("finance", 1)], 300, true);
         assert_eq!(allow.clone().join(deny.clone()), deny);

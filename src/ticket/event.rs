@@ -26,7 +26,9 @@ pub struct Reviewer {
 }
 
 /// A reviewer's answer. A typed value, never free text interpreted by a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` never prints edited parameters: they may hold values the request marked sensitive.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Approve the action as proposed (or as last edited).
@@ -66,7 +68,9 @@ pub enum ExecutionOutcome {
 }
 
 /// An event applied to a ticket by [`apply`](super::apply).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` never prints edited parameters (see [`Verdict`]).
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
     /// A reviewer approves, rejects or requests changes.
@@ -235,5 +239,94 @@ impl Event {
     /// the requirements the caller saw, so a race must be surfaced to the caller.
     pub fn commutes_with_votes(&self) -> bool {
         matches!(self, Event::Vote { .. })
+    }
+}
+
+/// What `Debug` shows instead of edited parameters.
+pub(crate) const HIDDEN_PARAMETERS: &str = "<hidden: may hold sensitive values>";
+
+impl fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Approve => f.write_str("Approve"),
+            Verdict::ApproveWithEdits { .. } => f
+                .debug_struct("ApproveWithEdits")
+                .field("parameters", &HIDDEN_PARAMETERS)
+                .finish(),
+            Verdict::Reject { feedback } => f
+                .debug_struct("Reject")
+                .field("feedback", feedback)
+                .finish(),
+            Verdict::RequestChanges { feedback } => f
+                .debug_struct("RequestChanges")
+                .field("feedback", feedback)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Vote { reviewer, verdict } => f
+                .debug_struct("Vote")
+                .field("reviewer", reviewer)
+                .field("verdict", verdict)
+                .finish(),
+            Event::Edit {
+                reviewer, ruling, ..
+            } => f
+                .debug_struct("Edit")
+                .field("reviewer", reviewer)
+                .field("parameters", &HIDDEN_PARAMETERS)
+                .field("ruling", ruling)
+                .finish(),
+            Event::Cancel { by, reason } => f
+                .debug_struct("Cancel")
+                .field("by", by)
+                .field("reason", reason)
+                .finish(),
+            Event::Expire => f.write_str("Expire"),
+            Event::Begin {
+                digest,
+                observed,
+                current,
+                lease,
+                lease_expires,
+            } => f
+                .debug_struct("Begin")
+                .field("digest", digest)
+                .field("observed", observed)
+                .field("current", current)
+                .field("lease", lease)
+                .field("lease_expires", lease_expires)
+                .finish(),
+            Event::Renew {
+                lease,
+                lease_expires,
+            } => f
+                .debug_struct("Renew")
+                .field("lease", lease)
+                .field("lease_expires", lease_expires)
+                .finish(),
+            Event::Finish { lease, outcome } => f
+                .debug_struct("Finish")
+                .field("lease", lease)
+                .field("outcome", outcome)
+                .finish(),
+            Event::LeaseLost { lease } => {
+                f.debug_struct("LeaseLost").field("lease", lease).finish()
+            }
+            Event::Resolve { operator, outcome } => f
+                .debug_struct("Resolve")
+                .field("operator", operator)
+                .field("outcome", outcome)
+                .finish(),
+            Event::Revoke { operator, reason } => f
+                .debug_struct("Revoke")
+                .field("operator", operator)
+                .field("reason", reason)
+                .finish(),
+        }
     }
 }

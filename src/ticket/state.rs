@@ -290,7 +290,9 @@ pub enum StaleReason {
 }
 
 /// A reviewer's edit of the action's parameters (approve with edits).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` never prints the parameters: they may hold values the request marked sensitive.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edit {
     /// The edited parameters (replacing the proposed ones).
     pub parameters: Value,
@@ -366,5 +368,16 @@ impl LeaseId {
 impl fmt::Debug for LeaseId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LeaseId({})", self.0)
+    }
+}
+
+impl fmt::Debug for Edit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Edit")
+            .field("parameters", &super::event::HIDDEN_PARAMETERS)
+            .field("digest", &self.digest)
+            .field("editor", &self.editor)
+            .field("at", &self.at)
+            .finish()
     }
 }
