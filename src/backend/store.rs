@@ -259,6 +259,10 @@ pub enum StoreError {
         /// Understood by this code.
         supported: i64,
     },
+    /// The write itself is malformed (a new ticket not at version 1, an update that does not
+    /// write the next version): a bug in the caller. Nothing was written.
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

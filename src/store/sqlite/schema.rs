@@ -47,24 +47,34 @@ pub(crate) fn configure(
 }
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a database written by newer code.
+///
+/// The version is read under the write lock (`BEGIN IMMEDIATE`), so two processes opening a
+/// new file at the same time do not both run the same migration.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql_err)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    loop {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql_err)?;
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Ok(index) = usize::try_from(found) else {
+            return Err(StoreError::Corrupt(format!(
+                "negative schema version {found}"
+            )));
+        };
+        let Some(sql) = MIGRATIONS.get(index) else {
+            return Ok(()); // up to date; the read-only transaction ends on drop
+        };
         tx.execute_batch(sql).map_err(sql_err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
+        tx.pragma_update(None, "user_version", found + 1)
             .map_err(sql_err)?;
         tx.commit().map_err(sql_err)?;
     }
-    Ok(())
 }

@@ -73,18 +73,32 @@ impl Writer {
         &mut self,
         commits: Vec<(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>)>,
     ) {
-        let at = self.clock.now().max(self.last_commit);
-        let start_head = self.chain.head();
-        let mut results = Vec::with_capacity(commits.len());
-        let mut changed = Vec::new();
-        let begun = self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err);
-        if let Err(e) = begun {
-            let msg = e.to_string();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = Arc::new(e);
             for (_, reply) in commits {
-                reply.send(Err(StoreError::Corrupt(format!("could not begin: {msg}"))));
+                reply.send(Err(StoreError::backend(Arc::clone(&e))));
             }
             return;
         }
+        // Under the write lock: another connection (another process on the same file) may have
+        // appended since our last batch, so the head is read from the database, not cached.
+        // The commit time is taken only now, after any wait for the lock, so a deadline is
+        // never judged against a time earlier than the commit.
+        let start_head = match load_head(&self.conn) {
+            Ok(head) => head,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let e: Arc<StoreError> = Arc::new(e);
+                for (_, reply) in commits {
+                    reply.send(Err(StoreError::backend(Arc::clone(&e))));
+                }
+                return;
+            }
+        };
+        self.chain = Chain::resume(start_head);
+        let at = self.clock.now().max(self.last_commit);
+        let mut results = Vec::with_capacity(commits.len());
+        let mut changed = Vec::new();
         for (write, reply) in commits {
             let head_before = self.chain.head();
             let outcome = self
@@ -112,22 +126,30 @@ impl Writer {
             Ok(()) => {
                 self.last_commit = at;
                 failpoint("after_commit");
+                for (reply, result) in results {
+                    reply.send(result.map(|head| Committed { at, head }));
+                }
                 if !changed.is_empty() {
                     let listener = crate::backend::lock(&self.listener).clone();
                     if let Some(listener) = listener {
-                        listener(&changed);
+                        // A panicking listener must not take the writer down with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            listener(&changed)
+                        }));
                     }
-                }
-                for (reply, result) in results {
-                    reply.send(result.map(|head| Committed { at, head }));
                 }
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.chain = Chain::resume(start_head);
-                let msg = e.to_string();
-                for (reply, _) in results {
-                    reply.send(Err(StoreError::Corrupt(format!("commit failed: {msg}"))));
+                let e = Arc::new(e);
+                for (reply, result) in results {
+                    // A write refused on its own keeps its own answer; the others failed with
+                    // the transaction.
+                    reply.send(match result {
+                        Ok(_) => Err(StoreError::backend(Arc::clone(&e))),
+                        Err(own) => Err(own),
+                    });
                 }
             }
         }
@@ -171,7 +193,7 @@ impl Writer {
                 .chain
                 .append(record.clone())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            codec::insert_event(&self.conn, &event)?;
+            codec::insert_event(&self.conn, &event, at)?;
         }
         for row in &write.outbox {
             self.conn
@@ -220,7 +242,7 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
     match write {
         TicketWrite::Insert(ticket) => {
             if ticket.version() != 1 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::InvalidWrite(format!(
                     "a new ticket must have version 1, not {}",
                     ticket.version()
                 )));
@@ -266,26 +288,16 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                 }
                 Err(e) => return Err(sql_err(e)),
             }
-            let mut groups = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)",
-                )
-                .map_err(sql_err)?;
-            for g in codec::groups_of(ticket) {
-                groups
-                    .execute(params![g.as_str(), row.id])
-                    .map_err(sql_err)?;
-            }
-            Ok(())
+            insert_groups(conn, ticket, &row.id)
         }
         TicketWrite::Update {
             ticket,
             expected_version,
         } => {
-            if ticket.version() != expected_version + 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "an update from version {expected_version} must write version {}, not {}",
-                    expected_version + 1,
+            if expected_version.checked_add(1) != Some(ticket.version()) {
+                return Err(StoreError::InvalidWrite(format!(
+                    "an update from version {expected_version} must write the next version, \
+                     not {}",
                     ticket.version()
                 )));
             }
@@ -309,7 +321,11 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                 })
                 .map_err(sql_err)?;
             if changed == 1 {
-                return Ok(());
+                // An edit re-rules the action: the groups its requirements name may change.
+                conn.prepare_cached("DELETE FROM ticket_groups WHERE ticket_id = ?1")
+                    .and_then(|mut s| s.execute(params![row.id]))
+                    .map_err(sql_err)?;
+                return insert_groups(conn, ticket, &row.id);
             }
             let exists: bool = conn
                 .query_row(
@@ -328,6 +344,35 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
             })
         }
     }
+}
+
+/// The commit time of the newest audit event, so commit times never go backwards across a
+/// reopen (or a clock set back between two runs).
+pub(super) fn load_last_commit(conn: &Connection) -> Result<Timestamp, StoreError> {
+    let at: Option<i64> = conn
+        .query_row(
+            "SELECT committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    Ok(at.map_or(Timestamp::EPOCH, Timestamp::from_unix_millis))
+}
+
+/// Indexes the groups named by the ticket's review requirements.
+fn insert_groups(
+    conn: &Connection,
+    ticket: &crate::ticket::Ticket,
+    id: &[u8; 16],
+) -> Result<(), StoreError> {
+    let mut groups = conn
+        .prepare_cached("INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)")
+        .map_err(sql_err)?;
+    for g in codec::groups_of(ticket) {
+        groups.execute(params![g.as_str(), id]).map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 /// The chain head stored in the database.
@@ -349,19 +394,46 @@ pub(super) fn load_head(conn: &Connection) -> Result<ChainHead, StoreError> {
     }
 }
 
-/// Test-only fault injection: with the `failpoints` feature and
-/// `AGENT_HANDOFF_FAILPOINT=<name>` set, the process kills itself with SIGKILL at that point,
-/// exactly as a crash would (no destructors, no flush).
+/// Test-only fault injection (feature `failpoints`, never in production builds).
+///
+/// `AGENT_HANDOFF_FAILPOINT=<name>` or `<name>:<n>` makes the process kill itself with SIGKILL
+/// at the `n`-th time (from 1; default 1) the writer reaches the point `name`, exactly as a
+/// crash would (no destructors, no flush, no `COMMIT`/`ROLLBACK`). The points, in commit order:
+///
+/// - `before_audit`: inside a write's savepoint, after its ticket and decision rows, before
+///   its first audit row (hit once per write that has audit records);
+/// - `before_commit`: every write of the batch applied, `COMMIT` not yet issued (once per
+///   batch);
+/// - `after_commit`: `COMMIT` returned (the batch is durable), no caller answered yet (once
+///   per batch).
+///
+/// Hits are counted per process. Crash tests (`tests/store_crash.rs`) run a child process with
+/// this variable set and check the database it leaves behind.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) {
-    if std::env::var("AGENT_HANDOFF_FAILPOINT").as_deref() == Ok(name) {
-        let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid])
-            .status();
-        // SIGKILL is not deliverable late; never continue past a failpoint.
-        std::process::abort();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var("AGENT_HANDOFF_FAILPOINT").ok()?;
+        let (point, nth) = match spec.split_once(':') {
+            Some((point, n)) => (point, n.trim().parse().ok().filter(|n| *n >= 1)?),
+            None => (spec.as_str(), 1),
+        };
+        Some((point.trim().to_owned(), nth))
+    });
+    let Some((point, nth)) = armed else { return };
+    if point != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
+        return;
     }
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    // Without a `kill` program (or if the signal is somehow late), die without unwinding.
+    std::process::abort();
 }
 
 #[cfg(not(feature = "failpoints"))]
