@@ -181,7 +181,7 @@ impl SqliteStore {
                         Err(_) => break,
                     }
                 })
-                .map_err(|e| StoreError::backend(e))?;
+                .map_err(StoreError::backend)?;
         }
         Ok(Self {
             readers: Some(Mutex::new(tx)),

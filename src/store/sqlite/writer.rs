@@ -22,7 +22,7 @@ use crate::timestamp::Timestamp;
 /// Work for the writer thread.
 pub(super) enum Job {
     /// Commit one write.
-    Commit(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>),
+    Commit(Box<Write>, Reply),
     /// Run a closure on the writer's connection outside any transaction (in-memory stores
     /// read here, since they have no separate readers).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -31,6 +31,9 @@ pub(super) enum Job {
 }
 
 pub(super) type Listener = crate::backend::CommitListener;
+
+/// Where a commit's outcome goes.
+pub(super) type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -69,10 +72,7 @@ impl Writer {
         }
     }
 
-    fn commit_batch(
-        &mut self,
-        commits: Vec<(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>)>,
-    ) {
+    fn commit_batch(&mut self, commits: Vec<(Box<Write>, Reply)>) {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = Arc::new(e);
             for (_, reply) in commits {
