@@ -74,8 +74,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn shutdown(&self) -> Result<(), StoreError>;
 
     /// Registers a callback the store calls after each durable commit with the ids of the
-    /// tickets it changed, so same-process waiters wake without polling. Stores that cannot
-    /// (or commits made by other processes) are seen by polling instead. Default: ignored.
+    /// tickets it changed, so same-process waiters wake without polling; it has run by the
+    /// time the committing callers are answered. Stores that cannot (or commits made by other
+    /// processes) are seen by polling instead. Default: ignored.
     fn on_commit(&self, listener: CommitListener) {
         let _ = listener;
     }

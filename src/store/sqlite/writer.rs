@@ -126,17 +126,20 @@ impl Writer {
             Ok(()) => {
                 self.last_commit = at;
                 failpoint("after_commit");
-                for (reply, result) in results {
-                    reply.send(result.map(|head| Committed { at, head }));
-                }
+                // The listener runs before any caller is answered, so a caller that sees its
+                // commit acknowledged knows same-process waiters were already told.
                 if !changed.is_empty() {
                     let listener = crate::backend::lock(&self.listener).clone();
                     if let Some(listener) = listener {
-                        // A panicking listener must not take the writer down with it.
+                        // A panicking listener must not take the writer down with it (the
+                        // batch is durable: its callers must still get their answers).
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             listener(&changed)
                         }));
                     }
+                }
+                for (reply, result) in results {
+                    reply.send(result.map(|head| Committed { at, head }));
                 }
             }
             Err(e) => {
