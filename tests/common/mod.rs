@@ -1,8 +1,9 @@
 //! Shared helpers for the store tests: tickets built through the pure core (`open` + `apply`
 //! with fixed rulings), writes, clocks and chain reading.
 //!
-//! Each test binary uses part of this module, hence `dead_code` is allowed here.
-#![allow(dead_code)]
+//! Each test binary uses part of this module, hence `dead_code` and `unused_macros` are
+//! allowed here.
+#![allow(dead_code, unused_macros)]
 
 #[macro_use]
 pub mod store_conformance;
