@@ -293,6 +293,32 @@ async fn two_stores_on_one_file_keep_one_chain() {
     b.shutdown().await.unwrap();
 }
 
+/// A store whose clock lags another store's on the same file never commits before it.
+#[tokio::test]
+async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
+    let ahead = Env::with(Arc::new(SteppingClock::new(ts(T0 + 10_000))));
+    let behind = ahead.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
+    let a = file_store(&ahead).await;
+    let b = file_store(&behind).await;
+    let marker_write = |n| Write {
+        audit: vec![marker(n, ts(T0))],
+        ..Write::default()
+    };
+    let first = a.commit(marker_write(1)).await.unwrap();
+    let second = b.commit(marker_write(2)).await.unwrap();
+    assert!(second.at >= first.at, "{second:?} after {first:?}");
+    let late = Write {
+        valid_before: Some(ts(T0 + 7_000)),
+        ..marker_write(3)
+    };
+    assert!(matches!(
+        b.commit(late).await,
+        Err(StoreError::TooLate { .. })
+    ));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 /// Several stores opening a new file at once create the schema once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_of_a_new_file_migrate_once() {

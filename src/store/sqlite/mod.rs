@@ -226,8 +226,7 @@ impl SqliteStore {
                         file_backed,
                     )?;
                     schema::migrate(&mut conn)?;
-                    let head = writer::load_head(&conn)?;
-                    let last_commit = writer::load_last_commit(&conn)?;
+                    let (head, last_commit) = writer::load_tail(&conn)?;
                     Ok::<_, StoreError>((conn, head, last_commit))
                 })();
                 match setup {

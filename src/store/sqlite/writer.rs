@@ -81,11 +81,14 @@ impl Writer {
             return;
         }
         // Under the write lock: another connection (another process on the same file) may have
-        // appended since our last batch, so the head is read from the database, not cached.
-        // The commit time is taken only now, after any wait for the lock, so a deadline is
-        // never judged against a time earlier than the commit.
-        let start_head = match load_head(&self.conn) {
-            Ok(head) => head,
+        // appended since our last batch, so the head and the last commit time are read from
+        // the database, not cached. The commit time is taken only now, after any wait for the
+        // lock, so a deadline is never judged against a time earlier than the commit.
+        let start_head = match load_tail(&self.conn) {
+            Ok((head, last_commit)) => {
+                self.last_commit = self.last_commit.max(last_commit);
+                head
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 let e: Arc<StoreError> = Arc::new(e);
@@ -349,20 +352,6 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
     }
 }
 
-/// The commit time of the newest audit event, so commit times never go backwards across a
-/// reopen (or a clock set back between two runs).
-pub(super) fn load_last_commit(conn: &Connection) -> Result<Timestamp, StoreError> {
-    let at: Option<i64> = conn
-        .query_row(
-            "SELECT committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql_err)?;
-    Ok(at.map_or(Timestamp::EPOCH, Timestamp::from_unix_millis))
-}
-
 /// Indexes the groups named by the ticket's review requirements.
 fn insert_groups(
     conn: &Connection,
@@ -380,20 +369,31 @@ fn insert_groups(
 
 /// The chain head stored in the database.
 pub(super) fn load_head(conn: &Connection) -> Result<ChainHead, StoreError> {
-    let row: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+    load_tail(conn).map(|(head, _)| head)
+}
+
+/// The chain head and the commit time of the newest audit event ([`Timestamp::EPOCH`] for an
+/// empty chain): commit times resume from it, so they never go backwards across a reopen, a
+/// clock set back between two runs, or another process writing to the same file.
+pub(super) fn load_tail(conn: &Connection) -> Result<(ChainHead, Timestamp), StoreError> {
+    let row: Option<(i64, Vec<u8>, i64)> = conn
+        .prepare_cached(
+            "SELECT seq, hash, committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
         )
-        .optional()
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
         .map_err(sql_err)?;
     match row {
-        None => Ok(ChainHead::GENESIS),
-        Some((seq, hash)) => Ok(ChainHead {
-            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
-            hash: ChainHash::from_bytes(codec::hash32(&hash)?),
-        }),
+        None => Ok((ChainHead::GENESIS, Timestamp::EPOCH)),
+        Some((seq, hash, committed_at)) => Ok((
+            ChainHead {
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                hash: ChainHash::from_bytes(codec::hash32(&hash)?),
+            },
+            Timestamp::from_unix_millis(committed_at),
+        )),
     }
 }
 
