@@ -322,7 +322,7 @@ async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
 /// Several stores opening a new file at once create the schema once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_of_a_new_file_migrate_once() {
-    for round in 0..8 {
+    for round in 0..24 {
         let env = Env::new();
         let path = env.path(&format!("new-{round}.sqlite3"));
         let opens: Vec<_> = (0..3)

@@ -1,8 +1,8 @@
 //! Connection setup and migrations by `PRAGMA user_version`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
 
 use super::Synchronous;
 use crate::backend::StoreError;
@@ -26,9 +26,20 @@ pub(crate) fn configure(
 ) -> Result<(), StoreError> {
     conn.busy_timeout(busy_timeout).map_err(sql_err)?;
     if file_backed {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql_err)?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite answers `SQLITE_BUSY`
+        // at once (without the busy handler) while another connection is switching the same
+        // file: retry for as long as the busy timeout allows.
+        let give_up = Instant::now() + busy_timeout;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == ErrorCode::DatabaseBusy && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other.map_err(sql_err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
                 "could not enable WAL journal mode (got `{mode}`)"
