@@ -1647,6 +1647,38 @@ async fn wait_wakes_as_soon_as_a_decision_commits_without_the_clock_moving() {
     );
 }
 
+#[tokio::test]
+async fn every_engine_sharing_a_store_wakes_its_waiters_on_a_commit() {
+    let h = Harness::new().await;
+    // A second engine on the same store, e.g. a reviewer web app in the same process.
+    let (directory, creds) = directory();
+    let second = agent_handoff::Handoff::builder()
+        .shared_store(Arc::clone(&h.store))
+        .policy(h.policy.clone())
+        .identity(directory)
+        .shared_clock(Arc::new(h.clock.clone()))
+        .build()
+        .unwrap();
+    let agent = h.ops();
+    let p = pending(agent.propose(request("db.update", "u-2")).await.unwrap());
+    let waiter = {
+        let (agent, p) = (agent.clone(), p.clone());
+        tokio::spawn(async move { agent.wait(&p, 10 * HOUR).await })
+    };
+    until(|| h.clock.sleepers() > 0).await;
+    second
+        .decide(p.id, &creds["alice"], Verdict::Approve, None)
+        .await
+        .unwrap();
+    let decision = tokio::time::timeout(Duration::from_secs(120), waiter)
+        .await
+        .expect("the first engine's waiter woke on the second engine's commit")
+        .unwrap()
+        .unwrap();
+    assert_eq!(decision.name_for_test(), "approved");
+    assert_eq!(h.now(), ms(START), "the clock never moved");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit, listings, health.
 

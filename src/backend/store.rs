@@ -73,9 +73,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Flushes pending writes and stops accepting new ones. Idempotent.
     async fn shutdown(&self) -> Result<(), StoreError>;
 
-    /// Registers a callback the store calls after each durable commit with the ids of the
-    /// tickets it changed, so same-process waiters wake without polling. Stores that cannot
-    /// (or commits made by other processes) are seen by polling instead. Default: ignored.
+    /// Adds a callback (several may be registered) the store calls after each durable commit
+    /// with the ids of the tickets it changed, so same-process waiters wake without polling; it has run by the
+    /// time the committing callers are answered. Stores that cannot (or commits made by other
+    /// processes) are seen by polling instead. Default: ignored.
     fn on_commit(&self, listener: CommitListener) {
         let _ = listener;
     }
@@ -259,6 +260,10 @@ pub enum StoreError {
         /// Understood by this code.
         supported: i64,
     },
+    /// The write itself is malformed (a new ticket not at version 1, an update that does not
+    /// write the next version): a bug in the caller. Nothing was written.
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -81,11 +81,16 @@ pub(super) fn hash32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
 }
 
-pub(super) fn insert_event(conn: &Connection, event: &AuditEvent) -> Result<(), StoreError> {
+/// Appends a chained event, stamped with the commit time of its transaction.
+pub(super) fn insert_event(
+    conn: &Connection,
+    event: &AuditEvent,
+    committed_at: Timestamp,
+) -> Result<(), StoreError> {
     let record = event.record();
     conn.prepare_cached(
-        "INSERT INTO audit_events (seq, ticket_id, at, kind, bytes, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO audit_events (seq, ticket_id, at, kind, bytes, prev_hash, hash, committed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -96,6 +101,7 @@ pub(super) fn insert_event(conn: &Connection, event: &AuditEvent) -> Result<(), 
             event.bytes(),
             &event.prev_hash().as_bytes()[..],
             &event.hash().as_bytes()[..],
+            committed_at.as_unix_millis(),
         ])
     })
     .map_err(sql_err)?;

@@ -226,17 +226,17 @@ impl SqliteStore {
                         file_backed,
                     )?;
                     schema::migrate(&mut conn)?;
-                    let head = writer::load_head(&conn)?;
-                    Ok::<_, StoreError>((conn, head))
+                    let (head, last_commit) = writer::load_tail(&conn)?;
+                    Ok::<_, StoreError>((conn, head, last_commit))
                 })();
                 match setup {
                     Err(e) => ready_tx.send(Err(e)),
-                    Ok((conn, head)) => {
+                    Ok((conn, head, last_commit)) => {
                         ready_tx.send(Ok(()));
                         Writer {
                             conn,
                             chain: Chain::resume(head),
-                            last_commit: Timestamp::EPOCH,
+                            last_commit,
                             clock: options.clock,
                             max_batch: options.max_batch,
                             listener: l,

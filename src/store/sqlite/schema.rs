@@ -1,8 +1,8 @@
 //! Connection setup and migrations by `PRAGMA user_version`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode};
 
 use super::Synchronous;
 use crate::backend::StoreError;
@@ -26,9 +26,20 @@ pub(crate) fn configure(
 ) -> Result<(), StoreError> {
     conn.busy_timeout(busy_timeout).map_err(sql_err)?;
     if file_backed {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql_err)?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite answers `SQLITE_BUSY`
+        // at once (without the busy handler) while another connection is switching the same
+        // file: retry for as long as the busy timeout allows.
+        let give_up = Instant::now() + busy_timeout;
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == ErrorCode::DatabaseBusy && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other.map_err(sql_err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
                 "could not enable WAL journal mode (got `{mode}`)"
@@ -47,24 +58,34 @@ pub(crate) fn configure(
 }
 
 /// Brings the schema up to [`SCHEMA_VERSION`]; refuses a database written by newer code.
+///
+/// The version is read under the write lock (`BEGIN IMMEDIATE`), so two processes opening a
+/// new file at the same time do not both run the same migration.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql_err)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    loop {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql_err)?;
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Ok(index) = usize::try_from(found) else {
+            return Err(StoreError::Corrupt(format!(
+                "negative schema version {found}"
+            )));
+        };
+        let Some(sql) = MIGRATIONS.get(index) else {
+            return Ok(()); // up to date; the read-only transaction ends on drop
+        };
         tx.execute_batch(sql).map_err(sql_err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
+        tx.pragma_update(None, "user_version", found + 1)
             .map_err(sql_err)?;
         tx.commit().map_err(sql_err)?;
     }
-    Ok(())
 }

@@ -22,7 +22,7 @@ use crate::timestamp::Timestamp;
 /// Work for the writer thread.
 pub(super) enum Job {
     /// Commit one write.
-    Commit(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>),
+    Commit(Box<Write>, Reply),
     /// Run a closure on the writer's connection outside any transaction (in-memory stores
     /// read here, since they have no separate readers).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -32,13 +32,16 @@ pub(super) enum Job {
 
 pub(super) type Listener = crate::backend::CommitListener;
 
+/// Where a commit's outcome goes.
+pub(super) type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) chain: Chain,
     pub(super) last_commit: Timestamp,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) max_batch: usize,
-    pub(super) listener: Arc<std::sync::Mutex<Option<Listener>>>,
+    pub(super) listeners: Arc<std::sync::Mutex<Vec<Listener>>>,
 }
 
 impl Writer {
@@ -69,23 +72,36 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn commit_batch(
-        &mut self,
-        commits: Vec<(Box<Write>, oneshot::Sender<Result<Committed, StoreError>>)>,
-    ) {
-        let at = self.clock.now().max(self.last_commit);
-        let start_head = self.chain.head();
-        let mut results = Vec::with_capacity(commits.len());
-        let mut changed = Vec::new();
-        let begun = self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err);
-        if let Err(e) = begun {
-            let msg = e.to_string();
+    fn commit_batch(&mut self, commits: Vec<(Box<Write>, Reply)>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = Arc::new(e);
             for (_, reply) in commits {
-                reply.send(Err(StoreError::Corrupt(format!("could not begin: {msg}"))));
+                reply.send(Err(StoreError::backend(Arc::clone(&e))));
             }
             return;
         }
+        // Under the write lock: another connection (another process on the same file) may have
+        // appended since our last batch, so the head and the last commit time are read from
+        // the database, not cached. The commit time is taken only now, after any wait for the
+        // lock, so a deadline is never judged against a time earlier than the commit.
+        let start_head = match load_tail(&self.conn) {
+            Ok((head, last_commit)) => {
+                self.last_commit = self.last_commit.max(last_commit);
+                head
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let e: Arc<StoreError> = Arc::new(e);
+                for (_, reply) in commits {
+                    reply.send(Err(StoreError::backend(Arc::clone(&e))));
+                }
+                return;
+            }
+        };
+        self.chain = Chain::resume(start_head);
+        let at = self.clock.now().max(self.last_commit);
+        let mut results = Vec::with_capacity(commits.len());
+        let mut changed = Vec::new();
         for (write, reply) in commits {
             let head_before = self.chain.head();
             let outcome = self
@@ -113,10 +129,16 @@ impl Writer {
             Ok(()) => {
                 self.last_commit = at;
                 failpoint("after_commit");
+                // Listeners run before any caller is answered, so a caller that sees its
+                // commit acknowledged knows same-process waiters were already told.
                 if !changed.is_empty() {
-                    let listener = crate::backend::lock(&self.listener).clone();
-                    if let Some(listener) = listener {
-                        listener(&changed);
+                    let listeners = crate::backend::lock(&self.listeners).clone();
+                    for listener in listeners {
+                        // A panicking listener must not take the writer down with it (the
+                        // batch is durable: its callers must still get their answers).
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            listener(&changed)
+                        }));
                     }
                 }
                 for (reply, result) in results {
@@ -126,9 +148,14 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.chain = Chain::resume(start_head);
-                let msg = e.to_string();
-                for (reply, _) in results {
-                    reply.send(Err(StoreError::Corrupt(format!("commit failed: {msg}"))));
+                let e = Arc::new(e);
+                for (reply, result) in results {
+                    // A write refused on its own keeps its own answer; the others failed with
+                    // the transaction.
+                    reply.send(match result {
+                        Ok(_) => Err(StoreError::backend(Arc::clone(&e))),
+                        Err(own) => Err(own),
+                    });
                 }
             }
         }
@@ -172,7 +199,7 @@ impl Writer {
                 .chain
                 .append(record.clone())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            codec::insert_event(&self.conn, &event)?;
+            codec::insert_event(&self.conn, &event, at)?;
         }
         for row in &write.outbox {
             self.conn
@@ -221,7 +248,7 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
     match write {
         TicketWrite::Insert(ticket) => {
             if ticket.version() != 1 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::InvalidWrite(format!(
                     "a new ticket must have version 1, not {}",
                     ticket.version()
                 )));
@@ -267,26 +294,16 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                 }
                 Err(e) => return Err(sql_err(e)),
             }
-            let mut groups = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)",
-                )
-                .map_err(sql_err)?;
-            for g in codec::groups_of(ticket) {
-                groups
-                    .execute(params![g.as_str(), row.id])
-                    .map_err(sql_err)?;
-            }
-            Ok(())
+            insert_groups(conn, ticket, &row.id)
         }
         TicketWrite::Update {
             ticket,
             expected_version,
         } => {
-            if ticket.version() != expected_version + 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "an update from version {expected_version} must write version {}, not {}",
-                    expected_version + 1,
+            if expected_version.checked_add(1) != Some(ticket.version()) {
+                return Err(StoreError::InvalidWrite(format!(
+                    "an update from version {expected_version} must write the next version, \
+                     not {}",
                     ticket.version()
                 )));
             }
@@ -310,7 +327,11 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                 })
                 .map_err(sql_err)?;
             if changed == 1 {
-                return Ok(());
+                // An edit re-rules the action: the groups its requirements name may change.
+                conn.prepare_cached("DELETE FROM ticket_groups WHERE ticket_id = ?1")
+                    .and_then(|mut s| s.execute(params![row.id]))
+                    .map_err(sql_err)?;
+                return insert_groups(conn, ticket, &row.id);
             }
             let exists: bool = conn
                 .query_row(
@@ -331,38 +352,91 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
     }
 }
 
+/// Indexes the groups named by the ticket's review requirements.
+fn insert_groups(
+    conn: &Connection,
+    ticket: &crate::ticket::Ticket,
+    id: &[u8; 16],
+) -> Result<(), StoreError> {
+    let mut groups = conn
+        .prepare_cached("INSERT OR IGNORE INTO ticket_groups (grp, ticket_id) VALUES (?1, ?2)")
+        .map_err(sql_err)?;
+    for g in codec::groups_of(ticket) {
+        groups.execute(params![g.as_str(), id]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 /// The chain head stored in the database.
 pub(super) fn load_head(conn: &Connection) -> Result<ChainHead, StoreError> {
-    let row: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+    load_tail(conn).map(|(head, _)| head)
+}
+
+/// The chain head and the commit time of the newest audit event ([`Timestamp::EPOCH`] for an
+/// empty chain): commit times resume from it, so they never go backwards across a reopen, a
+/// clock set back between two runs, or another process writing to the same file.
+pub(super) fn load_tail(conn: &Connection) -> Result<(ChainHead, Timestamp), StoreError> {
+    let row: Option<(i64, Vec<u8>, i64)> = conn
+        .prepare_cached(
+            "SELECT seq, hash, committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
         )
-        .optional()
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
         .map_err(sql_err)?;
     match row {
-        None => Ok(ChainHead::GENESIS),
-        Some((seq, hash)) => Ok(ChainHead {
-            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
-            hash: ChainHash::from_bytes(codec::hash32(&hash)?),
-        }),
+        None => Ok((ChainHead::GENESIS, Timestamp::EPOCH)),
+        Some((seq, hash, committed_at)) => Ok((
+            ChainHead {
+                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                hash: ChainHash::from_bytes(codec::hash32(&hash)?),
+            },
+            Timestamp::from_unix_millis(committed_at),
+        )),
     }
 }
 
-/// Test-only fault injection: with the `failpoints` feature and
-/// `AGENT_HANDOFF_FAILPOINT=<name>` set, the process kills itself with SIGKILL at that point,
-/// exactly as a crash would (no destructors, no flush).
+/// Test-only fault injection (feature `failpoints`, never in production builds).
+///
+/// `AGENT_HANDOFF_FAILPOINT=<name>` or `<name>:<n>` makes the process kill itself with SIGKILL
+/// at the `n`-th time (from 1; default 1) the writer reaches the point `name`, exactly as a
+/// crash would (no destructors, no flush, no `COMMIT`/`ROLLBACK`). The points, in commit order:
+///
+/// - `before_audit`: inside a write's savepoint, after its ticket and decision rows, before
+///   its first audit row (hit once per write that has audit records);
+/// - `before_commit`: every write of the batch applied, `COMMIT` not yet issued (once per
+///   batch);
+/// - `after_commit`: `COMMIT` returned (the batch is durable), no caller answered yet (once
+///   per batch).
+///
+/// Hits are counted per process. Crash tests (`tests/store_crash.rs`) run a child process with
+/// this variable set and check the database it leaves behind.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) {
-    if std::env::var("AGENT_HANDOFF_FAILPOINT").as_deref() == Ok(name) {
-        let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid])
-            .status();
-        // SIGKILL is not deliverable late; never continue past a failpoint.
-        std::process::abort();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var("AGENT_HANDOFF_FAILPOINT").ok()?;
+        let (point, nth) = match spec.split_once(':') {
+            Some((point, n)) => (point, n.trim().parse().ok().filter(|n| *n >= 1)?),
+            None => (spec.as_str(), 1),
+        };
+        Some((point.trim().to_owned(), nth))
+    });
+    let Some((point, nth)) = armed else { return };
+    if point != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
+        return;
     }
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    // Without a `kill` program (or if the signal is somehow late), die without unwinding.
+    std::process::abort();
 }
 
 #[cfg(not(feature = "failpoints"))]

@@ -29,6 +29,7 @@ CREATE TABLE ticket_groups (
     ticket_id BLOB NOT NULL REFERENCES tickets (id),
     PRIMARY KEY (grp, ticket_id)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX ticket_groups_ticket ON ticket_groups (ticket_id);
 
 -- Every decision asked for, accepted or refused.
 CREATE TABLE decisions (
@@ -50,7 +51,9 @@ CREATE TABLE audit_events (
     kind      TEXT    NOT NULL,
     bytes     BLOB    NOT NULL,
     prev_hash BLOB    NOT NULL CHECK (length(prev_hash) = 32),
-    hash      BLOB    NOT NULL CHECK (length(hash) = 32)
+    hash      BLOB    NOT NULL CHECK (length(hash) = 32),
+    -- the store's commit time (not hashed): commit times never go backwards across restarts
+    committed_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX audit_events_ticket ON audit_events (ticket_id, seq) WHERE ticket_id IS NOT NULL;
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events

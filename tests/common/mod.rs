@@ -1,0 +1,310 @@
+//! Shared helpers for the store tests: tickets built through the pure core (`open` + `apply`
+//! with fixed rulings), writes, clocks and chain reading.
+//!
+//! Each test binary uses part of this module, hence `dead_code` and `unused_macros` are
+//! allowed here.
+#![allow(dead_code, unused_macros)]
+
+#[macro_use]
+pub mod store_conformance;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_handoff::action::{ActionRequest, Requester};
+use agent_handoff::audit::{verify, Actor, AuditRecord, RawEvent, VerifySummary};
+use agent_handoff::backend::{DecisionRow, NonceUse, OutboxRow, TicketWrite, Write};
+use agent_handoff::policy::{
+    Outcome, PolicyHash, PolicyRef, ReviewPlan, ReviewRequirement, Ruling,
+};
+use agent_handoff::ticket::{
+    apply, open, Event, LeaseId, PrincipalCheck, Reviewer, Ticket, Transition, Verdict,
+};
+use agent_handoff::{AgentId, Clock, GroupName, ManualClock, PersonId, Store, TicketId, Timestamp};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A fixed instant the tests start from (2023-11-14T22:13:20Z).
+pub const T0: i64 = 1_700_000_000_000;
+
+/// How long reviewers have on a `review` ruling.
+pub const REVIEW_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long an `allow` ruling's grant lasts.
+pub const GRANT_TTL: Duration = Duration::from_secs(30);
+
+pub fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+pub fn agent(name: &str) -> AgentId {
+    AgentId::new(name).unwrap()
+}
+
+pub fn person(name: &str) -> PersonId {
+    PersonId::new(name).unwrap()
+}
+
+pub fn group(name: &str) -> GroupName {
+    GroupName::new(name).unwrap()
+}
+
+/// 16 random bytes.
+pub fn random16() -> [u8; 16] {
+    let mut bytes = [0; 16];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+}
+
+/// A fresh random ticket id.
+pub fn new_id() -> TicketId {
+    TicketId::from_uuid(Uuid::from_bytes(random16()))
+}
+
+fn policy_ref() -> PolicyRef {
+    PolicyRef {
+        version: "test".into(),
+        hash: PolicyHash([7; 32]),
+    }
+}
+
+/// One approval from `group`, 60 s to decide, veto on.
+pub fn review_by(group_name: &str) -> Ruling {
+    Ruling {
+        outcome: Outcome::Review(ReviewPlan {
+            requirements: [ReviewRequirement {
+                groups: [group(group_name)].into(),
+                approvals: 1,
+            }]
+            .into(),
+            deadline: REVIEW_DEADLINE,
+            approval_ttl: Duration::from_secs(600),
+            veto: true,
+        }),
+        matched: Vec::new(),
+        policy: policy_ref(),
+    }
+}
+
+/// One approval from `dba`.
+pub fn review() -> Ruling {
+    review_by("dba")
+}
+
+/// Allowed by policy for 30 s.
+pub fn allow() -> Ruling {
+    Ruling {
+        outcome: Outcome::Allow {
+            grant_ttl: GRANT_TTL,
+        },
+        matched: Vec::new(),
+        policy: policy_ref(),
+    }
+}
+
+/// Denied by policy.
+pub fn deny() -> Ruling {
+    Ruling {
+        outcome: Outcome::Deny {
+            reason: "not here".into(),
+        },
+        matched: Vec::new(),
+        policy: policy_ref(),
+    }
+}
+
+/// A proposal by `agent_name` under idempotency key `idempotency-<key>`, ruled `ruling`, at `now`.
+pub fn propose(agent_name: &str, key: &str, ruling: Ruling, now: Timestamp) -> Transition {
+    let request = ActionRequest::builder("db.table.drop", format!("idempotency-{key}"))
+        .target("postgres://prod/orders")
+        .parameters(json!({ "table": "orders" }))
+        .build()
+        .unwrap();
+    open(
+        new_id(),
+        Requester::new(agent(agent_name), None),
+        PrincipalCheck::NoPrincipal,
+        request,
+        ruling,
+        now,
+    )
+}
+
+/// A reviewer in `groups`.
+pub fn reviewer(name: &str, groups: &[&str]) -> Reviewer {
+    Reviewer {
+        person: person(name),
+        groups: groups.iter().map(|g| group(g)).collect(),
+    }
+}
+
+/// Applies an event that must succeed.
+pub fn step(ticket: &Ticket, event: Event, now: Timestamp) -> Transition {
+    match apply(ticket, event, now) {
+        Ok(transition) => transition,
+        Err(refused) => panic!("event refused: {}", refused.refusal),
+    }
+}
+
+/// `who` (a dba) approves.
+pub fn approve(ticket: &Ticket, who: &str, now: Timestamp) -> Transition {
+    step(
+        ticket,
+        Event::Vote {
+            reviewer: reviewer(who, &["dba"]),
+            verdict: Verdict::Approve,
+        },
+        now,
+    )
+}
+
+/// `who` (a dba) rejects.
+pub fn reject(ticket: &Ticket, who: &str, now: Timestamp) -> Transition {
+    step(
+        ticket,
+        Event::Vote {
+            reviewer: reviewer(who, &["dba"]),
+            verdict: Verdict::Reject {
+                feedback: "no".into(),
+            },
+        },
+        now,
+    )
+}
+
+/// Starts executing an approved ticket with a lease until `lease_expires`.
+pub fn begin(ticket: &Ticket, lease_expires: Timestamp, now: Timestamp) -> Transition {
+    step(
+        ticket,
+        Event::Begin {
+            digest: ticket.action_digest(),
+            observed: BTreeMap::new(),
+            current: ticket.ruling().clone(),
+            lease: LeaseId::from_uuid(Uuid::from_bytes(random16())),
+            lease_expires,
+        },
+        now,
+    )
+}
+
+/// An audit record that identifies write number `n` in the chain.
+pub fn marker(n: u64, at: Timestamp) -> AuditRecord {
+    AuditRecord {
+        ticket: None,
+        at,
+        kind: "test.marker".into(),
+        actor: Actor::System,
+        data: json!({ "write": n }),
+    }
+}
+
+/// A fresh single-use nonce.
+pub fn nonce() -> NonceUse {
+    NonceUse {
+        nonce: random16(),
+        expires: ts(T0 + 3_600_000),
+    }
+}
+
+/// An outbox row for `ticket`.
+pub fn outbox(ticket: TicketId, at: Timestamp) -> OutboxRow {
+    OutboxRow {
+        id: Uuid::from_bytes(random16()),
+        ticket,
+        channel: "test".into(),
+        payload: json!({ "ticket": ticket.to_string() }),
+        due: at,
+    }
+}
+
+/// A decision row for `ticket`.
+pub fn decision(ticket: TicketId, who: &str, verdict: &str, at: Timestamp) -> DecisionRow {
+    DecisionRow {
+        ticket,
+        person: Some(person(who)),
+        verdict: verdict.into(),
+        refusal: None,
+        at,
+    }
+}
+
+/// Inserting a new ticket with the audit records of its proposal.
+pub fn insert(transition: &Transition) -> Write {
+    Write {
+        ticket: Some(TicketWrite::Insert(Box::new(transition.ticket.clone()))),
+        audit: transition.audit.clone(),
+        ..Write::default()
+    }
+}
+
+/// Replacing `from` by the transition's ticket, with its audit records.
+pub fn update(from: &Ticket, transition: &Transition) -> Write {
+    Write {
+        ticket: Some(TicketWrite::Update {
+            ticket: Box::new(transition.ticket.clone()),
+            expected_version: from.version(),
+        }),
+        audit: transition.audit.clone(),
+        ..Write::default()
+    }
+}
+
+/// Every stored audit event, read in pages.
+pub async fn chain<S: Store + ?Sized>(store: &S) -> Vec<RawEvent> {
+    let mut events: Vec<RawEvent> = Vec::new();
+    loop {
+        let from = events.last().map_or(1, |e| e.seq + 1);
+        let page = store.audit_events(from, 97).await.unwrap();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
+
+/// Verifies the whole stored chain and checks it ends at the store's head.
+pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> VerifySummary {
+    let events = chain(store).await;
+    let summary = verify(&events).unwrap_or_else(|e| panic!("audit chain does not verify: {e}"));
+    assert_eq!(
+        summary.head,
+        store.audit_head().await.unwrap(),
+        "the store's head is the verified chain's end"
+    );
+    summary
+}
+
+/// A clock a test can set to any instant, backwards too (a stepped wall clock). Sleepers are
+/// served by an inner [`ManualClock`] that only moves forward.
+#[derive(Debug, Clone)]
+pub struct SteppingClock {
+    now: Arc<Mutex<Timestamp>>,
+    sleepers: ManualClock,
+}
+
+impl SteppingClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            now: Arc::new(Mutex::new(start)),
+            sleepers: ManualClock::new(start),
+        }
+    }
+
+    /// Sets the time, in either direction.
+    pub fn set(&self, to: Timestamp) {
+        *self.now.lock().unwrap() = to;
+        self.sleepers.set(to);
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for SteppingClock {
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap()
+    }
+
+    async fn sleep_until(&self, deadline: Timestamp) {
+        self.sleepers.sleep_until(deadline).await
+    }
+}

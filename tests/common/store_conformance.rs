@@ -1,0 +1,1615 @@
+//! The `Store` contract, written once. Every store implementation must pass it unchanged.
+//!
+//! Run it with the [`store_conformance!`] macro (the approach of tower-sessions' shared store
+//! tests): give the suite a name and an async opener that builds the store under test from an
+//! [`Env`] (a temporary directory and the clock the store must use for commit times):
+//!
+//! ```ignore
+//! #[macro_use]
+//! mod common;
+//! use common::store_conformance::Env;
+//!
+//! store_conformance!(sqlite_memory, |env: Env| async move {
+//!     SqliteStore::in_memory_with(SqliteOptions::new().with_clock(env.clock())).await.unwrap()
+//! });
+//! // `durable`: opening again with the same `Env` sees the same data (adds the reopen tests).
+//! store_conformance!(sqlite_file, durable, |env: Env| async move {
+//!     let options = SqliteOptions::new().with_clock(env.clock());
+//!     SqliteStore::open_with(env.path("store.sqlite3"), options).await.unwrap()
+//! });
+//! ```
+//!
+//! What a store must do, each as a test below: atomic writes (a refused write leaves no ticket,
+//! decision, audit, outbox or nonce row, whatever step refused it); group commits in which one
+//! caller's failure never touches another's; compare-and-swap on the ticket version;
+//! idempotency keys unique per agent, also under races; `TooLate` judged against a commit time
+//! that never goes backwards; single-use nonces; reads by id, key, filter (paged, newest first),
+//! due time, decisions and per-ticket audit; health figures; checkpoints; shutdown that refuses
+//! later writes and keeps every acknowledged one; an audit chain that verifies and continues
+//! across a reopen.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent_handoff::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, CheckpointKey};
+use agent_handoff::backend::{Committed, TicketFilter, TicketWrite, Write};
+use agent_handoff::ticket::{Event, StateName, Ticket};
+use agent_handoff::{Clock, ManualClock, Store, StoreError, TicketId, Timestamp};
+use serde_json::json;
+
+use super::*;
+
+/// Generates one `#[tokio::test]` per conformance test for a store.
+///
+/// `store_conformance!(name, opener)` or `store_conformance!(name, durable, opener)`, where
+/// `opener` is an expression of a type `Fn(Env) -> impl Future<Output = impl Store>`. With
+/// `durable`, opening again with the same [`Env`] must see what was committed before (adds
+/// the shutdown-flush and reopen tests).
+macro_rules! store_conformance {
+    ($name:ident, $open:expr) => {
+        store_conformance!(@suite $name, $open, []);
+    };
+    ($name:ident, durable, $open:expr) => {
+        store_conformance!(@suite $name, $open, [
+            shutdown_keeps_every_acknowledged_commit,
+            chain_continues_across_reopen,
+            commit_time_never_goes_backwards_across_reopen,
+        ]);
+    };
+    (@suite $name:ident, $open:expr, [$($extra:ident),* $(,)?]) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            store_conformance!(@tests $open;
+                insert_then_read_back,
+                update_is_a_compare_and_swap_on_the_version,
+                refused_write_writes_nothing,
+                failed_write_rolls_back_its_audit_rows,
+                group_commit_isolates_each_callers_failure,
+                idempotency_key_is_unique_per_agent,
+                concurrent_inserts_with_one_key_create_one_ticket,
+                write_at_or_after_its_limit_is_too_late,
+                commit_time_never_goes_backwards,
+                nonce_is_single_use,
+                list_tickets_filters_and_pages_newest_first,
+                list_by_group_follows_a_ruling_change,
+                due_lists_tickets_whose_time_is_up,
+                decisions_are_listed_oldest_first,
+                ticket_audit_and_audit_pages_cover_the_chain,
+                health_reports_pending_backlog_and_chain_length,
+                checkpoints_keep_the_newest,
+                shutdown_refuses_later_commits,
+                $($extra,)*
+            );
+        }
+    };
+    (@tests $open:expr; $($test:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                $crate::common::store_conformance::$test($open).await;
+            }
+        )*
+    };
+}
+
+/// What a test gives the opener: a temporary directory (removed at the end of the test) and
+/// the clock that stamps commits. Cloning shares both.
+#[derive(Clone)]
+pub struct Env {
+    dir: Arc<tempfile::TempDir>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Env {
+    /// A fresh directory and a [`ManualClock`] stopped at [`T0`].
+    pub fn new() -> Self {
+        Self::with(Arc::new(ManualClock::new(ts(T0))))
+    }
+
+    /// A fresh directory and `clock`.
+    pub fn with(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            dir: Arc::new(tempfile::tempdir().unwrap()),
+            clock,
+        }
+    }
+
+    /// The same directory with another clock (to reopen a durable store after a restart).
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            dir: Arc::clone(&self.dir),
+            clock,
+        }
+    }
+
+    /// The clock the store must stamp commits with.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// A path inside the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn open_in<S, Fut>(open: &impl Fn(Env) -> Fut, env: &Env) -> Arc<S>
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    Arc::new(open(env.clone()).await)
+}
+
+/// Commits a proposal and returns its ticket.
+async fn proposed<S: Store + ?Sized>(
+    store: &S,
+    agent_name: &str,
+    key: &str,
+    ruling: agent_handoff::policy::Ruling,
+    now: Timestamp,
+) -> Ticket {
+    let p = propose(agent_name, key, ruling, now);
+    store.commit(insert(&p)).await.unwrap();
+    p.ticket
+}
+
+fn records(events: &[AuditEvent]) -> Vec<AuditRecord> {
+    events.iter().map(|e| e.record().clone()).collect()
+}
+
+/// The decoded records of stored events `from..=to`.
+async fn records_between<S: Store + ?Sized>(store: &S, from: u64, to: u64) -> Vec<AuditRecord> {
+    let raw = store
+        .audit_events(from, usize::try_from(to + 1 - from).unwrap())
+        .await
+        .unwrap();
+    raw.into_iter()
+        .map(|r| AuditEvent::decode(r).unwrap().record().clone())
+        .collect()
+}
+
+/// A refused write left everything as it was: same head, same decisions for `ticket`, same
+/// outbox backlog.
+struct Snapshot {
+    head: ChainHead,
+    backlog: u64,
+    decisions: usize,
+}
+
+async fn snapshot<S: Store + ?Sized>(store: &S, ticket: TicketId) -> Snapshot {
+    Snapshot {
+        head: store.audit_head().await.unwrap(),
+        backlog: store.health().await.unwrap().outbox_backlog,
+        decisions: store.decisions(ticket).await.unwrap().len(),
+    }
+}
+
+async fn assert_unchanged<S: Store + ?Sized>(store: &S, ticket: TicketId, before: &Snapshot) {
+    let after = snapshot(store, ticket).await;
+    assert_eq!(after.head, before.head, "no audit row was written");
+    assert_eq!(after.backlog, before.backlog, "no outbox row was written");
+    assert_eq!(after.decisions, before.decisions, "no decision was written");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes and reads of one ticket
+// ---------------------------------------------------------------------------------------------
+
+/// A committed insert reads back by id and by key with its audit records, stamped with the
+/// store clock's time and chained onto the head.
+pub async fn insert_then_read_back<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    assert_eq!(store.audit_head().await.unwrap(), ChainHead::GENESIS);
+
+    let p = propose("agent-a", "key-1", review(), now);
+    let id = p.ticket.id();
+    let mut write = insert(&p);
+    write.outbox.push(outbox(id, now));
+    let committed = store.commit(write).await.unwrap();
+
+    assert_eq!(
+        committed.at, now,
+        "the commit time comes from the store's clock"
+    );
+    assert_eq!(committed.head.seq, p.audit.len() as u64);
+    assert_eq!(store.audit_head().await.unwrap(), committed.head);
+    assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&p.ticket));
+    assert_eq!(
+        store
+            .ticket_by_key(&agent("agent-a"), p.ticket.idempotency_key())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&p.ticket)
+    );
+    assert_eq!(store.ticket(new_id()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .ticket_by_key(&agent("agent-b"), p.ticket.idempotency_key())
+            .await
+            .unwrap(),
+        None,
+        "keys are scoped per agent"
+    );
+    assert_eq!(records(&store.ticket_audit(id).await.unwrap()), p.audit);
+    assert!(store.decisions(id).await.unwrap().is_empty());
+    assert_eq!(verify_chain(&*store).await.count, p.audit.len() as u64);
+    store.shutdown().await.unwrap();
+}
+
+/// `Update` replaces the ticket only at the expected version; a stale version, an unknown id or
+/// a new version other than `expected + 1` is refused and writes nothing.
+pub async fn update_is_a_compare_and_swap_on_the_version<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", review(), now).await;
+    let id = v1.id();
+    let approved = approve(&v1, "alice", now);
+    let v3 = begin(&approved.ticket, ts(T0 + 10_000), now);
+    let before = snapshot(&*store, id).await;
+
+    // A new version that does not follow the expected one.
+    for (ticket, expected) in [(&v3.ticket, 1), (&v1, 1), (&approved.ticket, 0)] {
+        let write = Write {
+            ticket: Some(TicketWrite::Update {
+                ticket: Box::new(ticket.clone()),
+                expected_version: expected,
+            }),
+            audit: approved.audit.clone(),
+            decision: Some(decision(id, "alice", "approve", now)),
+            ..Write::default()
+        };
+        let err = store.commit(write).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidWrite(_)),
+            "version {} from expected {expected}: {err:?}",
+            ticket.version()
+        );
+    }
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&v1));
+
+    // The right version wins once.
+    let mut good = update(&v1, &approved);
+    good.decision = Some(decision(id, "alice", "approve", now));
+    store.commit(good).await.unwrap();
+    assert_eq!(
+        store.ticket(id).await.unwrap().as_ref(),
+        Some(&approved.ticket)
+    );
+
+    // A change computed from version 1 is now stale.
+    let before = snapshot(&*store, id).await;
+    let rejected = reject(&v1, "bob", now);
+    let mut stale = update(&v1, &rejected);
+    stale.decision = Some(decision(id, "bob", "reject", now));
+    stale.outbox.push(outbox(id, now));
+    match store.commit(stale).await {
+        Err(StoreError::VersionConflict { ticket, expected }) => {
+            assert_eq!((ticket, expected), (id, 1));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(
+        store.ticket(id).await.unwrap().as_ref(),
+        Some(&approved.ticket)
+    );
+
+    // An update of a ticket that was never inserted.
+    let ghost = propose("agent-a", "key-2", review(), now);
+    let ghost_id = ghost.ticket.id();
+    let ghost_v2 = approve(&ghost.ticket, "alice", now);
+    match store.commit(update(&ghost.ticket, &ghost_v2)).await {
+        Err(StoreError::NotFound(missing)) => assert_eq!(missing, ghost_id),
+        other => panic!("expected not found, got {other:?}"),
+    }
+    assert_eq!(store.ticket(ghost_id).await.unwrap(), None);
+    assert_unchanged(&*store, id, &before).await;
+
+    // The next version in sequence still works.
+    store.commit(update(&approved.ticket, &v3)).await.unwrap();
+    assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&v3.ticket));
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Whatever refuses a write — a lost compare-and-swap, an unknown ticket, a used key, a reused
+/// nonce, a passed limit, a malformed version — none of its parts is written: no ticket, no
+/// decision, no audit row, no outbox row, and none of its nonces is consumed.
+pub async fn refused_write_writes_nothing<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", review(), now).await;
+    let id = v1.id();
+    let v2 = approve(&v1, "alice", now);
+    store.commit(update(&v1, &v2)).await.unwrap();
+    let used = nonce();
+    store
+        .commit(Write {
+            nonces: vec![used],
+            audit: vec![marker(0, now)],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+
+    // Every refused write carries a fresh nonce, a decision, audit records, an outbox row.
+    let mut fresh = Vec::new();
+    let mut dressed = |mut write: Write, ticket: TicketId, n: u64| {
+        let own = nonce();
+        fresh.push(own);
+        write.nonces.insert(0, own);
+        write.decision = Some(decision(ticket, "carol", "approve", now));
+        write.audit.push(marker(n, now));
+        write.outbox.push(outbox(ticket, now));
+        write
+    };
+    let stale = dressed(update(&v1, &reject(&v1, "bob", now)), id, 1);
+    let ghost = propose("agent-a", "key-ghost", review(), now);
+    let unknown = dressed(
+        update(&ghost.ticket, &approve(&ghost.ticket, "alice", now)),
+        ghost.ticket.id(),
+        2,
+    );
+    let twin = propose("agent-a", "key-1", review(), now);
+    let duplicate = dressed(insert(&twin), twin.ticket.id(), 3);
+    let mut reused = dressed(
+        update(&v2.ticket, &begin(&v2.ticket, ts(T0 + 9_000), now)),
+        id,
+        4,
+    );
+    reused.nonces.push(used); // after a fresh one, so a partial write would show
+    let mut late = dressed(
+        update(&v2.ticket, &begin(&v2.ticket, ts(T0 + 9_000), now)),
+        id,
+        5,
+    );
+    late.valid_before = Some(now);
+    // Writes version 2 again, from version 2.
+    let malformed = dressed(update(&v2.ticket, &v2), id, 6);
+
+    let before = snapshot(&*store, id).await;
+    type IsExpected = fn(&StoreError) -> bool;
+    let cases: [(&str, Write, IsExpected); 6] = [
+        ("stale version", stale, |e| {
+            matches!(e, StoreError::VersionConflict { .. })
+        }),
+        ("unknown ticket", unknown, |e| {
+            matches!(e, StoreError::NotFound(_))
+        }),
+        ("used key", duplicate, |e| {
+            matches!(e, StoreError::DuplicateKey { .. })
+        }),
+        ("reused nonce", reused, |e| {
+            matches!(e, StoreError::NonceReused)
+        }),
+        ("too late", late, |e| {
+            matches!(e, StoreError::TooLate { .. })
+        }),
+        ("malformed version", malformed, |e| {
+            matches!(e, StoreError::InvalidWrite(_))
+        }),
+    ];
+    for (what, write, expected) in cases {
+        let err = store.commit(write).await.unwrap_err();
+        assert!(expected(&err), "{what}: unexpected {err:?}");
+        assert_unchanged(&*store, id, &before).await;
+        assert_eq!(
+            store.ticket(id).await.unwrap().as_ref(),
+            Some(&v2.ticket),
+            "{what}: the ticket is unchanged"
+        );
+    }
+    assert_eq!(store.ticket(ghost.ticket.id()).await.unwrap(), None);
+    assert_eq!(store.ticket(twin.ticket.id()).await.unwrap(), None);
+    assert_eq!(
+        store.decisions(ghost.ticket.id()).await.unwrap(),
+        Vec::new()
+    );
+
+    // None of the refused writes consumed its nonce.
+    store
+        .commit(Write {
+            nonces: fresh,
+            audit: vec![marker(7, now)],
+            ..Write::default()
+        })
+        .await
+        .expect("the nonces of refused writes are still unused");
+    let summary = verify_chain(&*store).await;
+    assert_eq!(summary.count, before.head.seq + 1);
+    store.shutdown().await.unwrap();
+}
+
+/// A write that fails after its audit rows were chained (here: an outbox id that is already
+/// taken) leaves no trace, and the next write chains onto the head as it was.
+pub async fn failed_write_rolls_back_its_audit_rows<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let first = propose("agent-a", "key-1", review(), now);
+    let row = outbox(first.ticket.id(), now);
+    let mut write = insert(&first);
+    write.outbox.push(row.clone());
+    store.commit(write).await.unwrap();
+    let before = snapshot(&*store, first.ticket.id()).await;
+
+    let second = propose("agent-a", "key-2", review(), now);
+    let mut clash = insert(&second);
+    clash.audit.push(marker(1, now));
+    clash.outbox.push(row);
+    store
+        .commit(clash)
+        .await
+        .expect_err("an outbox id is unique");
+    assert_unchanged(&*store, first.ticket.id(), &before).await;
+    assert_eq!(store.ticket(second.ticket.id()).await.unwrap(), None);
+    assert!(store
+        .ticket_audit(second.ticket.id())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let third = propose("agent-a", "key-3", review(), now);
+    let committed = store.commit(insert(&third)).await.unwrap();
+    assert_eq!(
+        committed.head.seq,
+        before.head.seq + third.audit.len() as u64
+    );
+    assert_eq!(
+        records_between(&*store, before.head.seq + 1, committed.head.seq).await,
+        third.audit
+    );
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit
+// ---------------------------------------------------------------------------------------------
+
+/// One write in the concurrent flood, and what the store must hold if it wins.
+struct Contender {
+    n: u64,
+    write: Write,
+    ticket: Ticket,
+    own_nonce: agent_handoff::backend::NonceUse,
+}
+
+/// Many concurrent commits, half of them doomed (lost compare-and-swaps, reused nonces, used
+/// keys, a taken outbox id that fails after the audit records were chained), land exactly the
+/// winners: each contest has one winner, each winner's rows are all
+/// there and contiguous in the chain at the head it was told, no loser left any row, and the
+/// chain verifies.
+pub async fn group_commit_isolates_each_callers_failure<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    for round in 0..3 {
+        let mut pending = Vec::new();
+        for i in 0..16 {
+            let key = format!("setup-{round}-{i}");
+            pending.push(proposed(&*store, "agent-a", &key, review(), now).await);
+        }
+        let setup_head = store.audit_head().await.unwrap();
+        let setup_backlog = store.health().await.unwrap().outbox_backlog;
+
+        let mut n = 0;
+        let mut contender = |mut write: Write, ticket: Ticket, shared: Option<_>| {
+            n += 1;
+            let own = nonce();
+            write.nonces.push(own);
+            write.nonces.extend(shared);
+            write.audit.push(marker(n, now));
+            write.outbox.push(outbox(ticket.id(), now));
+            Contender {
+                n,
+                write,
+                ticket,
+                own_nonce: own,
+            }
+        };
+        // Contests of two: exactly one of each must land.
+        let mut contests: Vec<(&str, [Contender; 2])> = Vec::new();
+        for t in &pending {
+            let yes = approve(t, "alice", now);
+            let no = reject(t, "bob", now);
+            let mut a = contender(update(t, &yes), yes.ticket.clone(), None);
+            a.write.decision = Some(decision(t.id(), "alice", "approve", now));
+            let mut b = contender(update(t, &no), no.ticket.clone(), None);
+            b.write.decision = Some(decision(t.id(), "bob", "reject", now));
+            contests.push(("version", [a, b]));
+        }
+        for i in 0..8 {
+            let shared = nonce();
+            let x = propose("agent-b", &format!("nonce-{round}-{i}-x"), review(), now);
+            let y = propose("agent-b", &format!("nonce-{round}-{i}-y"), allow(), now);
+            contests.push((
+                "nonce",
+                [
+                    contender(insert(&x), x.ticket.clone(), Some(shared)),
+                    contender(insert(&y), y.ticket.clone(), Some(shared)),
+                ],
+            ));
+        }
+        for i in 0..8 {
+            let key = format!("key-{round}-{i}");
+            let x = propose("agent-c", &key, review(), now);
+            let y = propose("agent-c", &key, deny(), now);
+            contests.push((
+                "key",
+                [
+                    contender(insert(&x), x.ticket.clone(), None),
+                    contender(insert(&y), y.ticket.clone(), None),
+                ],
+            ));
+        }
+        // Two inserts that share an outbox row id: the loser fails after its audit records
+        // were chained, so its records must go and the next write must chain where it was.
+        for i in 0..8 {
+            let shared = uuid::Uuid::from_bytes(random16());
+            let x = propose("agent-e", &format!("outbox-{round}-{i}-x"), review(), now);
+            let y = propose("agent-e", &format!("outbox-{round}-{i}-y"), allow(), now);
+            let mut a = contender(insert(&x), x.ticket.clone(), None);
+            let mut b = contender(insert(&y), y.ticket.clone(), None);
+            for c in [&mut a, &mut b] {
+                let mut row = outbox(c.ticket.id(), now);
+                row.id = shared;
+                c.write.outbox.push(row);
+            }
+            contests.push(("outbox", [a, b]));
+        }
+        // Writes that cannot fail.
+        let solos: Vec<Contender> = (0..8)
+            .map(|i| {
+                let p = propose("agent-d", &format!("solo-{round}-{i}"), allow(), now);
+                contender(insert(&p), p.ticket.clone(), None)
+            })
+            .collect();
+
+        // Fire everything at once, contest partners next to each other.
+        let mut handles = BTreeMap::new();
+        let spawn = |c: &Contender| {
+            let store = Arc::clone(&store);
+            let write = c.write.clone();
+            tokio::spawn(async move { store.commit(write).await })
+        };
+        for (_, pair) in &contests {
+            for c in pair {
+                handles.insert(c.n, spawn(c));
+            }
+        }
+        for c in &solos {
+            handles.insert(c.n, spawn(c));
+        }
+        let mut results: BTreeMap<u64, Result<Committed, StoreError>> = BTreeMap::new();
+        for (n, handle) in handles {
+            results.insert(n, handle.await.unwrap());
+        }
+
+        let mut winners: Vec<&Contender> = Vec::new();
+        let mut losers: Vec<&Contender> = Vec::new();
+        for (kind, pair) in &contests {
+            let ok: Vec<&Contender> = pair.iter().filter(|c| results[&c.n].is_ok()).collect();
+            assert_eq!(ok.len(), 1, "exactly one {kind} contender lands");
+            let (winner, loser) = if results[&pair[0].n].is_ok() {
+                (&pair[0], &pair[1])
+            } else {
+                (&pair[1], &pair[0])
+            };
+            let err = results[&loser.n].as_ref().unwrap_err();
+            match *kind {
+                "version" => assert!(
+                    matches!(err, StoreError::VersionConflict { ticket, expected: 1 }
+                        if *ticket == winner.ticket.id()),
+                    "{err:?}"
+                ),
+                "nonce" => assert!(matches!(err, StoreError::NonceReused), "{err:?}"),
+                "outbox" => {} // any error: the contract only says it is refused whole
+                _ => assert!(
+                    matches!(err, StoreError::DuplicateKey { existing }
+                        if *existing == winner.ticket.id()),
+                    "{err:?}"
+                ),
+            }
+            winners.push(winner);
+            losers.push(loser);
+        }
+        for c in &solos {
+            assert!(results[&c.n].is_ok(), "{:?}", results[&c.n]);
+            winners.push(c);
+        }
+
+        // Each winner's ticket and decision, and nothing of the losers'.
+        for w in &winners {
+            assert_eq!(
+                store.ticket(w.ticket.id()).await.unwrap().as_ref(),
+                Some(&w.ticket)
+            );
+            if let Some(d) = &w.write.decision {
+                assert_eq!(
+                    store.decisions(w.ticket.id()).await.unwrap(),
+                    vec![d.clone()]
+                );
+            }
+        }
+        for l in &losers {
+            if matches!(l.write.ticket, Some(TicketWrite::Insert(_))) {
+                assert_eq!(store.ticket(l.ticket.id()).await.unwrap(), None);
+            }
+        }
+
+        // The chain holds exactly the winners' records, each write's contiguous at the head it
+        // was acknowledged with, and verifies.
+        let summary = verify_chain(&*store).await;
+        let added: u64 = winners.iter().map(|w| w.write.audit.len() as u64).sum();
+        assert_eq!(
+            summary.head.seq,
+            setup_head.seq + added,
+            "no loser left a record"
+        );
+        let mut acked: Vec<(Committed, &Contender)> = winners
+            .iter()
+            .map(|w| (*results[&w.n].as_ref().unwrap(), *w))
+            .collect();
+        acked.sort_by_key(|(c, _)| c.head.seq);
+        for window in acked.windows(2) {
+            assert!(
+                window[0].0.at <= window[1].0.at,
+                "commit times follow the chain"
+            );
+        }
+        for (committed, w) in &acked {
+            let len = w.write.audit.len() as u64;
+            assert_eq!(
+                records_between(&*store, committed.head.seq + 1 - len, committed.head.seq).await,
+                w.write.audit,
+                "write {} sits at its acknowledged head",
+                w.n
+            );
+        }
+        assert_eq!(
+            store.health().await.unwrap().outbox_backlog,
+            setup_backlog
+                + winners
+                    .iter()
+                    .map(|w| w.write.outbox.len() as u64)
+                    .sum::<u64>()
+        );
+
+        // The winners consumed their nonces, the losers did not.
+        for w in &winners {
+            let reuse = Write {
+                nonces: vec![w.own_nonce],
+                ..Write::default()
+            };
+            assert!(matches!(
+                store.commit(reuse).await,
+                Err(StoreError::NonceReused)
+            ));
+        }
+        let unused = Write {
+            nonces: losers.iter().map(|l| l.own_nonce).collect(),
+            ..Write::default()
+        };
+        store
+            .commit(unused)
+            .await
+            .expect("no loser consumed its nonce");
+    }
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+// ---------------------------------------------------------------------------------------------
+
+/// A second ticket under an agent's key is refused with the existing ticket's id and writes
+/// nothing; the same key under another agent is another ticket.
+pub async fn idempotency_key_is_unique_per_agent<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let first = proposed(&*store, "agent-a", "same-key", review(), now).await;
+    let before = snapshot(&*store, first.id()).await;
+
+    let again = propose("agent-a", "same-key", allow(), now);
+    let mut write = insert(&again);
+    write.outbox.push(outbox(again.ticket.id(), now));
+    match store.commit(write).await {
+        Err(StoreError::DuplicateKey { existing }) => assert_eq!(existing, first.id()),
+        other => panic!("expected a duplicate key, got {other:?}"),
+    }
+    assert_unchanged(&*store, first.id(), &before).await;
+    assert_eq!(store.ticket(again.ticket.id()).await.unwrap(), None);
+
+    let other = proposed(&*store, "agent-b", "same-key", review(), now).await;
+    let key = first.idempotency_key();
+    assert_eq!(
+        store
+            .ticket_by_key(&agent("agent-a"), key)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&first)
+    );
+    assert_eq!(
+        store.ticket_by_key(&agent("agent-b"), key).await.unwrap(),
+        Some(other)
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// Sixteen concurrent inserts under one key: one wins, every other is told the winner's id,
+/// and only the winner's audit records exist.
+pub async fn concurrent_inserts_with_one_key_create_one_ticket<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let proposals: Vec<_> = (0..16)
+        .map(|_| propose("agent-a", "race", review(), now))
+        .collect();
+    let handles: Vec<_> = proposals
+        .iter()
+        .map(|p| {
+            let store = Arc::clone(&store);
+            let write = insert(p);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    let winners: Vec<usize> = (0..results.len()).filter(|i| results[*i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one insert wins: {results:?}");
+    let winner = &proposals[winners[0]].ticket;
+    for (i, r) in results.iter().enumerate() {
+        if i != winners[0] {
+            assert!(
+                matches!(r, Err(StoreError::DuplicateKey { existing }) if *existing == winner.id()),
+                "{r:?}"
+            );
+            assert_eq!(store.ticket(proposals[i].ticket.id()).await.unwrap(), None);
+        }
+    }
+    assert_eq!(
+        store
+            .ticket_by_key(&agent("agent-a"), winner.idempotency_key())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(winner)
+    );
+    let summary = verify_chain(&*store).await;
+    assert_eq!(summary.count, proposals[winners[0]].audit.len() as u64);
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+/// A write is valid only if committed strictly before its limit: at the limit it is `TooLate`
+/// and writes nothing; a millisecond earlier it lands.
+pub async fn write_at_or_after_its_limit_is_too_late<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let p = propose("agent-a", "key-1", review(), ts(T0));
+    store.commit(insert(&p)).await.unwrap();
+    let deadline = p.ticket.deadline().unwrap();
+    let id = p.ticket.id();
+
+    clock.set(deadline);
+    let before = snapshot(&*store, id).await;
+    let vote = approve(&p.ticket, "alice", ts(T0 + 1));
+    let own = nonce();
+    let mut write = update(&p.ticket, &vote);
+    write.valid_before = Some(deadline);
+    write.nonces.push(own);
+    write.decision = Some(decision(id, "alice", "approve", ts(T0 + 1)));
+    write.outbox.push(outbox(id, deadline));
+    match store.commit(write.clone()).await {
+        Err(StoreError::TooLate { at, limit }) => {
+            assert_eq!(limit, deadline);
+            assert!(at >= deadline, "{at:?}");
+        }
+        other => panic!("expected too late, got {other:?}"),
+    }
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&p.ticket));
+
+    // The same write, with a limit one millisecond after the commit time, lands.
+    write.valid_before = Some(ts(deadline.as_unix_millis() + 1));
+    let committed = store.commit(write).await.unwrap();
+    assert_eq!(committed.at, deadline);
+    assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&vote.ticket));
+    store.shutdown().await.unwrap();
+}
+
+/// The commit time is the later of the clock and every earlier commit: a clock stepped back
+/// does not move it back, and limits are judged against it.
+pub async fn commit_time_never_goes_backwards<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = SteppingClock::new(ts(T0 + 10_000));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let first = store
+        .commit(Write {
+            audit: vec![marker(1, ts(T0))],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.at, ts(T0 + 10_000));
+
+    clock.set(ts(T0 + 5_000));
+    let second = store
+        .commit(Write {
+            audit: vec![marker(2, ts(T0))],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert!(second.at >= first.at, "{second:?} after {first:?}");
+
+    // A limit the clock has not reached, but the commit time has.
+    let late = Write {
+        audit: vec![marker(3, ts(T0))],
+        valid_before: Some(ts(T0 + 7_000)),
+        ..Write::default()
+    };
+    assert!(matches!(
+        store.commit(late).await,
+        Err(StoreError::TooLate { at, .. }) if at >= first.at
+    ));
+
+    clock.set(ts(T0 + 20_000));
+    let third = store.commit(Write::default()).await.unwrap();
+    assert_eq!(
+        third.at,
+        ts(T0 + 20_000),
+        "and it follows the clock forward"
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nonces
+// ---------------------------------------------------------------------------------------------
+
+/// A nonce is consumed once: a second write with it is refused whole (its ticket, decision and
+/// audit rows are not written), also when the repeat is within one write.
+pub async fn nonce_is_single_use<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", review(), now).await;
+    let id = v1.id();
+    let token = nonce();
+    let vote = approve(&v1, "alice", now);
+    let mut first = update(&v1, &vote);
+    first.nonces.push(token);
+    first.decision = Some(decision(id, "alice", "approve", now));
+    store.commit(first).await.unwrap();
+
+    let before = snapshot(&*store, id).await;
+    let p = propose("agent-a", "key-2", review(), now);
+    let mut second = insert(&p);
+    second.nonces = vec![nonce(), token];
+    second.outbox.push(outbox(p.ticket.id(), now));
+    assert!(matches!(
+        store.commit(second).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+
+    // The same nonce twice in one write.
+    let twice = nonce();
+    let q = propose("agent-a", "key-3", review(), now);
+    let mut write = insert(&q);
+    write.nonces = vec![twice, twice];
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert_eq!(store.ticket(q.ticket.id()).await.unwrap(), None);
+    assert_unchanged(&*store, id, &before).await;
+    let mut write = insert(&q);
+    write.nonces = vec![twice];
+    store
+        .commit(write)
+        .await
+        .expect("the refused write did not consume the nonce");
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------------------
+
+/// Every page of a listing, following the cursor.
+async fn all_pages<S: Store + ?Sized>(store: &S, mut filter: TicketFilter) -> (Vec<Ticket>, usize) {
+    let mut tickets = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.list_tickets(&filter).await.unwrap();
+        pages += 1;
+        if filter.limit > 0 {
+            assert!(
+                page.tickets.len() <= filter.limit,
+                "a page holds at most `limit`"
+            );
+        }
+        tickets.extend(page.tickets);
+        match page.next {
+            Some(cursor) => filter.after = Some(cursor),
+            None => return (tickets, pages),
+        }
+        assert!(pages < 1_000, "the cursor must advance");
+    }
+}
+
+/// Listings return exactly the tickets matching every set filter (states, group, agent,
+/// created range), newest first, each once across pages of any size.
+pub async fn list_tickets_filters_and_pages_newest_first<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let agents = ["agent-a", "agent-b", "agent-c"];
+    let mut all: Vec<Ticket> = Vec::new();
+    for i in 0..30_i64 {
+        // Pairs share a creation time, so order among equal times is exercised too.
+        let created = ts(T0 + (i / 2) * 1_000);
+        let ruling = match i % 5 {
+            0 | 1 => review_by("dba"),
+            2 => review_by("finance"),
+            3 => allow(),
+            _ => deny(),
+        };
+        let name = agents[(i % 3) as usize];
+        let mut ticket = proposed(&*store, name, &format!("key-{i}"), ruling, created).await;
+        if i % 5 == 1 {
+            let next = approve(&ticket, "alice", created);
+            store.commit(update(&ticket, &next)).await.unwrap();
+            ticket = next.ticket;
+        }
+        all.push(ticket);
+    }
+
+    let groups_of = |t: &Ticket| -> BTreeSet<String> {
+        t.plan()
+            .map(|plan| {
+                plan.requirements
+                    .iter()
+                    .flat_map(|r| r.groups.iter().map(|g| g.as_str().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let filters = [
+        TicketFilter::default(),
+        TicketFilter {
+            states: vec![StateName::Pending],
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            states: vec![StateName::Approved, StateName::Rejected],
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            group: Some(group("dba")),
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            group: Some(group("finance")),
+            states: vec![StateName::Pending],
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            agent: Some(agent("agent-b")),
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            created_from: Some(ts(T0 + 3_000)),
+            created_before: Some(ts(T0 + 9_000)),
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            agent: Some(agent("agent-a")),
+            group: Some(group("dba")),
+            created_from: Some(ts(T0 + 1_000)),
+            ..TicketFilter::default()
+        },
+        TicketFilter {
+            group: Some(group("nobody")),
+            ..TicketFilter::default()
+        },
+    ];
+    for filter in filters {
+        let mut expected: Vec<TicketId> = all
+            .iter()
+            .filter(|t| filter.states.is_empty() || filter.states.contains(&t.state().name()))
+            .filter(|t| {
+                filter
+                    .group
+                    .as_ref()
+                    .is_none_or(|g| groups_of(t).contains(g.as_str()))
+            })
+            .filter(|t| {
+                filter
+                    .agent
+                    .as_ref()
+                    .is_none_or(|a| t.requester().agent() == a)
+            })
+            .filter(|t| filter.created_from.is_none_or(|f| t.created_at() >= f))
+            .filter(|t| filter.created_before.is_none_or(|b| t.created_at() < b))
+            .map(Ticket::id)
+            .collect();
+        expected.sort();
+        for limit in [0, 1, 4, 7, 100] {
+            let (listed, pages) = all_pages(
+                &*store,
+                TicketFilter {
+                    limit,
+                    ..filter.clone()
+                },
+            )
+            .await;
+            for pair in listed.windows(2) {
+                assert!(
+                    pair[0].created_at() >= pair[1].created_at(),
+                    "newest first ({filter:?}, limit {limit})"
+                );
+            }
+            for t in &listed {
+                let stored = all.iter().find(|s| s.id() == t.id()).unwrap();
+                assert_eq!(t, stored, "listings return the stored ticket");
+            }
+            let mut ids: Vec<TicketId> = listed.iter().map(Ticket::id).collect();
+            ids.sort();
+            assert_eq!(
+                ids, expected,
+                "each match exactly once ({filter:?}, limit {limit})"
+            );
+            if let Some(full_pages) = expected.len().checked_div(limit) {
+                assert!(
+                    pages <= full_pages + 2,
+                    "no runaway paging ({filter:?}, limit {limit})"
+                );
+            }
+        }
+    }
+    store.shutdown().await.unwrap();
+}
+
+/// A ticket whose ruling changes (an edit re-ruled under a stricter policy that adds a group)
+/// is listed under the new group.
+pub async fn list_by_group_follows_a_ruling_change<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", review_by("dba"), now).await;
+    let by = |g: &str| TicketFilter {
+        group: Some(group(g)),
+        ..TicketFilter::default()
+    };
+    assert!(store
+        .list_tickets(&by("finance"))
+        .await
+        .unwrap()
+        .tickets
+        .is_empty());
+
+    let edited = step(
+        &v1,
+        Event::Edit {
+            reviewer: reviewer("alice", &["dba"]),
+            parameters: json!({ "table": "orders_archive" }),
+            ruling: review_by("finance"),
+        },
+        now,
+    );
+    assert!(edited.ticket.plan().unwrap().requirements.len() == 2);
+    store.commit(update(&v1, &edited)).await.unwrap();
+    for g in ["dba", "finance"] {
+        let page = store.list_tickets(&by(g)).await.unwrap();
+        assert_eq!(
+            page.tickets,
+            vec![edited.ticket.clone()],
+            "listed under {g}"
+        );
+    }
+    store.shutdown().await.unwrap();
+}
+
+/// `due` lists the tickets whose state changes by time alone at or before `now` — pending past
+/// the review deadline, approved past the grant, executing past the lease — soonest first, at
+/// most `limit`; terminal tickets never.
+pub async fn due_lists_tickets_whose_time_is_up<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    // Due at T0 + 60 s (review deadline).
+    let pending = proposed(&*store, "agent-a", "pending", review(), now).await;
+    // Due at T0 + 30 s (grant).
+    let approved = proposed(&*store, "agent-a", "approved", allow(), now).await;
+    // Due at T0 + 45 s (lease).
+    let allowed = proposed(&*store, "agent-a", "executing", allow(), now).await;
+    let executing = begin(&allowed, ts(T0 + 45_000), now);
+    store.commit(update(&allowed, &executing)).await.unwrap();
+    // Never due.
+    let denied = proposed(&*store, "agent-a", "denied", deny(), now).await;
+    let decided = proposed(&*store, "agent-a", "decided", review(), now).await;
+    let rejected = reject(&decided, "bob", now);
+    store.commit(update(&decided, &rejected)).await.unwrap();
+    assert_eq!(denied.state().name(), StateName::Rejected);
+
+    let due = |at: i64, limit: usize| {
+        let store = Arc::clone(&store);
+        async move { store.due(ts(at), limit).await.unwrap() }
+    };
+    assert_eq!(due(T0 + 29_999, 10).await, vec![]);
+    assert_eq!(due(T0 + 30_000, 10).await, vec![approved.id()]);
+    assert_eq!(
+        due(T0 + 45_000, 10).await,
+        vec![approved.id(), executing.ticket.id()]
+    );
+    assert_eq!(
+        due(T0 + 3_600_000, 10).await,
+        vec![approved.id(), executing.ticket.id(), pending.id()]
+    );
+    assert_eq!(
+        due(T0 + 3_600_000, 2).await,
+        vec![approved.id(), executing.ticket.id()]
+    );
+
+    // Once decided, a ticket is no longer due.
+    let done = reject(&pending, "bob", now);
+    store.commit(update(&pending, &done)).await.unwrap();
+    assert_eq!(
+        due(T0 + 3_600_000, 10).await,
+        vec![approved.id(), executing.ticket.id()]
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// The decisions of a ticket, accepted and refused, in the order they were committed.
+pub async fn decisions_are_listed_oldest_first<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let a = proposed(&*store, "agent-a", "a", review(), now).await;
+    let b = proposed(&*store, "agent-a", "b", review(), now).await;
+    let mut refused = decision(a.id(), "mallory", "approve", now);
+    refused.refusal = Some("not_eligible".into());
+    let mut anonymous = decision(a.id(), "x", "reject", ts(T0 + 2));
+    anonymous.person = None;
+    anonymous.refusal = Some("unauthenticated".into());
+    let accepted = decision(a.id(), "alice", "approve", ts(T0 + 1));
+    let other = decision(b.id(), "bob", "reject", now);
+    let expected_a = vec![refused.clone(), accepted.clone(), anonymous.clone()];
+    for (ticket, d) in [
+        (&a, refused),
+        (&b, other.clone()),
+        (&a, accepted),
+        (&a, anonymous),
+    ] {
+        store
+            .commit(Write {
+                decision: Some(d),
+                audit: vec![AuditRecord {
+                    ticket: Some(ticket.id()),
+                    ..marker(0, now)
+                }],
+                ..Write::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.decisions(a.id()).await.unwrap(), expected_a);
+    assert_eq!(store.decisions(b.id()).await.unwrap(), vec![other]);
+    assert_eq!(store.decisions(new_id()).await.unwrap(), vec![]);
+    store.shutdown().await.unwrap();
+}
+
+/// `ticket_audit` returns one ticket's events in chain order (and no other ticket's);
+/// `audit_events` pages through the whole chain from any point.
+pub async fn ticket_audit_and_audit_pages_cover_the_chain<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let mut expected: BTreeMap<TicketId, Vec<AuditRecord>> = BTreeMap::new();
+    let mut tickets = Vec::new();
+    for i in 0..3 {
+        let p = propose("agent-a", &format!("key-{i}"), review(), now);
+        store.commit(insert(&p)).await.unwrap();
+        expected.insert(p.ticket.id(), p.audit.clone());
+        tickets.push(p.ticket);
+    }
+    // Interleave later events of the tickets with events of no ticket.
+    for (i, t) in tickets.iter().enumerate() {
+        let next = if i == 1 {
+            reject(t, "bob", now)
+        } else {
+            approve(t, "alice", now)
+        };
+        let mut write = update(t, &next);
+        write.audit.push(marker(i as u64, now));
+        store.commit(write).await.unwrap();
+        expected.get_mut(&t.id()).unwrap().extend(next.audit);
+    }
+    for (id, records_expected) in &expected {
+        let events = store.ticket_audit(*id).await.unwrap();
+        assert_eq!(&records(&events), records_expected);
+        assert!(events.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    }
+    assert!(store.ticket_audit(new_id()).await.unwrap().is_empty());
+
+    let all = chain(&*store).await;
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(all.len() as u64, head.seq);
+    for from in [1, 2, head.seq, head.seq + 1] {
+        for limit in [1, 3, 1_000] {
+            let page = store.audit_events(from, limit).await.unwrap();
+            let want: Vec<_> = all
+                .iter()
+                .filter(|e| e.seq >= from)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(page, want, "audit_events({from}, {limit})");
+        }
+    }
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Health: pending tickets and the oldest one's creation, the outbox backlog, the chain length.
+pub async fn health_reports_pending_backlog_and_chain_length<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let empty = store.health().await.unwrap();
+    assert_eq!(
+        (
+            empty.pending,
+            empty.oldest_pending,
+            empty.outbox_backlog,
+            empty.outbox_dead,
+            empty.audit_events
+        ),
+        (0, None, 0, 0, 0)
+    );
+    let mut rows = 0;
+    let mut pending = Vec::new();
+    for (i, (ruling, created)) in [
+        (review(), T0 + 5_000),
+        (allow(), T0),
+        (review(), T0 + 2_000),
+        (deny(), T0 + 1_000),
+        (review(), T0 + 3_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = propose("agent-a", &format!("key-{i}"), ruling, ts(created));
+        let mut write = insert(&p);
+        for _ in 0..i {
+            write.outbox.push(outbox(p.ticket.id(), ts(created)));
+            rows += 1;
+        }
+        store.commit(write).await.unwrap();
+        if p.ticket.state().name() == StateName::Pending {
+            pending.push(p.ticket);
+        }
+    }
+    // The oldest pending one is decided: the next oldest counts.
+    let oldest = pending
+        .iter()
+        .min_by_key(|t| t.created_at())
+        .unwrap()
+        .clone();
+    store
+        .commit(update(&oldest, &reject(&oldest, "bob", ts(T0 + 6_000))))
+        .await
+        .unwrap();
+
+    let health = store.health().await.unwrap();
+    assert_eq!(health.pending, 2);
+    assert_eq!(health.oldest_pending, Some(ts(T0 + 3_000)));
+    assert_eq!(health.outbox_backlog, rows);
+    assert_eq!(health.outbox_dead, 0);
+    assert_eq!(health.audit_events, store.audit_head().await.unwrap().seq);
+    store.shutdown().await.unwrap();
+}
+
+/// Saved checkpoints read back exactly; the latest is the one of the longest chain, even when
+/// an older one is saved afterwards.
+pub async fn checkpoints_keep_the_newest<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let key = CheckpointKey::new("audit.test/2025", &[9; 32]).unwrap();
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+
+    proposed(&*store, "agent-a", "a", review(), ts(T0)).await;
+    let early = Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+    store.save_checkpoint(&early).await.unwrap();
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap().as_ref(),
+        Some(&early)
+    );
+
+    proposed(&*store, "agent-a", "b", review(), ts(T0)).await;
+    let late = Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+    store.save_checkpoint(&late).await.unwrap();
+    store.save_checkpoint(&early).await.unwrap();
+    let latest = store.latest_checkpoint().await.unwrap().unwrap();
+    assert_eq!(latest, late);
+    assert_eq!(
+        latest.verify(&[key]).unwrap(),
+        store.audit_head().await.unwrap()
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// After shutdown every commit is refused with `Closed`; shutting down again is fine.
+pub async fn shutdown_refuses_later_commits<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0)).await;
+    store.shutdown().await.unwrap();
+    let p = propose("agent-a", "b", review(), ts(T0));
+    assert!(matches!(
+        store.commit(insert(&p)).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::Closed)
+    ));
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable stores
+// ---------------------------------------------------------------------------------------------
+
+/// Shutdown while commits are in flight: each commit is either acknowledged or refused with
+/// `Closed`, and after a reopen exactly the acknowledged ones are there.
+pub async fn shutdown_keeps_every_acknowledged_commit<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let mut outcomes: Vec<(Ticket, bool)> = Vec::new();
+    for i in 0..8 {
+        outcomes.push((
+            proposed(&*store, "agent-a", &format!("first-{i}"), review(), now).await,
+            true,
+        ));
+    }
+    let proposals: Vec<_> = (0..48)
+        .map(|i| propose("agent-a", &format!("racing-{i}"), review(), now))
+        .collect();
+    let handles: Vec<_> = proposals
+        .iter()
+        .map(|p| {
+            let store = Arc::clone(&store);
+            let write = insert(p);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    store.shutdown().await.unwrap();
+    for (p, handle) in proposals.iter().zip(handles) {
+        match handle.await.unwrap() {
+            Ok(_) => outcomes.push((p.ticket.clone(), true)),
+            Err(StoreError::Closed) => outcomes.push((p.ticket.clone(), false)),
+            Err(e) => panic!("a commit racing shutdown failed otherwise: {e:?}"),
+        }
+    }
+    drop(store);
+
+    let reopened = open_in(&open, &env).await;
+    for (ticket, acknowledged) in &outcomes {
+        let stored = reopened.ticket(ticket.id()).await.unwrap();
+        if *acknowledged {
+            assert_eq!(
+                stored.as_ref(),
+                Some(ticket),
+                "an acknowledged commit survives"
+            );
+        } else {
+            assert_eq!(stored, None, "a refused commit left nothing");
+        }
+    }
+    let acknowledged = outcomes.iter().filter(|(_, ok)| *ok).count() as u64;
+    let per_ticket = propose("agent-a", "x", review(), now).audit.len() as u64;
+    assert_eq!(
+        verify_chain(&*reopened).await.count,
+        acknowledged * per_ticket
+    );
+    reopened.shutdown().await.unwrap();
+}
+
+/// After a reopen the head is where it was, the next events chain onto it, and the tickets,
+/// keys and compare-and-swap versions are intact.
+pub async fn chain_continues_across_reopen<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let now = ts(T0);
+    let store = open_in(&open, &env).await;
+    let a = proposed(&*store, "agent-a", "a", review(), now).await;
+    proposed(&*store, "agent-a", "b", allow(), now).await;
+    let head = store.audit_head().await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    assert_eq!(
+        store
+            .ticket_by_key(&agent("agent-a"), a.idempotency_key())
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&a)
+    );
+    let twin = propose("agent-a", "a", review(), now);
+    assert!(matches!(
+        store.commit(insert(&twin)).await,
+        Err(StoreError::DuplicateKey { existing }) if existing == a.id()
+    ));
+    let next = approve(&a, "alice", now);
+    let committed = store.commit(update(&a, &next)).await.unwrap();
+    assert_eq!(committed.head.seq, head.seq + next.audit.len() as u64);
+    assert_eq!(
+        records_between(&*store, head.seq + 1, committed.head.seq).await,
+        next.audit
+    );
+    let raw = store.audit_events(head.seq + 1, 1).await.unwrap();
+    assert_eq!(
+        raw[0].prev_hash, head.hash,
+        "the first new event links to the old head"
+    );
+    assert_eq!(verify_chain(&*store).await.head, committed.head);
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.audit_head().await.unwrap(), committed.head);
+    assert_eq!(
+        store.ticket(a.id()).await.unwrap().as_ref(),
+        Some(&next.ticket)
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// A clock set back across a restart does not move the commit time back either.
+pub async fn commit_time_never_goes_backwards_across_reopen<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::with(Arc::new(SteppingClock::new(ts(T0 + 10_000))));
+    let store = open_in(&open, &env).await;
+    let p = propose("agent-a", "a", review(), ts(T0));
+    let first = store.commit(insert(&p)).await.unwrap();
+    assert_eq!(first.at, ts(T0 + 10_000));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let env = env.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
+    let store = open_in(&open, &env).await;
+    let again = store
+        .commit(Write {
+            audit: vec![marker(1, ts(T0))],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert!(again.at >= first.at, "{again:?} after {first:?}");
+    let late = Write {
+        audit: vec![marker(2, ts(T0))],
+        valid_before: Some(ts(T0 + 7_000)),
+        ..Write::default()
+    };
+    assert!(matches!(
+        store.commit(late).await,
+        Err(StoreError::TooLate { at, .. }) if at >= first.at
+    ));
+    store.shutdown().await.unwrap();
+}

@@ -1,0 +1,373 @@
+//! The bundled SQLite store: the store conformance suite on a file and in memory, then what is
+//! specific to SQLite — append-only triggers under raw SQL, the schema version guard, WAL,
+//! online backup, reader threads, several stores (processes) on one file, the commit listener.
+//!
+//! Not tested: `synchronous` is a per-connection setting and the store exposes no accessor for
+//! its writer connection, so a second connection cannot observe it.
+#![cfg(feature = "sqlite")]
+
+#[macro_use]
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agent_handoff::audit::{Checkpoint, CheckpointKey, Verifier};
+use agent_handoff::backend::{TicketFilter, Write};
+use agent_handoff::{SqliteOptions, SqliteStore, Store, StoreError, TicketId};
+use common::store_conformance::Env;
+use common::*;
+
+store_conformance!(sqlite_file, durable, |env: Env| async move {
+    let options = SqliteOptions::new().with_clock(env.clock());
+    SqliteStore::open_with(env.path("store.sqlite3"), options)
+        .await
+        .unwrap()
+});
+
+store_conformance!(sqlite_memory, |env: Env| async move {
+    SqliteStore::in_memory_with(SqliteOptions::new().with_clock(env.clock()))
+        .await
+        .unwrap()
+});
+
+async fn file_store(env: &Env) -> SqliteStore {
+    SqliteStore::open_with(
+        env.path("store.sqlite3"),
+        SqliteOptions::new().with_clock(env.clock()),
+    )
+    .await
+    .unwrap()
+}
+
+/// A connection of our own to the store's file, as another process would have.
+fn raw(env: &Env) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(env.path("store.sqlite3")).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    conn
+}
+
+async fn some_tickets(store: &SqliteStore, n: usize) -> Vec<TicketId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let p = propose("agent-a", &format!("key-{i}"), review(), ts(T0));
+        store.commit(insert(&p)).await.unwrap();
+        ids.push(p.ticket.id());
+    }
+    ids
+}
+
+#[tokio::test]
+async fn audit_events_reject_update_and_delete_even_through_raw_sql() {
+    let env = Env::new();
+    let store = file_store(&env).await;
+    some_tickets(&store, 3).await;
+    let before = chain(&store).await;
+
+    let conn = raw(&env);
+    for sql in [
+        "UPDATE audit_events SET kind = 'approved' WHERE seq = 1",
+        "UPDATE audit_events SET bytes = x'00', hash = prev_hash",
+        "DELETE FROM audit_events WHERE seq = 2",
+        "DELETE FROM audit_events",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err();
+        assert!(
+            err.to_string().contains("append-only"),
+            "`{sql}` must abort: {err}"
+        );
+    }
+    drop(conn);
+    assert_eq!(chain(&store).await, before, "nothing changed");
+    verify_chain(&store).await;
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refuses_a_database_written_by_newer_code() {
+    let env = Env::new();
+    let store = file_store(&env).await;
+    some_tickets(&store, 1).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let supported: i64 = raw(&env)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(supported >= 1, "a new store records its schema version");
+    raw(&env)
+        .pragma_update(None, "user_version", supported + 1)
+        .unwrap();
+    match SqliteStore::open(env.path("store.sqlite3")).await {
+        Err(StoreError::SchemaTooNew {
+            found,
+            supported: ours,
+        }) => assert_eq!((found, ours), (supported + 1, supported)),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let after: i64 = raw(&env)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(after, supported + 1, "the newer database is left as it was");
+
+    raw(&env).pragma_update(None, "user_version", -1).unwrap();
+    assert!(matches!(
+        SqliteStore::open(env.path("store.sqlite3")).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_file_store_runs_in_wal_mode() {
+    let env = Env::new();
+    let store = file_store(&env).await;
+    some_tickets(&store, 1).await;
+    let mode: String = raw(&env)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+    assert!(env.path("store.sqlite3-wal").exists());
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_copies_tickets_chain_and_checkpoints_while_serving() {
+    let env = Env::new();
+    let store = Arc::new(file_store(&env).await);
+    let ids = some_tickets(&store, 5).await;
+    let key = CheckpointKey::new("audit.test/1", &[3; 32]).unwrap();
+    let checkpoint =
+        Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+    store.save_checkpoint(&checkpoint).await.unwrap();
+
+    // Commits keep arriving while the backup runs.
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let p = propose("agent-b", &format!("during-{i}"), allow(), ts(T0));
+                store.commit(insert(&p)).await.unwrap();
+            }
+        })
+    };
+    let copy = env.path("backup.sqlite3");
+    store.backup(&copy).await.unwrap();
+    writer.await.unwrap();
+
+    let ok: String = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let restored = SqliteStore::open(&copy).await.unwrap();
+    assert_eq!(
+        restored.latest_checkpoint().await.unwrap().as_ref(),
+        Some(&checkpoint)
+    );
+    let events = chain(&restored).await;
+    let summary = Verifier::new()
+        .expect_head(checkpoint.verify(&[key]).unwrap())
+        .verify(&events)
+        .expect("the copy verifies against the checkpoint");
+    assert_eq!(summary.head, restored.audit_head().await.unwrap());
+    let original = chain(&*store).await;
+    assert_eq!(
+        events[..],
+        original[..events.len()],
+        "the copy is a prefix of the original chain"
+    );
+    for id in ids {
+        assert_eq!(
+            restored.ticket(id).await.unwrap(),
+            store.ticket(id).await.unwrap()
+        );
+    }
+    // The copy is a working store.
+    let p = propose("agent-c", "after-restore", review(), ts(T0));
+    restored.commit(insert(&p)).await.unwrap();
+    verify_chain(&restored).await;
+    restored.shutdown().await.unwrap();
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_every_acknowledged_commit() {
+    let env = Env::new();
+    let store = Arc::new(
+        SqliteStore::open_with(
+            env.path("store.sqlite3"),
+            SqliteOptions::new().with_clock(env.clock()).with_readers(3),
+        )
+        .await
+        .unwrap(),
+    );
+    let done = Arc::new(AtomicUsize::new(0));
+    // Readers watch the head while a writer commits: it never goes back.
+    let watchers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut last = 0;
+                while done.load(Ordering::SeqCst) == 0 {
+                    let seq = store.audit_head().await.unwrap().seq;
+                    assert!(seq >= last, "a reader saw the head go back");
+                    last = seq;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        let p = propose("agent-a", &format!("key-{i}"), review(), ts(T0));
+        let committed = store.commit(insert(&p)).await.unwrap();
+        // Read-after-acknowledge, on whichever reader takes it.
+        assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), Some(p.ticket));
+        assert!(store.audit_head().await.unwrap().seq >= committed.head.seq);
+    }
+    done.store(1, Ordering::SeqCst);
+    for w in watchers {
+        w.await.unwrap();
+    }
+    let page = store
+        .list_tickets(&TicketFilter {
+            limit: 500,
+            ..TicketFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.tickets.len(), 100);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_store_serves_reads_between_writes() {
+    let env = Env::new();
+    let store = Arc::new(
+        SqliteStore::in_memory_with(SqliteOptions::new().with_clock(env.clock()))
+            .await
+            .unwrap(),
+    );
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let p = propose("agent-a", &format!("key-{i}"), review(), ts(T0));
+                store.commit(insert(&p)).await.unwrap();
+                assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), Some(p.ticket));
+                store.health().await.unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert!(h.await.unwrap().pending >= 1);
+    }
+    assert_eq!(store.health().await.unwrap().pending, 20);
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Two stores on one file (as two processes would be) append to one chain: each reads the head
+/// under the write lock instead of trusting what it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_keep_one_chain() {
+    let env = Env::new();
+    let a = Arc::new(file_store(&env).await);
+    let b = Arc::new(file_store(&env).await);
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        handles.push(tokio::spawn(async move {
+            let p = propose("agent-a", &format!("key-{i}"), review(), ts(T0));
+            store.commit(insert(&p)).await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let per_ticket = propose("agent-a", "x", review(), ts(T0)).audit.len() as u64;
+    assert_eq!(verify_chain(&*a).await.count, 40 * per_ticket);
+    assert_eq!(b.audit_head().await.unwrap(), a.audit_head().await.unwrap());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A store whose clock lags another store's on the same file never commits before it.
+#[tokio::test]
+async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
+    let ahead = Env::with(Arc::new(SteppingClock::new(ts(T0 + 10_000))));
+    let behind = ahead.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
+    let a = file_store(&ahead).await;
+    let b = file_store(&behind).await;
+    let marker_write = |n| Write {
+        audit: vec![marker(n, ts(T0))],
+        ..Write::default()
+    };
+    let first = a.commit(marker_write(1)).await.unwrap();
+    let second = b.commit(marker_write(2)).await.unwrap();
+    assert!(second.at >= first.at, "{second:?} after {first:?}");
+    let late = Write {
+        valid_before: Some(ts(T0 + 7_000)),
+        ..marker_write(3)
+    };
+    assert!(matches!(
+        b.commit(late).await,
+        Err(StoreError::TooLate { .. })
+    ));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Several stores opening a new file at once create the schema once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_a_new_file_migrate_once() {
+    for round in 0..24 {
+        let env = Env::new();
+        let path = env.path(&format!("new-{round}.sqlite3"));
+        let opens: Vec<_> = (0..3)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(path).await })
+            })
+            .collect();
+        for o in opens {
+            let store = o.await.unwrap().expect("every concurrent open succeeds");
+            store.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_commit_listener_hears_each_changed_ticket_once_durable() {
+    let env = Env::new();
+    let store = file_store(&env).await;
+    let heard: Arc<Mutex<Vec<TicketId>>> = Arc::default();
+    let sink = Arc::clone(&heard);
+    store.on_commit(Arc::new(move |ids: &[TicketId]| {
+        sink.lock().unwrap().extend_from_slice(ids)
+    }));
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(insert(&p)).await.unwrap();
+    let next = approve(&p.ticket, "alice", ts(T0));
+    store.commit(update(&p.ticket, &next)).await.unwrap();
+    // A refused write and a write without a ticket are not heard.
+    store.commit(update(&p.ticket, &next)).await.unwrap_err();
+    store
+        .commit(Write {
+            audit: vec![marker(1, ts(T0))],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(*heard.lock().unwrap(), vec![p.ticket.id(), p.ticket.id()]);
+
+    // A listener that panics does not take the writer down.
+    store.on_commit(Arc::new(|_: &[TicketId]| panic!("listener bug")));
+    let q = propose("agent-a", "b", review(), ts(T0));
+    store.commit(insert(&q)).await.unwrap();
+    let r = propose("agent-a", "c", review(), ts(T0));
+    store.commit(insert(&r)).await.unwrap();
+    assert!(store.ticket(r.ticket.id()).await.unwrap().is_some());
+    store.shutdown().await.unwrap();
+}
