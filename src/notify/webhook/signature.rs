@@ -331,21 +331,21 @@ impl WebhookVerifier {
         if entries.len() > MAX_SIGNATURES {
             return Err(WebhookVerifyError::BadSignatureHeader);
         }
+        // Unknown versions (such as the asymmetric `v1a`) are skipped, and so are `v1` entries
+        // that do not decode to exactly 32 bytes: they cannot verify.
+        let tags: Vec<[u8; 32]> = entries
+            .into_iter()
+            .filter_map(|entry| entry.split_once(','))
+            .filter(|(version, _)| *version == V1)
+            .filter_map(|(_, b64)| decode_mac(b64))
+            .collect();
+        // The body is hashed once per secret; every tag is checked against every secret,
+        // whatever matched before, so the work does not depend on which one verifies.
         let mut authentic = false;
-        for entry in entries {
-            let Some((version, b64)) = entry.split_once(',') else {
-                continue;
-            };
-            if version != V1 {
-                continue;
-            }
-            let Some(tag) = decode_mac(b64) else {
-                continue;
-            };
-            // Every secret is tried for every signature, whatever matched before: the work done
-            // does not depend on which secret or position verified.
-            for secret in &self.secrets {
-                authentic |= secret.mac_over(msg_id, ts, body).verify_slice(&tag).is_ok();
+        for secret in &self.secrets {
+            let mac = secret.mac_over(msg_id, ts, body);
+            for tag in &tags {
+                authentic |= mac.clone().verify_slice(tag).is_ok();
             }
         }
         if !authentic {
