@@ -29,3 +29,9 @@ pub use markup::Markup;
 pub use port::{
     Delivery, DeliveryError, DeliveryKind, DeliveryReceipt, Notifier, RecordingNotifier,
 };
+
+#[cfg(feature = "webhook")]
+pub mod webhook;
+
+#[cfg(feature = "feishu")]
+pub mod feishu;
