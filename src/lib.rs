@@ -23,9 +23,10 @@ pub use backend::{
     Store, StoreError, SystemClock,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, Error,
-    ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health, Limits, PendingTicket,
-    Permit, Proposal, ProposeError, RunError, TicketDetails, WaitError,
+    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLink,
+    DecisionLinks, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
+    Limits, LinkError, PendingTicket, Permit, Proposal, ProposeError, RunError, TicketDetails,
+    TokenPreview, TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};
 #[cfg(feature = "sqlite")]

@@ -466,7 +466,7 @@ impl AgentHandle {
         let ttl = inner.limits.lease_ttl;
         let mut new_expiry = None;
         let driven = inner
-            .drive::<ExecuteError>(permit.ticket, None, |_, now| {
+            .drive::<ExecuteError>(permit.ticket, None, None, |_, now| {
                 let until = now.saturating_add(ttl);
                 new_expiry = Some(until);
                 Ok(Event::Renew {
@@ -497,7 +497,7 @@ impl AgentHandle {
         let lease = permit.lease;
         let driven = self
             .inner()
-            .drive::<ExecuteError>(permit.ticket, None, move |_, _| {
+            .drive::<ExecuteError>(permit.ticket, None, None, move |_, _| {
                 Ok(Event::Finish {
                     lease,
                     outcome: outcome.clone(),
@@ -519,7 +519,7 @@ impl AgentHandle {
         let agent = self.requester.agent().clone();
         let driven = self
             .inner()
-            .drive::<ExecuteError>(ticket, None, |t, _| {
+            .drive::<ExecuteError>(ticket, None, None, |t, _| {
                 if t.requester().agent() != &agent {
                     // Another agent's ticket: refuse as if it did not exist.
                     return Err(ExecuteError::NotFound(t.id()));
@@ -737,7 +737,7 @@ impl Handoff {
         struct NotDue;
         match self
             .inner
-            .drive::<NotDue>(id, None, |t, now| {
+            .drive::<NotDue>(id, None, None, |t, now| {
                 let now = now.max(t.updated_at());
                 match t.state() {
                     TicketState::Executing {
@@ -772,7 +772,7 @@ impl Handoff {
         let ttl = inner.limits.lease_ttl;
         let mut expires = None;
         let driven = inner
-            .drive::<ExecuteError>(grant.ticket, None, |t, now| {
+            .drive::<ExecuteError>(grant.ticket, None, None, |t, now| {
                 if t.requester().agent() != agent {
                     // Another agent's grant: only the proposer may execute (and the audit
                     // trail attributes execution to it). Refuse as if it did not exist.

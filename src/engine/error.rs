@@ -1,8 +1,10 @@
 //! Errors of the facade, one enum per operation, all converting into [`Error`].
 
 use crate::backend::{IdentityError, StoreError};
-use crate::id::TicketId;
+use crate::id::{PersonId, TicketId};
 use crate::ticket::{Refusal, StateName};
+use crate::timestamp::Timestamp;
+use crate::token::{MalformedToken, SignError};
 
 /// Why a proposal was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,93 @@ pub enum DecideError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// The store failed; nothing was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a decision link could not be minted, previewed or used.
+///
+/// From [`decide_with_token`](crate::Handoff::decide_with_token), every variant except
+/// [`NotConfigured`](Self::NotConfigured), [`InvalidSubmission`](Self::InvalidSubmission),
+/// [`NotPending`](Self::NotPending), [`Random`](Self::Random) and [`Store`](Self::Store) is
+/// also recorded in the audit trail: refusals before a credential was verified as coalesced
+/// unauthenticated rows (see [`Limits`](crate::Limits)), later ones as rows of the
+/// authenticated reviewer. [`preview_token`](crate::Handoff::preview_token) records nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Decision links need both [`decision_links`](crate::HandoffBuilder::decision_links) and
+    /// [`digest_key`](crate::HandoffBuilder::digest_key) in the builder.
+    #[error("decision links are not configured: {0}")]
+    NotConfigured(&'static str),
+    /// Not a well-formed token.
+    #[error(transparent)]
+    Malformed(#[from] MalformedToken),
+    /// Signed with a key id the ring does not hold (retired too long ago, or forged).
+    #[error("token key `{key_id}` is unknown")]
+    UnknownKey {
+        /// The key id the token names.
+        key_id: String,
+    },
+    /// The signature does not verify: the token was altered or forged.
+    #[error("token signature does not verify")]
+    BadSignature,
+    /// Authentic but expired (checked again at commit: a token may not outlive its expiry).
+    #[error("token expired at {expires_at}")]
+    Expired {
+        /// When it expired.
+        expires_at: Timestamp,
+    },
+    /// Authentic but issued further in the future than the key ring's clock skew allows.
+    #[error("token issued at {issued_at}, in the future")]
+    NotYetValid {
+        /// The claimed issue time.
+        issued_at: Timestamp,
+    },
+    /// The credential was not accepted. The token was not spent: its rightful holder can
+    /// still use it.
+    #[error("credential refused")]
+    Unauthenticated(#[source] IdentityError),
+    /// The token was issued to another reviewer (a forwarded link). The token is spent.
+    #[error("token was issued to `{bound}`, not to `{presented}`")]
+    WrongReviewer {
+        /// The reviewer the token names.
+        bound: PersonId,
+        /// The authenticated reviewer who used it.
+        presented: PersonId,
+    },
+    /// The action changed since the token was issued (a reviewer edited it): review the
+    /// current version. The token is spent.
+    #[error("the action changed since the link was issued: review it again")]
+    DigestChanged,
+    /// The token was used before.
+    #[error("token was already used")]
+    Replayed,
+    /// The token names a ticket the store does not hold.
+    #[error("ticket {0} not found")]
+    NotFound(TicketId),
+    /// The submission does not fit the token's verdict (parameters are needed by, and only
+    /// accepted with, an approve-with-edits token). Nothing was recorded and the token was not
+    /// spent.
+    #[error("invalid submission: {0}")]
+    InvalidSubmission(&'static str),
+    /// Links are minted only for pending tickets.
+    #[error("ticket is {state}, not pending: no links to mint")]
+    NotPending {
+        /// The ticket's state.
+        state: StateName,
+    },
+    /// The ticket machine refused the verdict (already decided, expired, not eligible,
+    /// self-approval…). The token is spent.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A token could not be signed.
+    #[error("token could not be signed")]
+    Sign(#[source] SignError),
+    /// The operating system's random number generator failed (minting a nonce).
+    #[error("random number generator failed")]
+    Random(#[source] getrandom::Error),
+    /// The store failed; nothing was recorded and the token was not spent.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,6 +252,9 @@ pub enum Error {
     /// See [`AuditError`].
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// See [`LinkError`].
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// A store failure outside the operations above.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -4,6 +4,7 @@
 
 mod agent;
 mod error;
+mod links;
 mod operator;
 mod review;
 mod waiters;
@@ -13,9 +14,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::action::DigestKey;
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
-    Clock, DecisionRow, IdentityVerifier, Store, StoreError, SystemClock, TicketWrite, Write,
+    Clock, DecisionRow, IdentityVerifier, NonceUse, Store, StoreError, SystemClock, TicketWrite,
+    Write,
 };
 use crate::id::{AgentId, GroupName, TicketId};
 use crate::policy::PolicyEngine;
@@ -23,7 +26,10 @@ use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
 use crate::timestamp::Timestamp;
 
 pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
-pub use error::{AuditError, DecideError, Error, ExecuteError, ProposeError, RunError, WaitError};
+pub use error::{
+    AuditError, DecideError, Error, ExecuteError, LinkError, ProposeError, RunError, WaitError,
+};
+pub use links::{DecisionLink, DecisionLinks, TokenPreview, TokenSubmission};
 pub use operator::{AuditReport, FreezeScope, Health};
 pub use review::TicketDetails;
 
@@ -42,10 +48,11 @@ pub struct Limits {
     /// Longest pause between store polls while waiting on a ticket that another process may
     /// decide (default 2 s). Same-process decisions wake waiters at once.
     pub max_poll_interval: Duration,
-    /// Refused credentials audited one row each per minute (default 60; 0 audits every one).
-    /// Beyond it the refusals are still refused but only counted, and the count is written as
-    /// one `refused` row (`coalesced: n`) with the next refusal after the minute, so a flood of
-    /// forged callbacks cannot fill the disk.
+    /// Unauthenticated refusals — refused credentials, and decision tokens refused before any
+    /// credential was checked (malformed, forged, expired) — audited one row each per minute
+    /// (default 60; 0 audits every one). Beyond it the refusals are still refused but only
+    /// counted, and the count is written as one `refused` row (`coalesced: n`) with the next
+    /// refusal after the minute, so a flood of forged callbacks or links cannot fill the disk.
     pub unauthenticated_audit_per_minute: u32,
 }
 
@@ -77,6 +84,8 @@ pub(crate) struct Inner {
     operator_group: GroupName,
     checkpoint_key: Option<CheckpointKey>,
     origin: String,
+    links: Option<DecisionLinks>,
+    digest_key: Option<DigestKey>,
     waiters: Arc<Waiters>,
     freezes: Mutex<operator::Freezes>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
@@ -105,6 +114,8 @@ pub struct HandoffBuilder {
     operator_group: Option<GroupName>,
     checkpoint_key: Option<CheckpointKey>,
     origin: String,
+    links: Option<DecisionLinks>,
+    digest_key: Option<DigestKey>,
 }
 
 impl fmt::Debug for HandoffBuilder {
@@ -125,6 +136,8 @@ impl Handoff {
             operator_group: None,
             checkpoint_key: None,
             origin: "agent-handoff".into(),
+            links: None,
+            digest_key: None,
         }
     }
 
@@ -195,6 +208,22 @@ impl HandoffBuilder {
         self
     }
 
+    /// Decision links: the page they lead to, the keys that sign their tokens and how long a
+    /// token lasts (see [`Handoff::mint_links`]). Needs a [`digest_key`](Self::digest_key)
+    /// too; without both, the link methods answer [`LinkError::NotConfigured`].
+    pub fn decision_links(mut self, links: DecisionLinks) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// The secret key of the keyed action digests that leave the store (decision tokens,
+    /// cards): see [`DigestKey`]. Keep it stable across restarts and nodes, or outstanding
+    /// links stop verifying as current.
+    pub fn digest_key(mut self, key: DigestKey) -> Self {
+        self.digest_key = Some(key);
+        self
+    }
+
     /// Builds the engine and subscribes to the store's commit notifications.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
@@ -208,6 +237,9 @@ impl HandoffBuilder {
             Some(g) => g,
             None => GroupName::new("operators").map_err(|_| Error::Build("operator group"))?,
         };
+        if let Some(links) = &self.links {
+            links.check()?;
+        }
         let waiters = Arc::new(Waiters::default());
         let w = Arc::clone(&waiters);
         store.on_commit(Arc::new(move |ids: &[TicketId]| w.changed(ids)));
@@ -221,6 +253,8 @@ impl HandoffBuilder {
                 operator_group,
                 checkpoint_key: self.checkpoint_key,
                 origin: self.origin,
+                links: self.links,
+                digest_key: self.digest_key,
                 waiters,
                 freezes: Mutex::default(),
                 buckets: Mutex::default(),
@@ -244,20 +278,64 @@ pub(crate) enum Driven {
 pub(crate) enum DriveError<E> {
     NotFound(TicketId),
     Pre(E),
+    /// The store refused or failed. [`StoreError::NonceReused`] means a [`Spend`]'s nonce was
+    /// consumed before: nothing of this write was recorded.
     Store(StoreError),
+}
+
+/// A single-use nonce to consume with whatever `drive` commits (the accepted transition, the
+/// refusal's audit rows, or — for an accepted repeat that changes nothing — the nonce and the
+/// decision row alone), so the token carrying it can never be used again.
+pub(crate) struct Spend {
+    /// The nonce and the token's expiry. The write must commit before that expiry: the store
+    /// may forget the nonce afterwards, so a later commit could not be told from a replay.
+    pub(crate) nonce: NonceUse,
+    /// Added as `token` to the data of each audit record the write carries.
+    pub(crate) note: serde_json::Value,
+}
+
+impl Spend {
+    fn annotate(&self, mut audit: Vec<AuditRecord>) -> Vec<AuditRecord> {
+        for record in &mut audit {
+            if let Some(data) = record.data.as_object_mut() {
+                data.insert("token".to_owned(), self.note.clone());
+            }
+        }
+        audit
+    }
+}
+
+/// The earlier of two optional limits.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Inner {
     /// Loads a ticket, builds an event for it, applies it and commits the result with
     /// compare-and-swap; recomputes after a lost race or a passed deadline. Refusals are
     /// committed too (audit rows, forced changes such as expiry or `Stale`).
+    ///
+    /// With a `spend`, its nonce is consumed by the same write, whichever it is — also by an
+    /// accepted repeat that otherwise writes nothing — and the write is valid only before the
+    /// nonce's expiry (`event_for` must refuse once `now` reaches it, or the loop retries until
+    /// it gives up). A nonce used before fails the write with [`StoreError::NonceReused`].
     pub(crate) async fn drive<E>(
         &self,
         id: TicketId,
         decision: Option<(Option<crate::id::PersonId>, String)>,
+        spend: Option<&Spend>,
         mut event_for: impl FnMut(&Ticket, Timestamp) -> Result<Event, E>,
     ) -> Result<Driven, DriveError<E>> {
         let mut last_err = None;
+        let nonces: Vec<NonceUse> = spend.map(|s| s.nonce).into_iter().collect();
+        let nonce_limit = spend.map(|s| s.nonce.expires);
+        let annotate = |audit: Vec<AuditRecord>| match spend {
+            Some(spend) => spend.annotate(audit),
+            None => audit,
+        };
         for _ in 0..MAX_RACES {
             let ticket = match self.store.ticket(id).await {
                 Ok(Some(t)) => t,
@@ -283,19 +361,32 @@ impl Inner {
                     ..
                 }) => {
                     if next.version() == ticket.version() {
-                        return Ok(Driven::Applied { ticket: next });
+                        if nonces.is_empty() {
+                            return Ok(Driven::Applied { ticket: next });
+                        }
+                        // An accepted repeat: nothing changes, but the token is spent.
+                        let write = Write {
+                            decision: decision_row(None),
+                            audit: annotate(audit),
+                            nonces: nonces.clone(),
+                            valid_before: earliest(limit, nonce_limit),
+                            ..Write::default()
+                        };
+                        (write, Driven::Applied { ticket: next })
+                    } else {
+                        let write = Write {
+                            ticket: Some(TicketWrite::Update {
+                                ticket: Box::new(next.clone()),
+                                expected_version: ticket.version(),
+                            }),
+                            decision: decision_row(None),
+                            audit: annotate(audit),
+                            nonces: nonces.clone(),
+                            valid_before: earliest(limit, nonce_limit),
+                            ..Write::default()
+                        };
+                        (write, Driven::Applied { ticket: next })
                     }
-                    let write = Write {
-                        ticket: Some(TicketWrite::Update {
-                            ticket: Box::new(next.clone()),
-                            expected_version: ticket.version(),
-                        }),
-                        decision: decision_row(None),
-                        audit,
-                        valid_before: limit,
-                        ..Write::default()
-                    };
-                    (write, Driven::Applied { ticket: next })
                 }
                 Err(refused) => {
                     let forced = refused.ticket.map(|t| TicketWrite::Update {
@@ -303,10 +394,14 @@ impl Inner {
                         expected_version: ticket.version(),
                     });
                     let write = Write {
-                        valid_before: if forced.is_some() { limit } else { None },
+                        valid_before: earliest(
+                            if forced.is_some() { limit } else { None },
+                            nonce_limit,
+                        ),
                         ticket: forced,
                         decision: decision_row(Some(&refused.refusal)),
-                        audit: refused.audit,
+                        audit: annotate(refused.audit),
+                        nonces: nonces.clone(),
                         ..Write::default()
                     };
                     (write, Driven::Refused(refused.refusal))
@@ -368,4 +463,8 @@ const _: () = {
     const fn is<T: Send + Sync>() {}
     is::<Handoff>();
     is::<AgentHandle>();
+    is::<DecisionLinks>();
+    is::<DecisionLink>();
+    is::<TokenPreview>();
+    is::<LinkError>();
 };

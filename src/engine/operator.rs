@@ -211,6 +211,7 @@ impl Handoff {
             .drive::<DecideError>(
                 ticket,
                 Some((Some(op.person.clone()), what.to_owned())),
+                None,
                 |t, _| Ok(event(t)),
             )
             .await;

@@ -11,7 +11,7 @@ use super::{DriveError, Driven, Handoff, Inner};
 use crate::action::ActionDigest;
 use crate::audit::{Actor, AuditEvent, AuditRecord};
 use crate::backend::lock;
-use crate::backend::{Credential, DecisionRow, StoreError, TicketFilter, Write};
+use crate::backend::{Credential, DecisionRow, IdentityError, StoreError, TicketFilter, Write};
 use crate::id::TicketId;
 use crate::policy::Ruling;
 use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
@@ -65,6 +65,20 @@ impl Handoff {
         ticket: Option<TicketId>,
         credential: &Credential,
     ) -> Result<Reviewer, DecideError> {
+        self.verify_credential(ticket, credential)
+            .await
+            .map_err(|e| match e {
+                AuthError::Refused(e) => DecideError::Unauthenticated(e),
+                AuthError::Store(e) => DecideError::Store(e),
+            })
+    }
+
+    /// [`authenticate`](Self::authenticate) with only the errors it can have.
+    pub(crate) async fn verify_credential(
+        &self,
+        ticket: Option<TicketId>,
+        credential: &Credential,
+    ) -> Result<Reviewer, AuthError> {
         match self.inner.identity.verify(credential).await {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -76,9 +90,12 @@ impl Handoff {
                 );
                 let records = self.inner.flood_records(record);
                 if !records.is_empty() {
-                    self.inner.audit_only(records).await?;
+                    self.inner
+                        .audit_only(records)
+                        .await
+                        .map_err(AuthError::Store)?;
                 }
-                Err(DecideError::Unauthenticated(e))
+                Err(AuthError::Refused(e))
             }
         }
     }
@@ -102,6 +119,7 @@ impl Handoff {
             .drive::<DecideError>(
                 id,
                 Some((Some(person.clone()), verdict_name.clone())),
+                None,
                 |ticket, _now| {
                     let stale = || DecideError::StaleVersion {
                         expected: expected_version
@@ -129,32 +147,7 @@ impl Handoff {
                             ));
                         }
                     }
-                    Ok(match &verdict {
-                        Verdict::ApproveWithEdits { parameters } => {
-                            let ruling = ticket
-                                .request()
-                                .with_parameters(parameters.clone())
-                                .map(|edited| inner.policy.evaluate(&edited))
-                                .ok();
-                            match ruling {
-                                Some(ruling) => Event::Edit {
-                                    reviewer: reviewer.clone(),
-                                    parameters: parameters.clone(),
-                                    ruling,
-                                },
-                                // Invalid parameters: let the machine refuse (and audit) it.
-                                None => Event::Edit {
-                                    reviewer: reviewer.clone(),
-                                    parameters: parameters.clone(),
-                                    ruling: ticket.ruling().clone(),
-                                },
-                            }
-                        }
-                        other => Event::Vote {
-                            reviewer: reviewer.clone(),
-                            verdict: other.clone(),
-                        },
-                    })
+                    Ok(verdict_event(inner, ticket, &reviewer, &verdict))
                 },
             )
             .await;
@@ -253,6 +246,14 @@ impl Handoff {
     }
 }
 
+/// Why a credential could not be verified.
+pub(crate) enum AuthError {
+    /// The verifier refused it (audited).
+    Refused(IdentityError),
+    /// Recording the refusal failed.
+    Store(StoreError),
+}
+
 /// Refused credentials in the current one-minute window.
 #[derive(Debug, Default)]
 pub(crate) struct Flood {
@@ -309,7 +310,45 @@ impl Inner {
     }
 }
 
-fn verdict_name(v: &Verdict) -> &'static str {
+/// The machine event for a reviewer's verdict on `ticket`. An approval with edits is re-ruled
+/// here (the machine applies the stricter ruling); invalid edited parameters are passed on for
+/// the machine to refuse and audit.
+pub(crate) fn verdict_event(
+    inner: &Inner,
+    ticket: &Ticket,
+    reviewer: &Reviewer,
+    verdict: &Verdict,
+) -> Event {
+    match verdict {
+        Verdict::ApproveWithEdits { parameters } => {
+            let ruling = ticket
+                .request()
+                .with_parameters(parameters.clone())
+                .map(|edited| inner.policy.evaluate(&edited))
+                .ok();
+            match ruling {
+                Some(ruling) => Event::Edit {
+                    reviewer: reviewer.clone(),
+                    parameters: parameters.clone(),
+                    ruling,
+                },
+                // Invalid parameters: let the machine refuse (and audit) it.
+                None => Event::Edit {
+                    reviewer: reviewer.clone(),
+                    parameters: parameters.clone(),
+                    ruling: ticket.ruling().clone(),
+                },
+            }
+        }
+        other => Event::Vote {
+            reviewer: reviewer.clone(),
+            verdict: other.clone(),
+        },
+    }
+}
+
+/// The name of a verdict in decision rows and audit records.
+pub(crate) fn verdict_name(v: &Verdict) -> &'static str {
     match v {
         Verdict::Approve => "approve",
         Verdict::ApproveWithEdits { .. } => "approve_with_edits",

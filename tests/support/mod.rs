@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use agent_handoff::action::{ActionRequest, IdempotencyKey};
+use agent_handoff::action::{ActionRequest, DigestKey, IdempotencyKey};
 use agent_handoff::audit::{AuditEvent, ChainHead, Checkpoint, CheckpointKey, RawEvent};
 use agent_handoff::backend::{
     CommitListener, Committed, DecisionRow, TicketFilter, TicketPage, Write,
@@ -20,9 +20,10 @@ use agent_handoff::policy::{
     Ruling,
 };
 use agent_handoff::ticket::Ticket;
+use agent_handoff::token::{TokenKey, TokenKeyRing};
 use agent_handoff::{
-    AgentId, Clock, Credential, GroupName, Handoff, Limits, ManualClock, PersonId, RuleId,
-    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, TicketId, Timestamp,
+    AgentId, Clock, Credential, DecisionLinks, GroupName, Handoff, Limits, ManualClock, PersonId,
+    RuleId, SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, TicketId, Timestamp,
 };
 use async_trait::async_trait;
 
@@ -186,6 +187,28 @@ pub fn add_dbas(dir: &mut StaticDirectory, n: usize) -> Vec<Credential> {
         .collect()
 }
 
+/// Where decision links lead in the tests.
+pub const LINK_BASE: &str = "https://review.example/decide";
+
+/// The test deployment's token keys: `k1` signs.
+pub fn token_ring() -> TokenKeyRing {
+    TokenKeyRing::new(TokenKey::new("k1", &[11u8; 32]).unwrap(), []).unwrap()
+}
+
+/// Decision links to [`LINK_BASE`], signed by [`token_ring`], tokens lasting 15 minutes.
+pub fn decision_links() -> DecisionLinks {
+    DecisionLinks {
+        base_url: LINK_BASE.into(),
+        ring: token_ring(),
+        token_ttl: 15 * MIN,
+    }
+}
+
+/// The test deployment's key for keyed digests.
+pub fn digest_key() -> DigestKey {
+    DigestKey::from_bytes([23u8; 32])
+}
+
 pub fn checkpoint_key() -> CheckpointKey {
     CheckpointKey::new("test.example/audit", &[42u8; 32]).unwrap()
 }
@@ -218,6 +241,26 @@ pub struct Setup {
     pub extra_dbas: usize,
 }
 
+/// Decision-link settings of a [`Harness`] (kept out of [`Setup`], which other tests build
+/// field by field).
+#[derive(Default)]
+pub struct LinkSetup {
+    /// Decision links configured in the builder (e.g. [`decision_links`]).
+    pub links: Option<DecisionLinks>,
+    /// The keyed-digest key configured in the builder (e.g. [`digest_key`]).
+    pub digest_key: Option<DigestKey>,
+}
+
+impl LinkSetup {
+    /// [`decision_links`] and [`digest_key`].
+    pub fn standard() -> Self {
+        Self {
+            links: Some(decision_links()),
+            digest_key: Some(digest_key()),
+        }
+    }
+}
+
 impl Default for Setup {
     fn default() -> Self {
         Self {
@@ -236,6 +279,11 @@ impl Harness {
     }
 
     pub async fn with(setup: Setup) -> Self {
+        Self::with_links(setup, LinkSetup::default()).await
+    }
+
+    /// A harness whose engine also has decision links and a digest key as `links` says.
+    pub async fn with_links(setup: Setup, links: LinkSetup) -> Self {
         let clock = ManualClock::new(Timestamp::from_unix_millis(START));
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let options = SqliteOptions::new().with_clock(Arc::clone(&shared));
@@ -257,15 +305,20 @@ impl Harness {
         };
         let (mut directory, creds) = directory();
         let dbas = add_dbas(&mut directory, setup.extra_dbas);
-        let handoff = Handoff::builder()
+        let mut builder = Handoff::builder()
             .shared_store(Arc::clone(&store))
             .policy(setup.policy.clone())
             .identity(directory)
             .shared_clock(shared)
             .limits(setup.limits)
-            .checkpoint_key("test.example/audit", checkpoint_key())
-            .build()
-            .unwrap();
+            .checkpoint_key("test.example/audit", checkpoint_key());
+        if let Some(links) = links.links {
+            builder = builder.decision_links(links);
+        }
+        if let Some(key) = links.digest_key {
+            builder = builder.digest_key(key);
+        }
+        let handoff = builder.build().unwrap();
         Self {
             handoff,
             clock,
