@@ -23,9 +23,9 @@ pub use backend::{
     Store, StoreError, SystemClock,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLink,
-    DecisionLinks, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
-    Limits, LinkError, PendingTicket, Permit, Proposal, ProposeError, RunError, TicketDetails,
+    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLinks,
+    Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health, Limits, LinkError,
+    MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError, TicketDetails,
     TokenPreview, TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};

@@ -17,7 +17,7 @@ use agent_handoff::token::{
     MalformedToken, TokenClaims, TokenKey, TokenKeyRing, TokenNonce, VerdictKind,
 };
 use agent_handoff::{
-    AgentHandle, Credential, DecisionLink, DecisionLinks, Error, Handoff, Limits, LinkError,
+    AgentHandle, Credential, DecisionLinks, Error, Handoff, Limits, LinkError, MintedLink,
     PendingTicket, Proposal, TicketId, Timestamp, TokenSubmission,
 };
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ fn pending(p: Proposal) -> PendingTicket {
 
 /// The token of the link for `verdict`.
 #[track_caller]
-fn token(links: &[DecisionLink], verdict: VerdictKind) -> String {
+fn token(links: &[MintedLink], verdict: VerdictKind) -> String {
     links
         .iter()
         .find(|l| l.verdict == verdict)
@@ -92,7 +92,7 @@ impl Harness {
     }
 
     /// Links for a ticket as stored now.
-    async fn mint(&self, id: TicketId, reviewer: Option<&str>) -> Vec<DecisionLink> {
+    async fn mint(&self, id: TicketId, reviewer: Option<&str>) -> Vec<MintedLink> {
         let ticket = self.ticket(id).await;
         self.handoff
             .mint_links(&ticket, reviewer.map(person), self.now())

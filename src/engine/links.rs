@@ -78,11 +78,13 @@ impl DecisionLinks {
     }
 }
 
-/// One minted link: a verdict and the URL that leads to its confirmation page.
+/// One minted link: a verdict, the URL that leads to its confirmation page, and what its token
+/// is bound to. A review card carries it as a [`notify::DecisionLink`](crate::notify::DecisionLink)
+/// ([`to_card_link`](Self::to_card_link)).
 ///
 /// `Debug` does not show the token (nor the URL that contains it).
 #[derive(Clone, PartialEq, Eq)]
-pub struct DecisionLink {
+pub struct MintedLink {
     /// The verdict the link submits once confirmed.
     pub verdict: VerdictKind,
     /// `base_url?t=<token>`.
@@ -95,9 +97,16 @@ pub struct DecisionLink {
     pub expires_at: Timestamp,
 }
 
-impl fmt::Debug for DecisionLink {
+impl MintedLink {
+    /// The link as a review card shows it (verdict and URL).
+    pub fn to_card_link(&self) -> crate::notify::DecisionLink {
+        crate::notify::DecisionLink::new(self.verdict, self.url.clone())
+    }
+}
+
+impl fmt::Debug for MintedLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecisionLink")
+        f.debug_struct("MintedLink")
             .field("verdict", &self.verdict)
             .field("reviewer", &self.reviewer)
             .field("expires_at", &self.expires_at)
@@ -294,7 +303,7 @@ impl Handoff {
         ticket: &Ticket,
         reviewer: Option<PersonId>,
         now: Timestamp,
-    ) -> Result<Vec<DecisionLink>, LinkError> {
+    ) -> Result<Vec<MintedLink>, LinkError> {
         let (links, key) = self.links()?;
         let state = ticket.state_at(now);
         let deadline = match (&state, ticket.deadline()) {
@@ -322,7 +331,7 @@ impl Handoff {
                     nonce: TokenNonce::from_bytes(nonce),
                 };
                 let token = links.ring.sign(&claims).map_err(LinkError::Sign)?;
-                Ok(DecisionLink {
+                Ok(MintedLink {
                     verdict,
                     url: links.url(&token),
                     token,

@@ -29,7 +29,7 @@ pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Per
 pub use error::{
     AuditError, DecideError, Error, ExecuteError, LinkError, ProposeError, RunError, WaitError,
 };
-pub use links::{DecisionLink, DecisionLinks, TokenPreview, TokenSubmission};
+pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
 pub use operator::{AuditReport, FreezeScope, Health};
 pub use review::TicketDetails;
 
@@ -464,7 +464,7 @@ const _: () = {
     is::<Handoff>();
     is::<AgentHandle>();
     is::<DecisionLinks>();
-    is::<DecisionLink>();
+    is::<MintedLink>();
     is::<TokenPreview>();
     is::<LinkError>();
 };

@@ -129,7 +129,7 @@ pub struct SqliteStore {
     path: Option<PathBuf>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Option<Mutex<mpsc::Sender<ReadJob>>>,
-    listener: Arc<Mutex<Option<Listener>>>,
+    listeners: Arc<Mutex<Vec<Listener>>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -211,8 +211,8 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (tx, rx) = mpsc::channel();
-        let listener: Arc<Mutex<Option<Listener>>> = Arc::default();
-        let l = Arc::clone(&listener);
+        let listeners: Arc<Mutex<Vec<Listener>>> = Arc::default();
+        let l = Arc::clone(&listeners);
         let file_backed = path.is_some();
         std::thread::Builder::new()
             .name("agent-handoff-writer".into())
@@ -239,7 +239,7 @@ impl SqliteStore {
                             last_commit,
                             clock: options.clock,
                             max_batch: options.max_batch,
-                            listener: l,
+                            listeners: l,
                         }
                         .run(rx);
                     }
@@ -251,7 +251,7 @@ impl SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             readers: None,
-            listener,
+            listeners,
         })
     }
 
@@ -298,10 +298,10 @@ impl SqliteStore {
         rx.await.ok_or(StoreError::Closed)?
     }
 
-    /// Registers the callback told about tickets changed by each durable commit (used by the
-    /// engine to wake same-process waiters without polling).
-    pub(crate) fn set_listener(&self, listener: Listener) {
-        *lock(&self.listener) = Some(listener);
+    /// Adds a callback told about tickets changed by each durable commit (used by engines to
+    /// wake same-process waiters without polling; every engine sharing the store is told).
+    pub(crate) fn add_listener(&self, listener: Listener) {
+        lock(&self.listeners).push(listener);
     }
 }
 
@@ -506,7 +506,7 @@ impl Store for SqliteStore {
     }
 
     fn on_commit(&self, listener: Listener) {
-        self.set_listener(listener);
+        self.add_listener(listener);
     }
 }
 
