@@ -32,9 +32,7 @@ use crate::audit::{kind, Actor, AuditRecord};
 use crate::backend::{
     DeliveryReport, OutboxEntry, OutboxOutcome, OutboxRow, OutboxUpdate, StoreError, Write,
 };
-use crate::notify::{
-    Delivery, DeliveryError, DeliveryKind, DeliveryReceipt, Notifier, ReviewCard,
-};
+use crate::notify::{Delivery, DeliveryError, DeliveryKind, DeliveryReceipt, Notifier, ReviewCard};
 use crate::ticket::{Effect, Ticket};
 use crate::timestamp::Timestamp;
 
@@ -116,7 +114,9 @@ impl Inner {
         };
         for effect in effects {
             let (kind, links) = match effect {
-                Effect::RequestReview => (DeliveryKind::RequestReview, self.card_links(ticket, now)?),
+                Effect::RequestReview => {
+                    (DeliveryKind::RequestReview, self.card_links(ticket, now)?)
+                }
                 Effect::CloseReview => (DeliveryKind::Close, Vec::new()),
                 #[allow(unreachable_patterns)] // `Effect` is non-exhaustive
                 _ => continue,
@@ -253,7 +253,9 @@ impl Handoff {
                     Tally::Conflict => report.conflicts += 1,
                 }
             }
-            if n < BATCH {
+            // A delivered row may have unblocked the next row of its ticket and channel (a
+            // close waiting for its card), so claim again until nothing is due.
+            if n == 0 {
                 break;
             }
         }
@@ -429,7 +431,11 @@ mod tests {
             for (failed, full) in [(1, 10), (2, 20), (3, 40), (4, 60), (30, 60), (u32::MAX, 60)] {
                 let w = backoff(&l, failed, None);
                 let full = Duration::from_secs(full);
-                assert!(w >= full / 2 && w <= full, "{failed}: {w:?} not in [{:?}, {full:?}]", full / 2);
+                assert!(
+                    w >= full / 2 && w <= full,
+                    "{failed}: {w:?} not in [{:?}, {full:?}]",
+                    full / 2
+                );
             }
         }
     }

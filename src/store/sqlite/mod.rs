@@ -592,7 +592,10 @@ fn claim(
             .map_err(sql_err)?;
         let rows = s
             .query_map(
-                params![now.as_unix_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
+                params![
+                    now.as_unix_millis(),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
                 codec::outbox_from_row,
             )
             .map_err(sql_err)?;
