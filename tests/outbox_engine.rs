@@ -713,3 +713,33 @@ async fn an_engine_without_notifiers_writes_no_outbox_rows() {
     assert!(store.ticket_outbox(id).await.unwrap().is_empty());
     assert_eq!(handoff.deliver_due().await.unwrap().claimed, 0);
 }
+
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_worker_delivers_in_the_background() {
+    let world = World::new();
+    let node = world.node().await;
+    let first = node.propose(update("worker-1")).await;
+    let worker = node.handoff.spawn_delivery_worker(Duration::from_secs(1));
+    let ops = node.ops.clone();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        until(|| ops.deliveries().len() == 1),
+    )
+    .await
+    .expect("first pass delivers");
+    // Later rows go out on a later tick of the (manual) clock (advanced while waiting, since
+    // the worker may still be finishing its first pass).
+    let second = node.propose(update("worker-2")).await;
+    let clock = world.clock.clone();
+    let tick = || {
+        clock.advance(Duration::from_millis(100));
+        ops.deliveries().len() == 2
+    };
+    tokio::time::timeout(Duration::from_secs(20), until(tick))
+        .await
+        .expect("a later tick delivers");
+    worker.abort();
+    let tickets: Vec<_> = ops.deliveries().iter().map(|d| d.ticket).collect();
+    assert_eq!(tickets, [first, second]);
+}
