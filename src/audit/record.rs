@@ -73,4 +73,13 @@ pub mod kind {
     pub const STALE: &str = "stale";
     /// An event was refused (the data says which refusal).
     pub const REFUSED: &str = "refused";
+    /// A review card was delivered to a channel (the data names the channel, the delivery id
+    /// and the channel's message id).
+    pub const NOTIFIED: &str = "notified";
+    /// A delivery attempt failed (the data gives the attempt, whether a retry can help and
+    /// the error code).
+    pub const DELIVERY_FAILED: &str = "delivery_failed";
+    /// Delivery of a review card was given up (retries exhausted, or a failure retrying
+    /// cannot fix); the outbox row is dead.
+    pub const GAVE_UP: &str = "gave_up";
 }

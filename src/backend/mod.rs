@@ -16,6 +16,7 @@ pub use identity::{
     StaticDirectory,
 };
 pub use store::{
-    CommitListener, Committed, DecisionRow, NonceUse, OutboxRow, Store, StoreError, StoreHealth,
-    TicketCursor, TicketFilter, TicketPage, TicketWrite, Write,
+    CommitListener, Committed, DecisionRow, DeliveryReport, NonceUse, OutboxEntry, OutboxOutcome,
+    OutboxRow, OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor,
+    TicketFilter, TicketPage, TicketWrite, Write,
 };

@@ -67,6 +67,34 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The newest saved checkpoint.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 
+    /// Claims outbox rows that are due: status pending, `due <= now`, oldest due first, at
+    /// most `limit`. A row is not claimable while an earlier row (by insertion order) of the
+    /// same ticket and channel is still pending, so a channel sees a ticket's deliveries in
+    /// order (the card is posted before it is closed).
+    ///
+    /// Claiming moves each row's due time to `now + lease` in the same transaction, so a
+    /// second worker does not claim it while the first delivers, and a worker that crashed
+    /// mid-delivery leaves it to be claimed again once the lease ends. Nothing else changes:
+    /// the outcome is recorded with an [`OutboxUpdate`] in a [`Write`], guarded by the
+    /// attempts count returned here.
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Every outbox row of a ticket, in the order they were written.
+    async fn ticket_outbox(&self, ticket: TicketId) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The receipt of the newest delivered row of `ticket` on `channel` that has one (the
+    /// posted card a later update or close should edit).
+    async fn outbox_receipt(
+        &self,
+        ticket: TicketId,
+        channel: &str,
+    ) -> Result<Option<Value>, StoreError>;
+
     /// Reachability and backlog figures.
     async fn health(&self) -> Result<StoreHealth, StoreError>;
 
@@ -96,6 +124,10 @@ pub struct Write {
     pub audit: Vec<AuditRecord>,
     /// Outbox rows to deliver after commit.
     pub outbox: Vec<OutboxRow>,
+    /// Outcomes of delivery attempts on existing outbox rows. Each is applied only if the row
+    /// is still pending with the attempts count it was claimed with; otherwise the whole write
+    /// is refused with [`StoreError::OutboxConflict`] (another worker recorded it first).
+    pub outbox_updates: Vec<OutboxUpdate>,
     /// Single-use nonces consumed by this write; a nonce seen before refuses the whole write
     /// with [`StoreError::NonceReused`].
     pub nonces: Vec<NonceUse>,
@@ -149,6 +181,94 @@ pub struct OutboxRow {
     pub payload: Value,
     /// Earliest delivery time.
     pub due: Timestamp,
+}
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Waiting for (another) delivery attempt.
+    Pending,
+    /// Accepted by the channel.
+    Delivered,
+    /// Given up: retries exhausted, or a failure retrying cannot fix.
+    Dead,
+}
+
+impl OutboxStatus {
+    /// The stored name (`pending`, `delivered`, `dead`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+}
+
+/// A stored outbox row with its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The row as written (`due` is the current due time: a claim moves it to the lease end).
+    pub row: OutboxRow,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// Failed attempts recorded so far.
+    pub attempts: u32,
+    /// The channel's receipt, once delivered.
+    pub receipt: Option<Value>,
+    /// The last failure, if any (no secrets: notifiers keep them out of their errors).
+    pub last_error: Option<String>,
+}
+
+/// The outcome of one delivery attempt, recorded on an outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxUpdate {
+    /// The row.
+    pub id: Uuid,
+    /// The row's [`OutboxEntry::attempts`] when it was claimed: the update applies only if it
+    /// is unchanged and the row still pending.
+    pub attempts: u32,
+    /// What happened.
+    pub outcome: OutboxOutcome,
+}
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxOutcome {
+    /// The channel accepted it: status `delivered`, receipt kept.
+    Delivered {
+        /// The channel's receipt (a serialised `DeliveryReceipt`).
+        receipt: Value,
+    },
+    /// A failure worth retrying: attempts + 1, next attempt at `due`.
+    Retry {
+        /// When to try again.
+        due: Timestamp,
+        /// What went wrong.
+        error: String,
+    },
+    /// Given up: attempts + 1, status `dead` (counted in [`StoreHealth::outbox_dead`]).
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// What one [`Handoff::deliver_due`](crate::Handoff::deliver_due) pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryReport {
+    /// Rows claimed for an attempt.
+    pub claimed: usize,
+    /// Rows the channel accepted.
+    pub delivered: usize,
+    /// Rows that failed and will be retried.
+    pub retried: usize,
+    /// Rows given up (retries exhausted, or a failure retrying cannot fix).
+    pub dead: usize,
+    /// Rows whose outcome another worker recorded first (this outcome was dropped).
+    pub conflicts: usize,
 }
 
 /// A nonce consumed by a write.
@@ -245,6 +365,13 @@ pub enum StoreError {
         at: Timestamp,
         /// The limit.
         limit: Timestamp,
+    },
+    /// An outbox update found its row no longer pending at the attempts count it was claimed
+    /// with: another worker recorded an outcome first. Nothing of the write was recorded.
+    #[error("outbox row {id} was updated concurrently")]
+    OutboxConflict {
+        /// The row.
+        id: Uuid,
     },
     /// An update named a ticket that does not exist.
     #[error("ticket {0} not found")]

@@ -346,6 +346,7 @@ impl AgentHandle {
         let transition = open(id, self.requester.clone(), principal, request, ruling, now);
         let ticket = transition.ticket;
         let write = Write {
+            outbox: inner.notifications(&ticket, &transition.effects, now)?,
             ticket: Some(TicketWrite::Insert(Box::new(ticket.clone()))),
             audit: transition.audit,
             ..Write::default()

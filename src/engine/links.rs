@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use super::error::{Error, LinkError};
 use super::review::{verdict_event, verdict_name, AuthError};
-use super::{DriveError, Driven, Handoff, Spend};
+use super::{DriveError, Driven, Handoff, Inner, Spend};
 use crate::action::{DigestKey, KeyedDigest};
 use crate::audit::Actor;
 use crate::backend::{Credential, DecisionRow, NonceUse, StoreError, Write};
@@ -266,17 +266,7 @@ struct Recorded<'a> {
 
 impl Handoff {
     fn links(&self) -> Result<(&DecisionLinks, &DigestKey), LinkError> {
-        let links = self
-            .inner
-            .links
-            .as_ref()
-            .ok_or(LinkError::NotConfigured("no decision links in the builder"))?;
-        let key = self
-            .inner
-            .digest_key
-            .as_ref()
-            .ok_or(LinkError::NotConfigured("no digest key in the builder"))?;
-        Ok((links, key))
+        self.inner.link_config()
     }
 
     /// The keyed digest of the action that may run on `ticket` (the edited one, if any): what
@@ -304,42 +294,7 @@ impl Handoff {
         reviewer: Option<PersonId>,
         now: Timestamp,
     ) -> Result<Vec<MintedLink>, LinkError> {
-        let (links, key) = self.links()?;
-        let state = ticket.state_at(now);
-        let deadline = match (&state, ticket.deadline()) {
-            (TicketState::Pending, Some(deadline)) => deadline,
-            _ => {
-                return Err(LinkError::NotPending {
-                    state: state.name(),
-                })
-            }
-        };
-        let expires_at = deadline.min(now.saturating_add(links.token_ttl));
-        let digest = key.keyed(&ticket.action_digest());
-        LINK_VERDICTS
-            .iter()
-            .map(|&verdict| {
-                let mut nonce = [0u8; 16];
-                getrandom::fill(&mut nonce).map_err(LinkError::Random)?;
-                let claims = TokenClaims {
-                    ticket: ticket.id(),
-                    reviewer: reviewer.clone(),
-                    verdict,
-                    digest,
-                    issued_at: now,
-                    expires_at,
-                    nonce: TokenNonce::from_bytes(nonce),
-                };
-                let token = links.ring.sign(&claims).map_err(LinkError::Sign)?;
-                Ok(MintedLink {
-                    verdict,
-                    url: links.url(&token),
-                    token,
-                    reviewer: reviewer.clone(),
-                    expires_at,
-                })
-            })
-            .collect()
+        self.inner.mint_links(ticket, reviewer, now)
     }
 
     /// What a confirmation page shows for a token: checks its signature and expiry, loads the
@@ -710,5 +665,64 @@ fn kind_name(kind: VerdictKind) -> &'static str {
         VerdictKind::ApproveWithEdits => "approve_with_edits",
         VerdictKind::Reject => "reject",
         VerdictKind::RequestChanges => "request_changes",
+    }
+}
+
+impl Inner {
+    pub(crate) fn link_config(&self) -> Result<(&DecisionLinks, &DigestKey), LinkError> {
+        let links = self
+            .links
+            .as_ref()
+            .ok_or(LinkError::NotConfigured("no decision links in the builder"))?;
+        let key = self
+            .digest_key
+            .as_ref()
+            .ok_or(LinkError::NotConfigured("no digest key in the builder"))?;
+        Ok((links, key))
+    }
+
+    /// See [`Handoff::mint_links`].
+    pub(crate) fn mint_links(
+        &self,
+        ticket: &Ticket,
+        reviewer: Option<PersonId>,
+        now: Timestamp,
+    ) -> Result<Vec<MintedLink>, LinkError> {
+        let (links, key) = self.link_config()?;
+        let state = ticket.state_at(now);
+        let deadline = match (&state, ticket.deadline()) {
+            (TicketState::Pending, Some(deadline)) => deadline,
+            _ => {
+                return Err(LinkError::NotPending {
+                    state: state.name(),
+                })
+            }
+        };
+        let expires_at = deadline.min(now.saturating_add(links.token_ttl));
+        let digest = key.keyed(&ticket.action_digest());
+        LINK_VERDICTS
+            .iter()
+            .map(|&verdict| {
+                let mut nonce = [0u8; 16];
+                getrandom::fill(&mut nonce).map_err(LinkError::Random)?;
+                let claims = TokenClaims {
+                    ticket: ticket.id(),
+                    reviewer: reviewer.clone(),
+                    verdict,
+                    digest,
+                    issued_at: now,
+                    expires_at,
+                    nonce: TokenNonce::from_bytes(nonce),
+                };
+                let token = links.ring.sign(&claims).map_err(LinkError::Sign)?;
+                Ok(MintedLink {
+                    verdict,
+                    url: links.url(&token),
+                    token,
+                    reviewer: reviewer.clone(),
+                    expires_at,
+                })
+            })
+            .collect()
     }
 }

@@ -6,6 +6,7 @@ mod agent;
 mod error;
 mod links;
 mod operator;
+mod outbox;
 mod review;
 mod waiters;
 
@@ -21,6 +22,7 @@ use crate::backend::{
     Write,
 };
 use crate::id::{AgentId, GroupName, TicketId};
+use crate::notify::Notifier;
 use crate::policy::PolicyEngine;
 use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
 use crate::timestamp::Timestamp;
@@ -54,6 +56,19 @@ pub struct Limits {
     /// counted, and the count is written as one `refused` row (`coalesced: n`) with the next
     /// refusal after the minute, so a flood of forged callbacks or links cannot fill the disk.
     pub unauthenticated_audit_per_minute: u32,
+    /// Delivery attempts per outbox row, the first included, before it is marked dead and
+    /// counted in [`Health`] (default 8; at least 1 is made).
+    pub delivery_max_attempts: u32,
+    /// Wait after the first failed delivery; doubled after each further failure, with jitter
+    /// (each wait is drawn between half and all of it) (default 5 s).
+    pub delivery_backoff_base: Duration,
+    /// Longest wait between two delivery attempts (default 10 min). A channel's
+    /// `retry_after` is honoured even when longer (up to a day).
+    pub delivery_backoff_max: Duration,
+    /// How long a claimed outbox row is left to the worker that claimed it: if that worker
+    /// crashes, the row is claimed again after this (default 2 min). Keep it above a
+    /// notifier's own request timeout.
+    pub delivery_lease: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +78,10 @@ impl Default for Limits {
             proposals_per_minute: 600,
             max_poll_interval: Duration::from_secs(2),
             unauthenticated_audit_per_minute: 60,
+            delivery_max_attempts: 8,
+            delivery_backoff_base: Duration::from_secs(5),
+            delivery_backoff_max: Duration::from_secs(600),
+            delivery_lease: Duration::from_secs(120),
         }
     }
 }
@@ -86,6 +105,7 @@ pub(crate) struct Inner {
     origin: String,
     links: Option<DecisionLinks>,
     digest_key: Option<DigestKey>,
+    channels: Vec<outbox::Channel>,
     waiters: Arc<Waiters>,
     freezes: Mutex<operator::Freezes>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
@@ -116,6 +136,7 @@ pub struct HandoffBuilder {
     origin: String,
     links: Option<DecisionLinks>,
     digest_key: Option<DigestKey>,
+    channels: Vec<outbox::Channel>,
 }
 
 impl fmt::Debug for HandoffBuilder {
@@ -138,6 +159,7 @@ impl Handoff {
             origin: "agent-handoff".into(),
             links: None,
             digest_key: None,
+            channels: Vec::new(),
         }
     }
 
@@ -224,6 +246,26 @@ impl HandoffBuilder {
         self
     }
 
+    /// A channel that tells reviewers about tickets: every ticket that becomes pending gets a
+    /// review card on each configured channel, and the card is closed there when the ticket
+    /// leaves pending (see [`Handoff::deliver_due`]). `name` identifies the channel in the
+    /// outbox and the audit trail: keep it stable across restarts, or rows written for the old
+    /// name find no notifier. Needs a [`digest_key`](Self::digest_key) (cards carry the keyed
+    /// digest); with [`decision_links`](Self::decision_links) the cards carry verdict-only
+    /// links (no reviewer bound: a channel is a group).
+    pub fn notifier(self, name: impl Into<String>, notifier: impl Notifier + 'static) -> Self {
+        self.shared_notifier(name, Arc::new(notifier))
+    }
+
+    /// Like [`notifier`](Self::notifier), with a notifier shared with other components.
+    pub fn shared_notifier(mut self, name: impl Into<String>, notifier: Arc<dyn Notifier>) -> Self {
+        self.channels.push(outbox::Channel {
+            name: name.into(),
+            notifier,
+        });
+        self
+    }
+
     /// Builds the engine and subscribes to the store's commit notifications.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
@@ -240,6 +282,7 @@ impl HandoffBuilder {
         if let Some(links) = &self.links {
             links.check()?;
         }
+        outbox::check(&self.channels, self.digest_key.is_some())?;
         let waiters = Arc::new(Waiters::default());
         let w = Arc::clone(&waiters);
         store.on_commit(Arc::new(move |ids: &[TicketId]| w.changed(ids)));
@@ -255,6 +298,7 @@ impl HandoffBuilder {
                 origin: self.origin,
                 links: self.links,
                 digest_key: self.digest_key,
+                channels: self.channels,
                 waiters,
                 freezes: Mutex::default(),
                 buckets: Mutex::default(),
@@ -358,7 +402,7 @@ impl Inner {
                 Ok(Transition {
                     ticket: next,
                     audit,
-                    ..
+                    effects,
                 }) => {
                     if next.version() == ticket.version() {
                         if nonces.is_empty() {
@@ -375,6 +419,9 @@ impl Inner {
                         (write, Driven::Applied { ticket: next })
                     } else {
                         let write = Write {
+                            outbox: self
+                                .notifications(&next, &effects, now)
+                                .map_err(DriveError::Store)?,
                             ticket: Some(TicketWrite::Update {
                                 ticket: Box::new(next.clone()),
                                 expected_version: ticket.version(),
@@ -389,6 +436,12 @@ impl Inner {
                     }
                 }
                 Err(refused) => {
+                    let outbox = match &refused.ticket {
+                        Some(forced) => self
+                            .notifications(forced, &refused.effects, now)
+                            .map_err(DriveError::Store)?,
+                        None => Vec::new(),
+                    };
                     let forced = refused.ticket.map(|t| TicketWrite::Update {
                         ticket: Box::new(t),
                         expected_version: ticket.version(),
@@ -399,6 +452,7 @@ impl Inner {
                             nonce_limit,
                         ),
                         ticket: forced,
+                        outbox,
                         decision: decision_row(Some(&refused.refusal)),
                         audit: annotate(refused.audit),
                         nonces: nonces.clone(),

@@ -520,6 +520,27 @@ impl Store for Interpose {
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.inner.latest_checkpoint().await
     }
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<agent_handoff::backend::OutboxEntry>, StoreError> {
+        self.inner.claim_outbox(now, lease, limit).await
+    }
+    async fn ticket_outbox(
+        &self,
+        ticket: TicketId,
+    ) -> Result<Vec<agent_handoff::backend::OutboxEntry>, StoreError> {
+        self.inner.ticket_outbox(ticket).await
+    }
+    async fn outbox_receipt(
+        &self,
+        ticket: TicketId,
+        channel: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.outbox_receipt(ticket, channel).await
+    }
     async fn health(&self) -> Result<agent_handoff::backend::StoreHealth, StoreError> {
         self.inner.health().await
     }

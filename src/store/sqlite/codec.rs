@@ -4,7 +4,7 @@ use rusqlite::{params, Connection, Row};
 
 use super::schema::sql_err;
 use crate::audit::{AuditEvent, ChainHash, RawEvent};
-use crate::backend::{DecisionRow, StoreError};
+use crate::backend::{DecisionRow, OutboxEntry, OutboxRow, OutboxStatus, StoreError};
 use crate::id::{GroupName, PersonId, TicketId};
 use crate::policy::Outcome;
 use crate::ticket::{Ticket, TicketState};
@@ -151,6 +151,45 @@ pub(super) fn decision_from_row(
             verdict,
             refusal,
             at: Timestamp::from_unix_millis(at),
+        })
+    })())
+}
+
+/// An outbox row from `SELECT id, ticket_id, channel, payload, due_at, attempts, status,
+/// receipt, last_error`.
+pub(super) fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<Result<OutboxEntry, StoreError>> {
+    let id: Vec<u8> = r.get(0)?;
+    let ticket: Vec<u8> = r.get(1)?;
+    let channel: String = r.get(2)?;
+    let payload: String = r.get(3)?;
+    let due: i64 = r.get(4)?;
+    let attempts: i64 = r.get(5)?;
+    let status: String = r.get(6)?;
+    let receipt: Option<String> = r.get(7)?;
+    let last_error: Option<String> = r.get(8)?;
+    Ok((|| {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("outbox {what}"));
+        let id = uuid::Uuid::from_slice(&id).map_err(|_| corrupt("id"))?;
+        let status = match status.as_str() {
+            "pending" => OutboxStatus::Pending,
+            "delivered" => OutboxStatus::Delivered,
+            "dead" => OutboxStatus::Dead,
+            _ => return Err(corrupt("status")),
+        };
+        Ok(OutboxEntry {
+            row: OutboxRow {
+                id,
+                ticket: ticket_id(&ticket)?,
+                channel,
+                payload: serde_json::from_str(&payload).map_err(|_| corrupt("payload"))?,
+                due: Timestamp::from_unix_millis(due),
+            },
+            status,
+            attempts: u32::try_from(attempts).map_err(|_| corrupt("attempts"))?,
+            receipt: receipt
+                .map(|r| serde_json::from_str(&r).map_err(|_| corrupt("receipt")))
+                .transpose()?,
+            last_error,
         })
     })())
 }

@@ -32,8 +32,8 @@ use self::writer::{Job, Listener, Writer};
 use crate::action::IdempotencyKey;
 use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent};
 use crate::backend::{
-    lock, Clock, Committed, DecisionRow, Store, StoreError, StoreHealth, SystemClock, TicketCursor,
-    TicketFilter, TicketPage, Write,
+    lock, Clock, Committed, DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, SystemClock,
+    TicketCursor, TicketFilter, TicketPage, Write,
 };
 use crate::id::{AgentId, TicketId};
 use crate::oneshot;
@@ -464,6 +464,64 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // On the writer thread, in one `IMMEDIATE` transaction: the rows chosen are the rows
+        // leased, even with other processes claiming from the same file.
+        self.send(Job::Run(Box::new(move |conn: &mut Connection| {
+            tx.send(claim(conn, now, lease, limit))
+        })))?;
+        rx.await.ok_or(StoreError::Closed)?
+    }
+
+    async fn ticket_outbox(&self, ticket: TicketId) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(&format!(
+                    "{SELECT_OUTBOX} WHERE ticket_id = ?1 ORDER BY rowid"
+                ))
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(params![ticket.as_uuid().as_bytes()], codec::outbox_from_row)
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
+        })
+        .await
+    }
+
+    async fn outbox_receipt(
+        &self,
+        ticket: TicketId,
+        channel: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let channel = channel.to_owned();
+        self.read(move |conn| {
+            let receipt: Option<String> = conn
+                .prepare_cached(
+                    "SELECT receipt FROM outbox WHERE ticket_id = ?1 AND channel = ?2 \
+                     AND status = 'delivered' AND receipt IS NOT NULL \
+                     ORDER BY rowid DESC LIMIT 1",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![ticket.as_uuid().as_bytes(), channel], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(sql_err)?;
+            receipt
+                .map(|r| {
+                    serde_json::from_str(&r)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox receipt: {e}")))
+                })
+                .transpose()
+        })
+        .await
+    }
+
     async fn health(&self) -> Result<StoreHealth, StoreError> {
         self.read(|conn| {
             let (pending, oldest): (i64, Option<i64>) = conn
@@ -508,6 +566,55 @@ impl Store for SqliteStore {
     fn on_commit(&self, listener: Listener) {
         self.add_listener(listener);
     }
+}
+
+const SELECT_OUTBOX: &str = "SELECT id, ticket_id, channel, payload, due_at, attempts, status, \
+     receipt, last_error FROM outbox";
+
+/// Picks due rows (per ticket and channel, only the earliest pending one) and leases them.
+fn claim(
+    conn: &mut Connection,
+    now: Timestamp,
+    lease: Duration,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    let mut entries = {
+        let mut s = tx
+            .prepare_cached(&format!(
+                "{SELECT_OUTBOX} o WHERE status = 'pending' AND due_at <= ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.ticket_id = o.ticket_id \
+                 AND e.channel = o.channel AND e.status = 'pending' AND e.rowid < o.rowid) \
+                 ORDER BY due_at, rowid LIMIT ?2"
+            ))
+            .map_err(sql_err)?;
+        let rows = s
+            .query_map(
+                params![
+                    now.as_unix_millis(),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                codec::outbox_from_row,
+            )
+            .map_err(sql_err)?;
+        rows.map(|r| r.map_err(sql_err)?)
+            .collect::<Result<Vec<_>, StoreError>>()?
+    };
+    let until = now.saturating_add(lease);
+    {
+        let mut s = tx
+            .prepare_cached("UPDATE outbox SET due_at = ?2 WHERE id = ?1")
+            .map_err(sql_err)?;
+        for entry in &mut entries {
+            s.execute(params![entry.row.id.as_bytes(), until.as_unix_millis()])
+                .map_err(sql_err)?;
+            entry.row.due = until;
+        }
+    }
+    tx.commit().map_err(sql_err)?;
+    Ok(entries)
 }
 
 /// Most tickets one page returns.

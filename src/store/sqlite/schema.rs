@@ -8,7 +8,10 @@ use super::Synchronous;
 use crate::backend::StoreError;
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_outbox_order.sql"),
+];
 
 /// The schema version this code writes and understands.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

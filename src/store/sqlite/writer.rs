@@ -15,7 +15,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use super::codec;
 use super::schema::sql_err;
 use crate::audit::{Chain, ChainHash, ChainHead};
-use crate::backend::{Clock, Committed, NonceUse, StoreError, TicketWrite, Write};
+use crate::backend::{
+    Clock, Committed, NonceUse, OutboxOutcome, OutboxUpdate, StoreError, TicketWrite, Write,
+};
 use crate::oneshot;
 use crate::timestamp::Timestamp;
 
@@ -218,7 +220,42 @@ impl Writer {
                 })
                 .map_err(sql_err)?;
         }
+        for update in &write.outbox_updates {
+            update_outbox(&self.conn, update)?;
+        }
         Ok(())
+    }
+}
+
+/// Records a delivery outcome on a row still pending at the claimed attempts count.
+fn update_outbox(conn: &Connection, update: &OutboxUpdate) -> Result<(), StoreError> {
+    let id = update.id.as_bytes();
+    let attempts = i64::from(update.attempts);
+    let changed = match &update.outcome {
+        OutboxOutcome::Delivered { receipt } => conn
+            .prepare_cached(
+                "UPDATE outbox SET status = 'delivered', receipt = ?3 \
+                 WHERE id = ?1 AND status = 'pending' AND attempts = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, attempts, receipt.to_string()])),
+        OutboxOutcome::Retry { due, error } => conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, due_at = ?3, last_error = ?4 \
+                 WHERE id = ?1 AND status = 'pending' AND attempts = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, attempts, due.as_unix_millis(), error])),
+        OutboxOutcome::Dead { error } => conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, status = 'dead', last_error = ?3 \
+                 WHERE id = ?1 AND status = 'pending' AND attempts = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, attempts, error])),
+    }
+    .map_err(sql_err)?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::OutboxConflict { id: update.id })
     }
 }
 
