@@ -24,9 +24,9 @@ pub use backend::{
 };
 pub use engine::{
     AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLinks,
-    Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health, Limits, LinkError,
-    MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError, TicketDetails,
-    TokenPreview, TokenSubmission, WaitError,
+    DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
+    Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
+    TicketDetails, TokenPreview, TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};
 #[cfg(feature = "sqlite")]

@@ -16,7 +16,7 @@ pub use identity::{
     StaticDirectory,
 };
 pub use store::{
-    CommitListener, Committed, DecisionRow, DeliveryReport, NonceUse, OutboxEntry, OutboxOutcome,
-    OutboxRow, OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor,
-    TicketFilter, TicketPage, TicketWrite, Write,
+    CommitListener, Committed, DecisionRow, NonceUse, OutboxEntry, OutboxOutcome, OutboxRow,
+    OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
+    TicketPage, TicketWrite, Write,
 };

@@ -255,22 +255,6 @@ pub enum OutboxOutcome {
     },
 }
 
-/// What one [`Handoff::deliver_due`](crate::Handoff::deliver_due) pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeliveryReport {
-    /// Rows claimed for an attempt.
-    pub claimed: usize,
-    /// Rows the channel accepted.
-    pub delivered: usize,
-    /// Rows that failed and will be retried.
-    pub retried: usize,
-    /// Rows given up (retries exhausted, or a failure retrying cannot fix).
-    pub dead: usize,
-    /// Rows whose outcome another worker recorded first (this outcome was dropped).
-    pub conflicts: usize,
-}
-
 /// A nonce consumed by a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NonceUse {

@@ -33,6 +33,7 @@ pub use error::{
 };
 pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
 pub use operator::{AuditReport, FreezeScope, Health};
+pub use outbox::DeliveryReport;
 pub use review::TicketDetails;
 
 use waiters::Waiters;

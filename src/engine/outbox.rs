@@ -29,12 +29,26 @@ use uuid::Uuid;
 use super::error::{Error, LinkError};
 use super::{Handoff, Inner, Limits};
 use crate::audit::{kind, Actor, AuditRecord};
-use crate::backend::{
-    DeliveryReport, OutboxEntry, OutboxOutcome, OutboxRow, OutboxUpdate, StoreError, Write,
-};
+use crate::backend::{OutboxEntry, OutboxOutcome, OutboxRow, OutboxUpdate, StoreError, Write};
 use crate::notify::{Delivery, DeliveryError, DeliveryKind, DeliveryReceipt, Notifier, ReviewCard};
 use crate::ticket::{Effect, Ticket};
 use crate::timestamp::Timestamp;
+
+/// What one [`Handoff::deliver_due`](crate::Handoff::deliver_due) pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryReport {
+    /// Rows claimed for an attempt.
+    pub claimed: usize,
+    /// Rows the channel accepted.
+    pub delivered: usize,
+    /// Rows that failed and will be retried.
+    pub retried: usize,
+    /// Rows given up (retries exhausted, or a failure retrying cannot fix).
+    pub dead: usize,
+    /// Rows whose outcome another worker recorded first (this outcome was dropped).
+    pub conflicts: usize,
+}
 
 /// Rows claimed per store round trip.
 const BATCH: usize = 64;
