@@ -695,13 +695,36 @@ async fn a_group_link_works_for_any_eligible_reviewer_but_not_for_the_principal(
         }
         other => panic!("expected not eligible, got {other:?}"),
     }
-    // Refusals by the machine spend the token too.
+    // Refusals by the machine spend the token too — for the person refused.
     assert!(matches!(
-        h.use_token(&token(&group, VerdictKind::Approve), "bob", approve())
+        h.use_token(&token(&group, VerdictKind::Approve), "pat", approve())
             .await,
         Err(LinkError::Replayed)
     ));
     assert_eq!(h.voters(id).await, ["alice"]);
+    h.assert_audit_ok().await;
+}
+
+#[tokio::test]
+async fn a_group_link_is_single_use_per_reviewer_so_a_quorum_can_share_one_button() {
+    let h = Harness::links_harness().await;
+    let id = h.pending("db.drop", "d-2").await;
+    let group = h.mint(id, None).await;
+    let approve_link = token(&group, VerdictKind::Approve);
+    let after_alice = h
+        .use_token(&approve_link, "alice", approve())
+        .await
+        .unwrap();
+    assert_eq!(after_alice.state(), &TicketState::Pending);
+    // Alice pressing the same button again is a replay …
+    assert!(matches!(
+        h.use_token(&approve_link, "alice", approve()).await,
+        Err(LinkError::Replayed)
+    ));
+    // … while Bob, a second DBA, can press it once and completes the quorum of two.
+    let after_bob = h.use_token(&approve_link, "bob", approve()).await.unwrap();
+    assert_eq!(after_bob.state().name(), StateName::Approved);
+    assert_eq!(h.voters(id).await, ["alice", "bob"]);
     h.assert_audit_ok().await;
 }
 

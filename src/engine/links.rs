@@ -20,6 +20,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
 use super::error::{Error, LinkError};
@@ -210,6 +211,27 @@ const LINK_VERDICTS: [VerdictKind; 3] = [
 enum Pre {
     Expired(Timestamp),
     DigestChanged,
+}
+
+/// What a use of the token consumes in the store's nonce table.
+///
+/// A token bound to one reviewer is single use: its nonce. A verdict-only token (a group
+/// chat's button, seen by every reviewer) is single use **per reviewer**: the nonce is derived
+/// from the token's nonce and the authenticated person, so a quorum of two can both press the
+/// same "approve" button while each of them can press it only once.
+fn spent_nonce(token: &AuthenticToken, person: &PersonId) -> [u8; 16] {
+    let nonce = *token.nonce().as_bytes();
+    if token.reviewer().is_some() {
+        return nonce;
+    }
+    let mut h = Sha256::new();
+    h.update(b"agent-handoff/group-link-use/v1\0");
+    h.update(nonce);
+    h.update(person.as_str().as_bytes());
+    let digest: [u8; 32] = h.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// The audit `token` note: which key signed it and which nonce it spends (a spent nonce is no
@@ -422,7 +444,7 @@ impl Handoff {
         // spends it.
         let spend = Spend {
             nonce: NonceUse {
-                nonce: *authentic.nonce().as_bytes(),
+                nonce: spent_nonce(&authentic, &person),
                 expires: authentic.expires_at(),
             },
             note: token_note(&authentic),
@@ -625,7 +647,7 @@ impl Handoff {
             audit: vec![record],
             nonces: if r.spend {
                 vec![NonceUse {
-                    nonce: *r.token.nonce().as_bytes(),
+                    nonce: spent_nonce(r.token, r.person),
                     expires: r.token.expires_at(),
                 }]
             } else {
