@@ -323,14 +323,20 @@ impl AgentHandle {
             return Err(ProposeError::Frozen { reason });
         }
         let digest = request.digest();
-        if let Some(existing) = inner
-            .store
-            .ticket_by_key(agent, request.idempotency_key())
-            .await?
-        {
-            return self.replay(&existing, digest);
+        // No read before the insert: the store's unique (agent, key) constraint finds a
+        // repeated key in the same transaction (`DuplicateKey` below), which saves a round
+        // trip to the store on every new proposal. Replays cost no rate-limit token: a
+        // limited agent retrying after a crash still gets its answer.
+        if let Err(limited) = self.take_token() {
+            return match inner
+                .store
+                .ticket_by_key(agent, request.idempotency_key())
+                .await?
+            {
+                Some(existing) => self.replay(&existing, digest),
+                None => Err(limited),
+            };
         }
-        self.take_token()?;
         let principal = match self.requester.principal() {
             None => PrincipalCheck::NoPrincipal,
             Some(p) => match inner.identity.resolve_principal(p).await {
@@ -354,7 +360,8 @@ impl AgentHandle {
         match inner.store.commit(write).await {
             Ok(_) => Ok(self.answer(&ticket, now)),
             Err(StoreError::DuplicateKey { existing }) => {
-                // A concurrent proposal with the same key won the race.
+                // A replay, or a concurrent proposal with the same key that won the race.
+                self.refund_token();
                 match inner.store.ticket(existing).await? {
                     Some(t) => self.replay(&t, digest),
                     None => Err(StoreError::NotFound(existing).into()),
@@ -421,6 +428,18 @@ impl AgentHandle {
         }
         bucket.tokens -= 1.0;
         Ok(())
+    }
+
+    /// Gives back the token a proposal took when it turned out to be a replay.
+    fn refund_token(&self) {
+        let inner = self.inner();
+        let per_minute = f64::from(inner.limits.proposals_per_minute);
+        if per_minute == 0.0 {
+            return;
+        }
+        if let Some(bucket) = lock(&inner.buckets).get_mut(self.requester.agent()) {
+            bucket.tokens = (bucket.tokens + 1.0).min(per_minute);
+        }
     }
 
     /// Waits until the ticket is decided, its deadline passes, or `timeout` elapses.

@@ -311,7 +311,9 @@ const SELECT_TICKET: &str = "SELECT body FROM tickets";
 impl Store for SqliteStore {
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Job::Commit(Box::new(write), tx))?;
+        // Encoding the ticket row here keeps JSON work off the single writer thread.
+        let prepared = writer::Prepared::new(write)?;
+        self.send(Job::Commit(Box::new(prepared), tx))?;
         rx.await.ok_or(StoreError::Closed)?
     }
 

@@ -54,7 +54,8 @@ pub(crate) fn configure(
         Synchronous::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;"
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; \
+         PRAGMA temp_store = MEMORY;"
     ))
     .map_err(sql_err)?;
     Ok(())

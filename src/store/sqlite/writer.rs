@@ -24,7 +24,7 @@ use crate::timestamp::Timestamp;
 /// Work for the writer thread.
 pub(super) enum Job {
     /// Commit one write.
-    Commit(Box<Write>, Reply),
+    Commit(Box<Prepared>, Reply),
     /// Run a closure on the writer's connection outside any transaction (in-memory stores
     /// read here, since they have no separate readers).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -36,6 +36,23 @@ pub(super) type Listener = crate::backend::CommitListener;
 
 /// Where a commit's outcome goes.
 pub(super) type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
+/// A write with its ticket row already encoded (JSON body, index columns) on the caller's
+/// thread, so the single writer thread spends its time on SQLite only.
+pub(super) struct Prepared {
+    pub(super) write: Write,
+    pub(super) row: Option<codec::TicketRow>,
+}
+
+impl Prepared {
+    pub(super) fn new(write: Write) -> Result<Self, StoreError> {
+        let row = match &write.ticket {
+            Some(t) => Some(codec::TicketRow::of(ticket_of(t))?),
+            None => None,
+        };
+        Ok(Self { write, row })
+    }
+}
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
@@ -74,8 +91,8 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, commits: Vec<(Box<Write>, Reply)>) {
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+    fn commit_batch(&mut self, commits: Vec<(Box<Prepared>, Reply)>) {
+        if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             let e = Arc::new(e);
             for (_, reply) in commits {
                 reply.send(Err(StoreError::backend(Arc::clone(&e))));
@@ -104,30 +121,49 @@ impl Writer {
         let at = self.clock.now().max(self.last_commit);
         let mut results = Vec::with_capacity(commits.len());
         let mut changed = Vec::new();
-        for (write, reply) in commits {
+        // One write alone needs no savepoint: if it fails, the whole transaction is rolled
+        // back. Savepoints copy pages to the statement journal, which costs as much again as
+        // the write itself, so they are used only where they protect other callers' writes.
+        let isolate = commits.len() > 1;
+        for (prepared, reply) in commits {
+            let Prepared { write, row } = *prepared;
             let head_before = self.chain.head();
-            let outcome = self
-                .conn
-                .execute_batch("SAVEPOINT w")
-                .map_err(sql_err)
-                .and_then(|()| self.apply(&write, at));
+            let outcome = if isolate {
+                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(&write, row.as_ref(), at))
+            } else {
+                self.apply(&write, row.as_ref(), at)
+            };
             match outcome {
                 Ok(()) => {
-                    let _ = self.conn.execute_batch("RELEASE w");
+                    if isolate {
+                        let _ = exec(&self.conn, "RELEASE w");
+                    }
                     if let Some(t) = &write.ticket {
                         changed.push(ticket_of(t).id());
                     }
                     results.push((reply, Ok(self.chain.head())));
                 }
                 Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK TO w; RELEASE w");
+                    if isolate {
+                        let _ = exec(&self.conn, "ROLLBACK TO w");
+                        let _ = exec(&self.conn, "RELEASE w");
+                    }
                     self.chain = Chain::resume(head_before);
                     results.push((reply, Err(e)));
                 }
             }
         }
+        if results.iter().all(|(_, r)| r.is_err()) {
+            // Nothing to make durable (a lone write that failed): answer without an fsync.
+            let _ = exec(&self.conn, "ROLLBACK");
+            self.chain = Chain::resume(start_head);
+            for (reply, result) in results {
+                reply.send(result.map(|head| Committed { at, head }));
+            }
+            return;
+        }
         failpoint("before_commit");
-        match self.conn.execute_batch("COMMIT") {
+        match exec(&self.conn, "COMMIT") {
             Ok(()) => {
                 self.last_commit = at;
                 failpoint("after_commit");
@@ -148,7 +184,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = exec(&self.conn, "ROLLBACK");
                 self.chain = Chain::resume(start_head);
                 let e = Arc::new(e);
                 for (reply, result) in results {
@@ -164,7 +200,12 @@ impl Writer {
     }
 
     /// Applies one write inside its savepoint.
-    fn apply(&mut self, write: &Write, at: Timestamp) -> Result<(), StoreError> {
+    fn apply(
+        &mut self,
+        write: &Write,
+        row: Option<&codec::TicketRow>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         if let Some(limit) = write.valid_before {
             if at >= limit {
                 return Err(StoreError::TooLate { at, limit });
@@ -173,8 +214,8 @@ impl Writer {
         for nonce in &write.nonces {
             consume_nonce(&self.conn, nonce)?;
         }
-        if let Some(t) = &write.ticket {
-            write_ticket(&self.conn, t)?;
+        if let (Some(t), Some(row)) = (&write.ticket, row) {
+            write_ticket(&self.conn, t, row)?;
         }
         if let Some(d) = &write.decision {
             self.conn
@@ -259,6 +300,14 @@ fn update_outbox(conn: &Connection, update: &OutboxUpdate) -> Result<(), StoreEr
     }
 }
 
+/// Runs one transaction-control statement from the statement cache (no re-parsing per commit).
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(sql_err)
+}
+
 fn ticket_of(t: &TicketWrite) -> &crate::ticket::Ticket {
     match t {
         TicketWrite::Insert(t) => t,
@@ -281,7 +330,11 @@ fn consume_nonce(conn: &Connection, nonce: &NonceUse) -> Result<(), StoreError> 
     }
 }
 
-fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError> {
+fn write_ticket(
+    conn: &Connection,
+    write: &TicketWrite,
+    row: &codec::TicketRow,
+) -> Result<(), StoreError> {
     match write {
         TicketWrite::Insert(ticket) => {
             if ticket.version() != 1 {
@@ -290,7 +343,6 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                     ticket.version()
                 )));
             }
-            let row = codec::TicketRow::of(ticket)?;
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
@@ -344,7 +396,6 @@ fn write_ticket(conn: &Connection, write: &TicketWrite) -> Result<(), StoreError
                     ticket.version()
                 )));
             }
-            let row = codec::TicketRow::of(ticket)?;
             let changed = conn
                 .prepare_cached(
                     "UPDATE tickets SET state = ?3, version = ?4, digest = ?5, updated_at = ?6, \
