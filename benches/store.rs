@@ -62,7 +62,10 @@ use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 /// The schema our store creates, applied as is to the baseline's databases.
-const SCHEMA: &str = include_str!("../src/store/sqlite/migrations/0001_init.sql");
+const SCHEMA: &str = concat!(
+    include_str!("../src/store/sqlite/migrations/0001_init.sql"),
+    include_str!("../src/store/sqlite/migrations/0002_outbox_order.sql"),
+);
 
 /// The reviewer group every bench ticket needs one approval from.
 const GROUP: &str = "ops";
@@ -270,7 +273,7 @@ impl Bare {
             _ => "NORMAL",
         };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;"
+            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; PRAGMA temp_store = MEMORY;"
         ))
         .unwrap();
         let version: i64 = conn
@@ -278,7 +281,7 @@ impl Bare {
             .unwrap();
         if version == 0 {
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = 1; COMMIT;"
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = 2; COMMIT;"
             ))
             .unwrap();
         }
@@ -330,8 +333,9 @@ impl Bare {
         }
         let mut events = c
             .prepare_cached(
-                "INSERT INTO audit_events (seq, ticket_id, at, kind, bytes, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit_events \
+                 (seq, ticket_id, at, kind, bytes, prev_hash, hash, committed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .unwrap();
         for e in &rows.events {
@@ -345,6 +349,7 @@ impl Bare {
                     e.bytes(),
                     &e.prev_hash().as_bytes()[..],
                     &e.hash().as_bytes()[..],
+                    r.at.as_unix_millis(),
                 ])
                 .unwrap();
         }
