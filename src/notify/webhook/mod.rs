@@ -13,9 +13,19 @@
 //! comparison on fixed 32-byte tags, and refusal of empty, truncated, over-long and non-base64
 //! signatures. Pure: no clock reads, no I/O.
 //!
+//! [`WebhookNotifier`] is the [`Notifier`](crate::notify::Notifier) that POSTs review cards
+//! signed this way to one URL (the body format and the mapping of answers to retryable and
+//! permanent errors are documented on the type).
+//!
 //! [Standard Webhooks]: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
 
+mod notifier;
 mod signature;
+
+pub use notifier::{
+    WebhookNotifier, WebhookNotifierBuilder, WebhookNotifierError, DEFAULT_MAX_BODY,
+    DEFAULT_TIMEOUT, HEADER_MESSAGE_ID, MIN_MAX_BODY, WEBHOOK_BODY_SCHEMA,
+};
 
 pub use signature::{
     sign, VerifiedWebhook, WebhookHeaders, WebhookSecret, WebhookSecretError, WebhookSignError,
