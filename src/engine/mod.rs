@@ -4,6 +4,8 @@
 
 mod agent;
 mod error;
+#[cfg(feature = "feishu")]
+mod feishu;
 mod links;
 mod operator;
 mod outbox;

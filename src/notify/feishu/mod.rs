@@ -1,4 +1,5 @@
-//! Feishu / Lark: custom-bot signatures, card callback verification and decryption.
+//! Feishu / Lark: custom-bot signatures, card callback verification and decryption, card
+//! rendering and delivery.
 //!
 //! The protocol parts, pure and framework-agnostic (time is passed in, nothing here does I/O):
 //!
@@ -16,6 +17,12 @@
 //!   ([`CardAction`]). Unlike the official SDKs, signatures and tokens are compared in
 //!   constant time and the request timestamp must lie within a window around `now`; the
 //!   event id and nonce are exposed for deduplication.
+//! - [`FeishuCardRenderer`] renders a [`ReviewCard`](crate::notify::ReviewCard) as an
+//!   interactive card whose buttons carry decision tokens.
+//!
+//! The I/O edge: [`FeishuCustomBot`] and [`FeishuAppBot`] deliver cards
+//! ([`Notifier`](crate::notify::Notifier)), and `Handoff::handle_feishu_callback` answers card
+//! callbacks with a [`FeishuResponse`].
 //!
 //! Sources: the Feishu open platform documentation (custom bot, event and callback
 //! encryption, card callbacks) and the official SDKs `larksuite/oapi-sdk-go` and
@@ -23,13 +30,44 @@
 //! reproduce.
 
 mod callback;
+mod card;
 mod crypto;
+mod deliver;
 
 pub use callback::{
     Callback, CardAction, FeishuCallbackError, FeishuCallbackVerifier, CARD_ACTION_EVENT_TYPE,
     DEFAULT_MAX_BODY_LEN, DEFAULT_TOLERANCE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
+pub use card::{
+    decision_token, FeishuCardRenderer, DECISION_TOKEN_KEY, FEISHU_CARD_LIMIT, VERDICT_KEY,
+};
 pub use crypto::{
     CallbackSignatureError, CustomBotSecret, DecryptError, EncryptKey, FeishuSecretError,
     MAX_NONCE_LEN,
 };
+pub use deliver::{
+    FeishuAppBot, FeishuCustomBot, FeishuSetupError, ReceiveIdType, FEISHU_BASE_URL, LARK_BASE_URL,
+    TOKEN_REFRESH_MARGIN,
+};
+
+/// An HTTP answer to a Feishu callback, for whatever server hosts the endpoint: send `status`
+/// with `body` (`application/json` when not empty).
+///
+/// `Debug` shows the status and the body's length only: an updated card carries decision
+/// tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FeishuResponse {
+    /// The HTTP status: `200`, or `401` for a request that could not be authenticated.
+    pub status: u16,
+    /// The JSON body; empty for `401`.
+    pub body: String,
+}
+
+impl std::fmt::Debug for FeishuResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeishuResponse")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
