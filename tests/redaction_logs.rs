@@ -168,5 +168,8 @@ async fn no_log_line_or_span_field_carries_a_sensitive_value() {
         "spans carry the ticket id"
     );
     assert!(!text.contains(SECRET), "a secret reached the logs:\n{text}");
-    assert!(!text.contains("DE8937"), "part of a secret reached the logs");
+    assert!(
+        !text.contains("DE8937"),
+        "part of a secret reached the logs"
+    );
 }
