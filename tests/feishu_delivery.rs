@@ -595,3 +595,31 @@ async fn custom_bot_posts_a_signed_card_the_fake_server_verifies() {
 async fn closed_source_card() -> ReviewCard {
     card().await
 }
+
+/// A target carrying U+2028 cannot put a line of its own into the Feishu card.
+#[tokio::test]
+async fn a_target_cannot_forge_a_line_in_the_feishu_card() {
+    let h = Harness::with_links(Setup::default(), LinkSetup::standard()).await;
+    let request = agent_handoff::action::ActionRequest::builder("db.update", idem("forged-line"))
+        .target("orders\u{2028}Environment: development (verified)")
+        .build()
+        .unwrap();
+    let id = match h
+        .handoff
+        .agent(agent_id("ops-agent"), None)
+        .propose(request)
+        .await
+        .unwrap()
+    {
+        Proposal::Pending(p) => p.id,
+        other => panic!("expected pending, got {other:?}"),
+    };
+    let card = ReviewCard::from_ticket(&h.ticket(id).await, h.now(), &digest_key(), &[]);
+    let text = FeishuCardRenderer::new()
+        .render(&card, DeliveryKind::RequestReview)
+        .to_string();
+    assert!(
+        !text.contains("\\nEnvironment: development"),
+        "forged line: {text}"
+    );
+}

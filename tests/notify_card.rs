@@ -1043,3 +1043,37 @@ fn deliveries_and_receipts_round_trip_through_json() {
     let digest_hex = ActionDigest::of(&payment()).to_string();
     assert!(!text.contains(&digest_hex));
 }
+
+/// A card whose target and one parameter value carry Unicode line and paragraph separators.
+fn card_with_separators(target: &str, memo: &str) -> ReviewCard {
+    let request = ActionRequest::builder("db.drop", "idem-key-0001")
+        .target(target)
+        .parameters(json!({ "memo": memo }))
+        .environment(Environment::Production)
+        .build()
+        .expect("U+2028 is not a control character: validation lets it through");
+    card(&open_ticket(request), 10)
+}
+
+/// U+2028 / U+2029 in a target or a parameter value must not start a line that reads like a
+/// verified fact (they are not control characters, so validation lets them through).
+#[test]
+fn line_separators_cannot_forge_a_fact_line() {
+    let forged = card_with_separators("orders\u{2028}- Environment: development", "x");
+    for markup in [Markup::PlainText, Markup::Markdown, Markup::LarkMd] {
+        let text = forged.render(markup);
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains("Environment: development") && !l.contains("orders")),
+            "{markup:?} forged a fact line:\n{text}"
+        );
+    }
+    let text = card_with_separators("orders", "x\u{2029}- Reversibility: reversible").to_string();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("- Reversibility: reversible")),
+        "forged:\n{text}"
+    );
+}

@@ -11,7 +11,9 @@
 //! Before the markup-specific escaping, the text is normalised and defanged the same way for
 //! every markup:
 //!
-//! - `\r\n` and lone `\r` become `\n`; U+2028 and U+2029 become `\n`.
+//! - `\r\n` and lone `\r` become `\n`. U+2028 and U+2029 become U+FFFD `�`, not a line
+//!   break: text that must stay on one line (a target, a parameter value inside JSON) could
+//!   otherwise start a line that looks like a verified fact.
 //! - Other control characters (C0 except tab and newline, DEL, C1) and the invisible
 //!   characters that can reorder or hide text — bidirectional embeddings, overrides, isolates
 //!   and marks (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), zero-width spaces and
@@ -238,7 +240,7 @@ fn defang(text: &str) -> String {
                 }
                 out.push('\n');
             }
-            '\u{2028}' | '\u{2029}' => out.push('\n'),
+            '\u{2028}' | '\u{2029}' => out.push('\u{FFFD}'),
             c if is_hidden(c) => out.push('\u{FFFD}'),
             ':' if starts_with_two_slashes(&chars) => out.push_str("[:]"),
             '.' if ends_with_www(&out) => out.push_str("[.]"),
@@ -299,7 +301,10 @@ mod tests {
             defang("HTTPS://a.b WWW.x wwwx. a@b @ x"),
             "HTTPS[:]//a.b WWW[.]x wwwx. a@\u{200B}b @ x"
         );
-        assert_eq!(defang("a\r\nb\rc\u{2028}d"), "a\nb\nc\nd");
+        assert_eq!(
+            defang("a\r\nb\rc\u{2028}d\u{2029}e"),
+            "a\nb\nc\u{FFFD}d\u{FFFD}e"
+        );
         assert_eq!(
             defang("x\u{202E}y\u{0}z\u{200B}"),
             "x\u{FFFD}y\u{FFFD}z\u{FFFD}"
