@@ -71,9 +71,15 @@ pub enum FeishuSetupError {
 fn client() -> Result<reqwest::Client, FeishuSetupError> {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
+        // A redirect would re-send the app secret, the tenant token or a signed card to a
+        // host nobody configured.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(FeishuSetupError::Client)
 }
+
+/// Most bytes read from a Feishu answer (they are a few hundred bytes of JSON).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 fn check_url(url: &str) -> Result<String, FeishuSetupError> {
     if url.starts_with("https://") || url.starts_with("http://") {
@@ -162,7 +168,16 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Answer, DeliveryError>
     let response = request.send().await.map_err(transport)?;
     let status = response.status().as_u16();
     let reset = reset_after(response.headers());
-    let body = response.bytes().await.map_err(transport)?;
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(DeliveryError::transient(
+                "feishu answer is larger than 64 KiB; refused unread",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(classify(status, reset, &body))
 }
 
