@@ -372,7 +372,10 @@ impl AgentHandle {
     }
 
     fn replay(&self, existing: &Ticket, digest: ActionDigest) -> Result<Proposal, ProposeError> {
-        if existing.proposed_digest() != digest {
+        // A replay is the same action by the same requester. The same agent acting for another
+        // principal must not receive that principal's ticket (or its grant, which could then
+        // have been approved by the person now asking).
+        if existing.proposed_digest() != digest || existing.requester() != &self.requester {
             return Err(ProposeError::IdempotencyConflict {
                 existing: existing.id(),
             });
@@ -473,7 +476,7 @@ impl AgentHandle {
     ) -> Result<Permit, ExecuteError> {
         let span = tracing::info_span!("begin", ticket = %grant.ticket);
         self.handoff
-            .begin_inner(self.requester.agent(), grant, observed)
+            .begin_inner(&self.requester, grant, observed)
             .instrument(span)
             .await
     }
@@ -536,12 +539,12 @@ impl AgentHandle {
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();
-        let agent = self.requester.agent().clone();
+        let requester = self.requester.clone();
         let driven = self
             .inner()
             .drive::<ExecuteError>(ticket, None, None, |t, _| {
-                if t.requester().agent() != &agent {
-                    // Another agent's ticket: refuse as if it did not exist.
+                if t.requester() != &requester {
+                    // Another requester's ticket: refuse as if it did not exist.
                     return Err(ExecuteError::NotFound(t.id()));
                 }
                 Ok(Event::Cancel {
@@ -723,17 +726,22 @@ impl Handoff {
         let mut watch = inner.waiters.watch(id);
         let mut poll = Duration::from_millis(25);
         loop {
+            // The clock is read before the ticket, so the view is never of a time later than
+            // the read: a decision committed just before the deadline is never shown expired.
+            let now = inner.clock.now();
             let ticket = inner
                 .store
                 .ticket(id)
                 .await?
                 .ok_or(WaitError::NotFound(id))?;
-            let now = inner.clock.now();
             let view = ticket.state_at(now);
             if !matches!(view, TicketState::Pending) {
-                if matches!(ticket.state(), TicketState::Pending) {
-                    // The deadline passed without a sweep: record the expiry now.
-                    self.expire(id).await.map_err(WaitError::Store)?;
+                // The deadline passed without a sweep: record the expiry now. If the ticket
+                // moved on meanwhile (a decision won the race), read it again.
+                if matches!(ticket.state(), TicketState::Pending)
+                    && !self.expire(id).await.map_err(WaitError::Store)?
+                {
+                    continue;
                 }
                 return Ok(decision_of(&ticket, view, now));
             }
@@ -781,7 +789,7 @@ impl Handoff {
 
     async fn begin_inner(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         grant: Grant,
         observed: BTreeMap<String, Value>,
     ) -> Result<Permit, ExecuteError> {
@@ -793,9 +801,10 @@ impl Handoff {
         let mut expires = None;
         let driven = inner
             .drive::<ExecuteError>(grant.ticket, None, None, |t, now| {
-                if t.requester().agent() != agent {
-                    // Another agent's grant: only the proposer may execute (and the audit
-                    // trail attributes execution to it). Refuse as if it did not exist.
+                if t.requester() != requester {
+                    // Another requester's grant (another agent, or the same agent acting for
+                    // another principal): only the proposer may execute, and the audit trail
+                    // attributes execution to it. Refuse as if it did not exist.
                     return Err(ExecuteError::NotFound(t.id()));
                 }
                 let until = now.saturating_add(ttl);

@@ -238,8 +238,14 @@ impl Handoff {
             let n = due.len();
             let mut moved_now = 0;
             for id in due {
-                if self.expire(id).await? {
-                    moved_now += 1;
+                match self.expire(id).await {
+                    Ok(true) => moved_now += 1,
+                    Ok(false) => {}
+                    // One unreadable ticket must not hold back every ticket due after it.
+                    Err(StoreError::Corrupt(e)) => {
+                        tracing::error!(ticket = %id, error = %e, "sweep skipped an unreadable ticket");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             moved += moved_now;
