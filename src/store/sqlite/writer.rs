@@ -125,7 +125,8 @@ impl Writer {
         // back. Savepoints copy pages to the statement journal, which costs as much again as
         // the write itself, so they are used only where they protect other callers' writes.
         let isolate = commits.len() > 1;
-        for (prepared, reply) in commits {
+        let mut queue = commits.into_iter();
+        while let Some((prepared, reply)) = queue.next() {
             let Prepared { write, row } = *prepared;
             let head_before = self.chain.head();
             let outcome = if isolate {
@@ -144,6 +145,22 @@ impl Writer {
                     results.push((reply, Ok(self.chain.head())));
                 }
                 Err(e) => {
+                    if self.conn.is_autocommit() {
+                        // SQLite rolled the whole transaction back by itself (I/O error, disk
+                        // full, …): the writes applied before this one are gone too, and the
+                        // ones after it would run outside any transaction. Answer everyone.
+                        self.chain = Chain::resume(start_head);
+                        let e = Arc::new(e);
+                        let failed = || StoreError::backend(Arc::clone(&e));
+                        for (reply, _) in results {
+                            reply.send(Err(failed()));
+                        }
+                        reply.send(Err(failed()));
+                        for (_, reply) in queue {
+                            reply.send(Err(failed()));
+                        }
+                        return;
+                    }
                     if isolate {
                         let _ = exec(&self.conn, "ROLLBACK TO w");
                         let _ = exec(&self.conn, "RELEASE w");
