@@ -1011,3 +1011,29 @@ async fn a_flood_of_forged_tokens_is_coalesced_in_the_audit_trail() {
     h.use_token(&good, "alice", approve()).await.unwrap();
     h.assert_audit_ok().await;
 }
+
+#[tokio::test]
+async fn a_repeated_vote_through_a_new_link_spends_it_and_is_recorded_in_the_chain() {
+    let h = Harness::links_harness().await;
+    let id = h.pending("db.drop", "d-3").await;
+    let first = h.mint(id, Some("alice")).await;
+    h.use_token(&token(&first, VerdictKind::Approve), "alice", approve())
+        .await
+        .unwrap();
+    let second = h.mint(id, Some("alice")).await;
+    let link = token(&second, VerdictKind::Approve);
+    let ticket = h.use_token(&link, "alice", approve()).await.unwrap();
+    assert_eq!(ticket.state(), &TicketState::Pending, "counted once");
+    assert_eq!(h.voters(id).await, ["alice"]);
+    let kinds = h.audit_kinds(id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| k.as_str() == "repeated").count(),
+        1,
+        "the spent token's use is in the chain: {kinds:?}"
+    );
+    assert!(matches!(
+        h.use_token(&link, "alice", approve()).await,
+        Err(LinkError::Replayed)
+    ));
+    h.assert_audit_ok().await;
+}

@@ -47,6 +47,9 @@ pub mod kind {
     pub const PROPOSED: &str = "proposed";
     /// A reviewer's vote was counted.
     pub const VOTED: &str = "voted";
+    /// A reviewer repeated a vote already counted (through a decision token, whose use is
+    /// recorded); nothing changed.
+    pub const REPEATED: &str = "repeated";
     /// A reviewer edited the action (approve with edits).
     pub const EDITED: &str = "edited";
     /// The ticket was approved (by policy or by quorum).

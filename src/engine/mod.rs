@@ -411,7 +411,21 @@ impl Inner {
                         if nonces.is_empty() {
                             return Ok(Driven::Applied { ticket: next });
                         }
-                        // An accepted repeat: nothing changes, but the token is spent.
+                        // An accepted repeat: nothing changes, but the token is spent, and
+                        // its use goes into the chain with it.
+                        let mut audit = audit;
+                        audit.push(AuditRecord {
+                            ticket: Some(id),
+                            at: now,
+                            kind: crate::audit::kind::REPEATED.to_owned(),
+                            actor: decision
+                                .as_ref()
+                                .and_then(|(p, _)| p.clone())
+                                .map_or(Actor::Unauthenticated, Actor::Reviewer),
+                            data: serde_json::json!({
+                                "verdict": decision.as_ref().map(|(_, v)| v.as_str()),
+                            }),
+                        });
                         let write = Write {
                             decision: decision_row(None),
                             audit: annotate(audit),
