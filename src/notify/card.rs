@@ -213,6 +213,50 @@ pub struct CardRuling {
     pub rules_cut: usize,
 }
 
+impl CardRuling {
+    /// `version …` of the policy, and whether its default decided (unescaped text).
+    pub fn policy_text(&self) -> String {
+        format!(
+            "version {}{}",
+            self.policy_version,
+            if self.decided_by_default {
+                ", decided by its default"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// One line per matched rule with its reasons and any fail-closed note, then a cut marker
+    /// if rules were cut (unescaped text; each channel escapes it for its markup).
+    pub fn rule_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .rules
+            .iter()
+            .map(|rule| {
+                let mut line = format!("rule {}", rule.rule);
+                if !rule.reasons.is_empty() {
+                    line.push_str(": ");
+                    line.push_str(&rule.reasons.join("; "));
+                }
+                if let Some(why) = &rule.fail_closed {
+                    line.push_str(&format!(
+                        " (could not be evaluated, counted as matching: {why})"
+                    ));
+                }
+                line
+            })
+            .collect();
+        if self.rules_cut > 0 {
+            lines.push(format!(
+                "… [cut: {} more rules; full list in the ticket]",
+                self.rules_cut
+            ));
+        }
+        lines
+    }
+}
+
 /// The agent's own account of the action: shown to reviewers, never checked by the host, and
 /// not part of the action digest (except confidence, which policy may read but which is still
 /// only what the agent says).
@@ -592,40 +636,14 @@ impl ReviewCard {
                 e(&format!("{editor} (the parameters above are the edit)")),
             )]);
         }
-        let mut ruling = vec![field(
-            "Policy",
-            e(&format!(
-                "version {}{}",
-                facts.ruling.policy_version,
-                if facts.ruling.decided_by_default {
-                    ", decided by its default"
-                } else {
-                    ""
-                }
-            )),
-        )];
-        for rule in &facts.ruling.rules {
-            let mut line = format!("rule {}", rule.rule);
-            if !rule.reasons.is_empty() {
-                line.push_str(": ");
-                line.push_str(&rule.reasons.join("; "));
-            }
-            if let Some(why) = &rule.fail_closed {
-                line.push_str(&format!(
-                    " (could not be evaluated, counted as matching: {why})"
-                ));
-            }
-            ruling.push(format!("· {}", e(&line)));
-        }
-        if facts.ruling.rules_cut > 0 {
-            ruling.push(format!(
-                "· {}",
-                e(&format!(
-                    "… [cut: {} more rules; full list in the ticket]",
-                    facts.ruling.rules_cut
-                ))
-            ));
-        }
+        let mut ruling = vec![field("Policy", e(&facts.ruling.policy_text()))];
+        ruling.extend(
+            facts
+                .ruling
+                .rule_lines()
+                .iter()
+                .map(|line| format!("· {}", e(line))),
+        );
         items.push(ruling);
         items.push(vec![field(
             "Action digest (keyed)",

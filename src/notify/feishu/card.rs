@@ -176,38 +176,15 @@ impl FeishuCardRenderer {
         let mut ruling = vec![format!(
             "{}: {}",
             bold("Policy"),
-            md(&format!(
-                "version {}{}",
-                facts.ruling.policy_version,
-                if facts.ruling.decided_by_default {
-                    ", decided by its default"
-                } else {
-                    ""
-                }
-            ))
+            md(&facts.ruling.policy_text())
         )];
-        for rule in &facts.ruling.rules {
-            let mut line = format!("rule {}", rule.rule);
-            if !rule.reasons.is_empty() {
-                line.push_str(": ");
-                line.push_str(&rule.reasons.join("; "));
-            }
-            if let Some(why) = &rule.fail_closed {
-                line.push_str(&format!(
-                    " (could not be evaluated, counted as matching: {why})"
-                ));
-            }
-            ruling.push(format!("· {}", md(&line)));
-        }
-        if facts.ruling.rules_cut > 0 {
-            ruling.push(format!(
-                "· {}",
-                md(&format!(
-                    "… [cut: {} more rules; full list in the ticket]",
-                    facts.ruling.rules_cut
-                ))
-            ));
-        }
+        ruling.extend(
+            facts
+                .ruling
+                .rule_lines()
+                .iter()
+                .map(|line| format!("· {}", md(line))),
+        );
         ruling.push(format!(
             "{}: {}",
             bold("Action digest (keyed)"),
