@@ -443,10 +443,12 @@ type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A store that runs a hook (once) right before the next ticket-changing commit goes through:
 /// a deterministic stand-in for another process writing between this caller's read and its
-/// compare-and-swap.
+/// compare-and-swap. It can also answer the next ticket read with an older snapshot: a read
+/// that completed just before another writer's commit.
 pub struct Interpose {
     inner: SqliteStore,
     hook: Mutex<Option<Hook>>,
+    stale: Mutex<Option<Ticket>>,
 }
 
 impl std::fmt::Debug for Interpose {
@@ -460,7 +462,13 @@ impl Interpose {
         Self {
             inner,
             hook: Mutex::new(None),
+            stale: Mutex::new(None),
         }
+    }
+
+    /// Answers the next `ticket()` read with `snapshot` instead of the stored ticket.
+    pub fn serve_once(&self, snapshot: Ticket) {
+        *self.stale.lock().unwrap() = Some(snapshot);
     }
 
     /// Runs `hook` before the next commit that writes a ticket.
@@ -487,6 +495,9 @@ impl Store for Interpose {
         self.inner.commit(write).await
     }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        if let Some(snapshot) = self.stale.lock().unwrap().take() {
+            return Ok(Some(snapshot));
+        }
         self.inner.ticket(id).await
     }
     async fn ticket_by_key(
