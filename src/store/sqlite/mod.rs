@@ -167,21 +167,40 @@ impl SqliteStore {
         // Readers open after the writer has migrated the schema.
         let (tx, rx) = mpsc::channel::<ReadJob>();
         let rx = Arc::new(Mutex::new(rx));
+        let mut ready = Vec::with_capacity(options.readers);
         for i in 0..options.readers {
-            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = Connection::open_with_flags(&path, flags).map_err(sql_err)?;
-            conn.busy_timeout(options.busy_timeout).map_err(sql_err)?;
             let rx = Arc::clone(&rx);
+            let (path, busy_timeout) = (path.clone(), options.busy_timeout);
+            let (ready_tx, ready_rx) = oneshot::channel();
+            ready.push(ready_rx);
+            // Each reader opens its connection on its own thread: opening touches the disk,
+            // and this function may be awaited on an async executor thread.
             std::thread::Builder::new()
                 .name(format!("agent-handoff-reader-{i}"))
-                .spawn(move || loop {
-                    let job = lock(&rx).recv();
-                    match job {
-                        Ok(job) => job(&conn),
-                        Err(_) => break,
+                .spawn(move || {
+                    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let opened = Connection::open_with_flags(&path, flags)
+                        .and_then(|conn| conn.busy_timeout(busy_timeout).map(|()| conn))
+                        .map_err(sql_err);
+                    let conn = match opened {
+                        Ok(conn) => {
+                            ready_tx.send(Ok(()));
+                            conn
+                        }
+                        Err(e) => return ready_tx.send(Err(e)),
+                    };
+                    loop {
+                        let job = lock(&rx).recv();
+                        match job {
+                            Ok(job) => job(&conn),
+                            Err(_) => break,
+                        }
                     }
                 })
                 .map_err(StoreError::backend)?;
+        }
+        for r in ready {
+            r.await.ok_or(StoreError::Closed)??;
         }
         Ok(Self {
             readers: Some(Mutex::new(tx)),
