@@ -57,7 +57,10 @@ pub struct Limits {
     /// credential was checked (malformed, forged, expired) — audited one row each per minute
     /// (default 60; 0 audits every one). Beyond it the refusals are still refused but only
     /// counted, and the count is written as one `refused` row (`coalesced: n`) with the next
-    /// refusal after the minute, so a flood of forged callbacks or links cannot fill the disk.
+    /// refusal after the minute, or by the first [`Handoff::expire_due`] sweep after it,
+    /// whichever comes first, so a flood of forged callbacks or links cannot fill the disk.
+    /// A count not yet written when the process stops is lost (at most the refusals of the
+    /// last window): run the sweeper.
     pub unauthenticated_audit_per_minute: u32,
     /// Delivery attempts per outbox row, the first included, before it is marked dead and
     /// counted in [`Health`] (default 8; at least 1 is made).

@@ -228,9 +228,16 @@ impl Handoff {
     /// deadline expire, unused grants past their validity expire, executions past their lease
     /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
     /// [`spawn_sweeper`](Self::spawn_sweeper).
+    ///
+    /// It also writes the count of unauthenticated refusals coalesced in a one-minute window
+    /// that is over (see [`Limits::unauthenticated_audit_per_minute`](super::Limits)), so a
+    /// flood that stopped is audited without waiting for another refusal.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
         const BATCH: usize = 256;
+        if let Some(summary) = self.inner.flood_summary_due(self.inner.clock.now()) {
+            self.inner.audit_only(vec![summary]).await?;
+        }
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();

@@ -308,6 +308,33 @@ impl Inner {
         records.push(record);
         records
     }
+
+    /// The summary row of refusals counted but not written, once their window is over at
+    /// `now` (`None` while it lasts, or if nothing was counted). Without it, the count of a
+    /// flood that stopped would wait for a refusal that may never come.
+    pub(crate) fn flood_summary_due(&self, now: Timestamp) -> Option<AuditRecord> {
+        let mut flood = lock(&self.unauthenticated);
+        let over = flood
+            .window_start
+            .is_none_or(|start| now >= start.saturating_add(Duration::from_secs(60)));
+        if flood.suppressed == 0 || !over {
+            return None;
+        }
+        let since = flood.suppressed_since.take().unwrap_or(now);
+        Some(AuditRecord {
+            ticket: None,
+            at: now,
+            kind: crate::audit::kind::REFUSED.to_owned(),
+            actor: Actor::Unauthenticated,
+            data: serde_json::json!({
+                "refusal": "unauthenticated",
+                "detail": {
+                    "coalesced": std::mem::take(&mut flood.suppressed),
+                    "since": since.as_unix_millis(),
+                },
+            }),
+        })
+    }
 }
 
 /// The machine event for a reviewer's verdict on `ticket`. An approval with edits is re-ruled
