@@ -514,6 +514,21 @@ impl fmt::Debug for Got {
     }
 }
 
+impl Got {
+    /// Whether the entry point answered as for an accepted decision.
+    fn accepted(&self) -> bool {
+        match self {
+            Got::Decide(r) => r.is_ok(),
+            Got::Link(r) => r.is_ok(),
+            #[cfg(feature = "feishu")]
+            Got::Feishu(r) => {
+                let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                body["toast"]["type"] == "success"
+            }
+        }
+    }
+}
+
 impl Want {
     fn matches(&self, got: &Got) -> bool {
         match (self, got) {
@@ -761,6 +776,8 @@ impl Batch {
 #[derive(Default)]
 struct Stats {
     attempts: u64,
+    /// Adversarial attempts answered as accepted (must stay 0).
+    accepted: u64,
     controls: u64,
     /// Refusals audited by a row of their own.
     audited_rows: u64,
@@ -2258,6 +2275,9 @@ impl Run {
             a.op
         );
         let context = || ctx.as_str();
+        if a.kind.is_some() && got.accepted() {
+            self.stats.accepted += 1;
+        }
         assert!(
             a.want.matches(&got),
             "expected {:?}, got {got:?}\n{}",
@@ -2270,16 +2290,10 @@ impl Run {
         let expected: Option<Vec<Row>> = match &a.aud {
             Aud::Unauth { code, ticket } => {
                 b.unauth_attempts += 1;
-                let rows = self
-                    .flood
-                    .refuse(now, Row::refused(code, Actor::Unauthenticated, *ticket));
-                for r in &rows {
-                    match r.coalesced {
-                        Some(n) => self.stats.audited_coalesced += n,
-                        None => self.stats.audited_rows += 1,
-                    }
-                }
-                Some(rows)
+                Some(
+                    self.flood
+                        .refuse(now, Row::refused(code, Actor::Unauthenticated, *ticket)),
+                )
             }
             Aud::Auth {
                 code,
@@ -2291,7 +2305,6 @@ impl Run {
                 *b.auth_refusals
                     .entry(((*code).to_owned(), (*who).to_owned()))
                     .or_default() += 1;
-                self.stats.audited_rows += 1;
                 let mut rows = Vec::new();
                 if *lazy_expiry {
                     rows.push(Row {
@@ -2311,6 +2324,13 @@ impl Run {
             }
             Aud::None => None,
         };
+        // Counted from the rows written (equal to the expected ones, checked next).
+        for r in rows.iter().filter(|r| r.kind == "refused") {
+            match r.coalesced {
+                Some(n) => self.stats.audited_coalesced += n,
+                None => self.stats.audited_rows += 1,
+            }
+        }
         match expected {
             Some(expected) => assert_eq!(rows, expected, "audit rows\n{}", context()),
             None => assert!(
@@ -2533,9 +2553,7 @@ impl Run {
                 .filter(|r| r.kind == "refused")
                 .collect();
             let want = self.flood.sweep(self.now());
-            if let Some(n) = want.as_ref().and_then(|r| r.coalesced) {
-                self.stats.audited_coalesced += n;
-            }
+            self.stats.audited_coalesced += written.iter().filter_map(|r| r.coalesced).sum::<u64>();
             assert_eq!(
                 written,
                 want.into_iter().collect::<Vec<_>>(),
@@ -2702,6 +2720,7 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
             }
         }
     }
+    assert_eq!(s.accepted, 0, "adversarial attempts accepted");
     assert!(controls_made > 0 && s.controls == controls_made);
     assert_eq!(
         s.audited_rows + s.audited_coalesced,
@@ -2709,10 +2728,11 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
         "every attempt audited, one by one or in a count"
     );
     println!(
-        "adversarial decisions: seed {seed:#x}, {} attempts in {batches} batches, 0 accepted, \
+        "adversarial decisions: seed {seed:#x}, {} attempts in {batches} batches, {} accepted, \
          {} audited one by one + {} in coalesced counts (budget {flood_limit}/min), {} controls \
          accepted, {} audit events verified, {:.1} s",
         s.attempts,
+        s.accepted,
         s.audited_rows,
         s.audited_coalesced,
         s.controls,
