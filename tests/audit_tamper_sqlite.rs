@@ -18,7 +18,8 @@
 //! | event `k < n` deleted, later events renumbered to close the gap | `PrevMismatch` | `k` |
 //! | events `a < b` swap their `seq` | `PrevMismatch` | `a` |
 //! | a forged event inserted at `k ≤ n` (later ones renumbered) with a wrong hash | `HashMismatch` | `k` |
-//! | a forged event inserted at `k ≤ n` with a correctly recomputed link | `PrevMismatch` | `k + 1`: the forgery links correctly, so the first bad event is the genuine one it displaced |
+//! | a forged event inserted at `k < n` with a correctly recomputed link | `PrevMismatch` | `k + 1`: the forgery links correctly, so the first bad event is the genuine one it displaced |
+//! | the same at `k = n`, the checkpoint's own seq | `Rewritten` by the checkpoint | `n` = `k` (the chain alone: `PrevMismatch` at `n + 1`) |
 //! | a copy of an earlier event appended at `n + 1` | `PrevMismatch` | `n + 1` |
 //! | a forged event inserted past the tail at `n + 1 + g` | `SeqGap` | `seq` = `n + 1 + g` (`expected` = `n + 1`) |
 //! | the tail cut from `t` on | `Truncated` by the checkpoint | `chain_size + 1` = `t` |
@@ -26,7 +27,9 @@
 //! | the chain rewritten from `k` with recomputed hashes | `Rewritten` by the checkpoint | the checkpoint's size `n` (the chain alone is consistent) |
 //!
 //! Every kind except the last three is also detected by the chain alone (a verifier without
-//! any checkpoint), with the same error: the test checks that too. A bare truncation and a
+//! any checkpoint), with the same error (except the linked forgery at `n`, as said): the test
+//! checks that too, and that the checkpoint kept outside the database gives `verify_audit`'s
+//! answer in every case. A bare truncation and a
 //! wholesale rewrite verify as chains; only a checkpoint taken before shows them. Deleting the
 //! newer checkpoints together with the tail defeats `verify_audit`, which reads checkpoints
 //! from the same database: a checkpoint must be kept elsewhere to vouch for the head (the
@@ -480,7 +483,7 @@ const TAMPERS: &[Tamper] = &[
 ];
 
 /// What verification must report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     Hash(u64),
     Prev(u64),
@@ -533,16 +536,33 @@ enum By {
     StoredCheckpoint,
     /// Only the checkpoint kept outside the database.
     KeptCheckpoint,
+    /// The checkpoint stored in the database (so `verify_audit`) names it first; the chain
+    /// alone reports it too, as given, one event later.
+    CheckpointFirst(Expect),
+}
+
+/// Where a tamper lands in its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pos {
+    First,
+    Last,
+    Random,
 }
 
 /// Applies one tamper of kind `t` to the table; returns what must be reported (the exact
 /// error, so the first bad event it names: see the table in the module docs), how it is
 /// found, and the earliest seq the tamper touched.
-fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u64) {
+fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (Expect, By, u64) {
     let events = read_table(conn);
     assert_eq!(events.len() as u64, n);
     let at = |seq: u64| &events[seq as usize - 1];
-    let any = |rng: &mut Rng| rng.range(1, n);
+    // Where the tamper lands: at either end of its range, or anywhere in it.
+    let pick = |rng: &mut Rng, lo: u64, hi: u64| match at_pos {
+        Pos::First => lo,
+        Pos::Last => hi,
+        Pos::Random => rng.range(lo, hi),
+    };
+    let any = |rng: &mut Rng| pick(rng, 1, n);
     match t {
         Tamper::DataByte => {
             let k = any(rng);
@@ -559,7 +579,7 @@ fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u
                 .filter(|e| e.ticket.is_some())
                 .map(|e| e.seq)
                 .collect();
-            let k = with_ticket[rng.range(0, with_ticket.len() as u64 - 1) as usize];
+            let k = with_ticket[pick(rng, 0, with_ticket.len() as u64 - 1) as usize];
             let other = uuid::Uuid::from_bytes(rng.bytes32()[..16].try_into().unwrap());
             let to_none = rng.range(0, 3) == 0;
             let bytes = edit_json(&at(k).bytes, |m| {
@@ -642,7 +662,7 @@ fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u
             (expect, By::Chain, k)
         }
         Tamper::Deleted => {
-            let k = rng.range(1, n - 1);
+            let k = pick(rng, 1, n - 1);
             conn.execute("DELETE FROM audit_events WHERE seq = ?1", [k as i64])
                 .unwrap();
             (
@@ -655,15 +675,19 @@ fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u
             )
         }
         Tamper::DeletedRenumbered => {
-            let k = rng.range(1, n - 1);
+            let k = pick(rng, 1, n - 1);
             conn.execute("DELETE FROM audit_events WHERE seq = ?1", [k as i64])
                 .unwrap();
             shift(conn, k + 1, -1);
             (Expect::Prev(k), By::Chain, k)
         }
         Tamper::Swapped => {
-            let a = rng.range(1, n - 1);
-            let b = rng.range(a + 1, n);
+            let a = pick(rng, 1, n - 1);
+            let b = match at_pos {
+                Pos::Random => rng.range(a + 1, n),
+                _ => n + 1 - a,
+            }
+            .max(a + 1);
             let tmp = (n + 10_000) as i64;
             for (from, to) in [(a as i64, tmp), (b as i64, a as i64), (tmp, b as i64)] {
                 conn.execute(
@@ -709,7 +733,16 @@ fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u
                 },
             );
             if t == Tamper::InsertedLinked {
-                (Expect::Prev(k + 1), By::Chain, k)
+                if k == n {
+                    // At the checkpoint's own seq: its hash is not the checkpoint's.
+                    (
+                        Expect::Rewritten(n),
+                        By::CheckpointFirst(Expect::Prev(n + 1)),
+                        k,
+                    )
+                } else {
+                    (Expect::Prev(k + 1), By::Chain, k)
+                }
             } else {
                 (Expect::Hash(k), By::Chain, k)
             }
@@ -755,7 +788,7 @@ fn tamper(conn: &Connection, t: Tamper, rng: &mut Rng, n: u64) -> (Expect, By, u
             )
         }
         Tamper::Truncated | Tamper::TruncatedWithCheckpoints => {
-            let cut = rng.range(1, n);
+            let cut = pick(rng, 1, n);
             conn.execute("DELETE FROM audit_events WHERE seq >= ?1", [cut as i64])
                 .unwrap();
             let by = if t == Tamper::TruncatedWithCheckpoints {
@@ -860,7 +893,14 @@ async fn pristine(rounds: u64) -> Pristine {
 }
 
 /// Checks one tamper of kind `t` on a copy of the pristine history.
-async fn case(p: &Pristine, work: &Path, t: Tamper, rng: &mut Rng, seed: u64, i: u64) {
+async fn case(
+    p: &Pristine,
+    work: &Path,
+    (t, at_pos): (Tamper, Pos),
+    rng: &mut Rng,
+    seed: u64,
+    i: u64,
+) {
     let path = work.join(format!("case-{i}.sqlite3"));
     std::fs::copy(&p.path, &path).unwrap();
     let (expect, by, touched) = {
@@ -869,11 +909,12 @@ async fn case(p: &Pristine, work: &Path, t: Tamper, rng: &mut Rng, seed: u64, i:
         conn.pragma_update(None, "synchronous", "OFF").unwrap();
         let tx = conn.transaction().unwrap();
         drop_triggers(&tx);
-        let out = tamper(&tx, t, rng, p.size);
+        let out = tamper(&tx, t, at_pos, rng, p.size);
         tx.commit().unwrap();
         out
     };
-    let ctx = format!("seed {seed:#x}, case {i}: {t:?}, expecting {expect:?} by {by:?}");
+    let ctx =
+        format!("seed {seed:#x}, case {i}: {t:?} at {at_pos:?}, expecting {expect:?} by {by:?}");
 
     let clock = ManualClock::new(Timestamp::from_unix_millis(START));
     let h = engine(&path, &clock).await;
@@ -898,6 +939,15 @@ async fn case(p: &Pristine, work: &Path, t: Tamper, rng: &mut Rng, seed: u64, i:
                 expect.matches(&bare),
                 "{ctx}: the chain alone said {bare:?}"
             );
+        }
+        By::CheckpointFirst(alone) => {
+            let err = match report {
+                Err(AuditError::Chain(e)) => e,
+                other => panic!("{ctx}: verify_audit said {other:?}"),
+            };
+            assert!(expect.matches(&err), "{ctx}: verify_audit said {err:?}");
+            let bare = bare.expect_err(&ctx);
+            assert!(alone.matches(&bare), "{ctx}: the chain alone said {bare:?}");
         }
         By::StoredCheckpoint => {
             let err = match report {
@@ -955,13 +1005,14 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
     let mut rng = Rng(seed);
     let mut by_kind: BTreeMap<Tamper, u64> = BTreeMap::new();
     for i in 0..cases {
-        // Every kind first, then at random.
-        let t = if (i as usize) < TAMPERS.len() {
-            TAMPERS[i as usize]
-        } else {
-            TAMPERS[rng.range(0, TAMPERS.len() as u64 - 1) as usize]
+        // Every kind at both ends of its range first, then anything anywhere.
+        let kinds = TAMPERS.len() as u64;
+        let (t, at_pos) = match i / kinds {
+            0 => (TAMPERS[(i % kinds) as usize], Pos::First),
+            1 => (TAMPERS[(i % kinds) as usize], Pos::Last),
+            _ => (TAMPERS[rng.range(0, kinds - 1) as usize], Pos::Random),
         };
-        case(&p, work.path(), t, &mut rng, seed, i).await;
+        case(&p, work.path(), (t, at_pos), &mut rng, seed, i).await;
         *by_kind.entry(t).or_default() += 1;
     }
     println!(
