@@ -73,6 +73,14 @@ pub enum VerifyError {
         /// Sequence number of the head verification resumed from.
         start: u64,
     },
+    /// The event is filed in the store under another ticket, kind or time than its hashed bytes
+    /// name (the store's index columns were edited): it would appear in the wrong ticket's
+    /// history, or be missing from its own.
+    #[error("audit event {seq}: stored under another ticket, kind or time than its contents name")]
+    Misfiled {
+        /// The stored sequence number of the bad event.
+        seq: u64,
+    },
     /// Reading the events failed.
     #[error("reading audit events after seq {after} failed")]
     Read {
@@ -93,6 +101,7 @@ impl VerifyError {
             | Self::PrevMismatch { seq }
             | Self::SeqGap { seq, .. }
             | Self::SeqRepeat { seq, .. }
+            | Self::Misfiled { seq }
             | Self::Rewritten { seq } => Some(*seq),
             Self::Truncated { .. } | Self::CheckpointNotCovered { .. } | Self::Read { .. } => None,
         }

@@ -49,9 +49,15 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Stored audit events with `seq >= from`, in order, at most `limit`, undecoded (page
     /// through the chain to verify or export it).
+    ///
+    /// A store that files events under index columns (ticket, kind, time) kept beside the
+    /// hashed bytes must check them against the bytes and answer
+    /// [`StoreError::MisfiledAuditEvent`] for the first page row that disagrees, so that an
+    /// edited column cannot move an event between tickets' histories unnoticed.
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError>;
 
-    /// Audit events of one ticket, in order.
+    /// Audit events of one ticket, in order. Every event returned names this ticket in its
+    /// hashed bytes ([`StoreError::MisfiledAuditEvent`] otherwise).
     async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// The chain head ([`ChainHead::GENESIS`] when empty).
@@ -375,6 +381,16 @@ pub enum StoreError {
     /// write the next version): a bug in the caller. Nothing was written.
     #[error("invalid write: {0}")]
     InvalidWrite(String),
+    /// An audit event's index columns (ticket, kind, time) disagree with its hashed bytes:
+    /// someone edited them, which would move the event between tickets' histories. Reported by
+    /// [`Store::audit_events`] and [`Store::ticket_audit`].
+    #[error(
+        "audit event {seq} is stored under another ticket, kind or time than its contents name"
+    )]
+    MisfiledAuditEvent {
+        /// The event's sequence number.
+        seq: u64,
+    },
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{AuditError, DecideError};
 use super::{DriveError, Driven, Handoff, Inner};
-use crate::audit::{Actor, AuditRecord, ChainHead, Checkpoint, Verifier};
+use crate::audit::{Actor, AuditRecord, ChainHead, Checkpoint, RawEvent, Verifier, VerifyError};
 use crate::backend::{lock, Credential, StoreError, StoreHealth};
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
@@ -299,7 +299,17 @@ impl Handoff {
         }
         let mut from = 1;
         loop {
-            let page = self.inner.store.audit_events(from, PAGE).await?;
+            let page = match self.inner.store.audit_events(from, PAGE).await {
+                Ok(page) => page,
+                Err(StoreError::MisfiledAuditEvent { seq }) => {
+                    // The events stored before it may hold an earlier break: check them first.
+                    for event in &self.events_before(from, seq).await? {
+                        verifier.push(event)?;
+                    }
+                    return Err(VerifyError::Misfiled { seq }.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             let n = page.len();
             for event in &page {
                 verifier.push(event)?;
@@ -315,6 +325,29 @@ impl Handoff {
             head: summary.head,
             checkpoint_size,
         })
+    }
+
+    /// The stored events from `from` up to (not including) the misfiled event `misfiled`: the
+    /// longest page from `from` that the store answers without reaching it. Rows may be missing
+    /// (a deleted event), so the count is found by bisection, not by subtracting seqs.
+    async fn events_before(&self, from: u64, misfiled: u64) -> Result<Vec<RawEvent>, StoreError> {
+        let (mut ok, mut bad) = (
+            Vec::new(),
+            usize::try_from(misfiled - from).unwrap_or(PAGE) + 1,
+        );
+        let mut lo = 0;
+        while lo + 1 < bad {
+            let mid = lo + (bad - lo) / 2;
+            match self.inner.store.audit_events(from, mid).await {
+                Ok(page) => {
+                    lo = mid;
+                    ok = page;
+                }
+                Err(StoreError::MisfiledAuditEvent { .. }) => bad = mid,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ok)
     }
 
     /// Signs the current chain head with the checkpoint key and saves it in the store.

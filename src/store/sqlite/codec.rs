@@ -124,6 +124,38 @@ pub(super) fn raw_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RawEvent, S
     })())
 }
 
+/// `SELECT seq, bytes, prev_hash, hash, ticket_id, kind, at` → a stored event, undecoded,
+/// after checking that the unhashed index columns agree with the hashed bytes
+/// ([`StoreError::MisfiledAuditEvent`] otherwise).
+pub(super) fn filed_raw_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RawEvent, StoreError>> {
+    /// The indexed fields of an event's bytes; everything else is skipped unparsed.
+    #[derive(serde::Deserialize)]
+    struct Filed<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        at: i64,
+        ticket: Option<TicketId>,
+    }
+    let ticket: Option<Vec<u8>> = row.get(4)?;
+    let kind: String = row.get(5)?;
+    let at: i64 = row.get(6)?;
+    Ok(raw_from_row(row)?.and_then(|raw| {
+        let filed = serde_json::from_slice::<Filed<'_>>(&raw.bytes).ok();
+        let agrees = filed.is_some_and(|f| {
+            f.kind == kind
+                && f.at == at
+                && f.ticket.map(|t| t.as_uuid().as_bytes().to_vec()) == ticket
+        });
+        // An event whose own hash does not hold is left to the chain verifier, which names
+        // it more precisely (edited bytes, not an edited index).
+        if agrees || ChainHash::link(&raw.prev_hash, raw.seq, &raw.bytes) != raw.hash {
+            Ok(raw)
+        } else {
+            Err(StoreError::MisfiledAuditEvent { seq: raw.seq })
+        }
+    }))
+}
+
 /// `SELECT seq, bytes, prev_hash, hash` → a decoded event.
 pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<AuditEvent, StoreError>> {
     Ok(raw_from_row(row)?.and_then(|raw| {

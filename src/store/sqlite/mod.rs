@@ -396,14 +396,14 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut s = conn
                 .prepare_cached(
-                    "SELECT seq, bytes, prev_hash, hash FROM audit_events \
+                    "SELECT seq, bytes, prev_hash, hash, ticket_id, kind, at FROM audit_events \
                      WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
                 )
                 .map_err(sql_err)?;
             let rows = s
                 .query_map(
                     params![i64::try_from(from).unwrap_or(i64::MAX), limit as i64],
-                    codec::raw_from_row,
+                    codec::filed_raw_from_row,
                 )
                 .map_err(sql_err)?;
             rows.map(|r| r.map_err(sql_err)?).collect()
@@ -422,7 +422,15 @@ impl Store for SqliteStore {
             let rows = s
                 .query_map(params![ticket.as_uuid().as_bytes()], codec::event_from_row)
                 .map_err(sql_err)?;
-            rows.map(|r| r.map_err(sql_err)?).collect()
+            rows.map(|r| {
+                let event = r.map_err(sql_err)??;
+                // The column is not hashed; the bytes are.
+                if event.record().ticket != Some(ticket) {
+                    return Err(StoreError::MisfiledAuditEvent { seq: event.seq() });
+                }
+                Ok(event)
+            })
+            .collect()
         })
         .await
     }
