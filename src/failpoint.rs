@@ -233,7 +233,10 @@ mod tests {
 
     /// The sources that hold points and operation labels, by their path under `src/`.
     const SOURCES: &[(&str, &str)] = &[
-        ("store/sqlite/writer.rs", include_str!("store/sqlite/writer.rs")),
+        (
+            "store/sqlite/writer.rs",
+            include_str!("store/sqlite/writer.rs"),
+        ),
         ("engine/agent.rs", include_str!("engine/agent.rs")),
         ("engine/review.rs", include_str!("engine/review.rs")),
         ("engine/links.rs", include_str!("engine/links.rs")),
