@@ -53,7 +53,8 @@
 //!   is an outbox row of its ticket and kind.
 //!
 //! Then a **recovery run** in the parent does what a restarted host would: the link in flight
-//! is submitted again (refused as replayed exactly when its decision is present), every
+//! is submitted again (refused as replayed exactly when its decision is present), a decision
+//! in flight is made again (counted once), every
 //! proposal is made again with its key (the same ticket comes back; a ticket whose permit was
 //! issued before the crash gets no grant), reviewers approve what is pending, approved actions
 //! are begun, executed (journaled) and finished, time passes so lapsed leases and outbox
@@ -1331,6 +1332,38 @@ async fn recover(host: &Host, t: &Transcript, flight: &Sent, case: &Case) {
             }
             Err(e) => panic!("{case:?}: submitting the link again: {e}"),
         }
+    }
+    // The reviewer whose answer was lost decides again: the vote counts once.
+    if let Op::Decide {
+        ticket,
+        person,
+        verdict,
+    } = &flight.op
+    {
+        match host
+            .handoff
+            .decide(*ticket, host.cred(person), verdict_of(verdict), None)
+            .await
+        {
+            Ok(_) | Err(DecideError::Refused(_)) => {}
+            Err(e) => panic!("{case:?}: deciding again: {e}"),
+        }
+        let accepted = host
+            .store
+            .decisions(*ticket)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d.person.as_ref().map(|p| p.as_str()) == Some(person.as_str())
+                    && d.verdict == *verdict
+                    && d.refusal.is_none()
+            })
+            .count();
+        assert!(
+            accepted <= 1,
+            "{case:?}: {person}'s {verdict} counted {accepted} times"
+        );
     }
 
     // Every proposal again, with its key.
