@@ -14,6 +14,7 @@ pub mod token;
 // Ports, adapters and the facade.
 pub mod backend;
 mod engine;
+mod failpoint;
 pub mod notify;
 mod oneshot;
 pub mod store;

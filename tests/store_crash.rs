@@ -10,8 +10,12 @@
 //! compare-and-swap — printing a `send` line describing each write before committing it and an
 //! `ack` (or `fail`) line after the store answered, flushed each time. It runs with
 //! `AGENT_HANDOFF_FAILPOINT=<point>:<n>`, so the writer SIGKILLs the process the `n`-th time it
-//! reaches `before_audit`, `before_commit` or `after_commit` (see `failpoint` in
-//! `src/store/sqlite/writer.rs`).
+//! reaches `before_audit`, `before_commit` or `after_commit` (the store's points; every point
+//! is listed and explained in `src/failpoint.rs`).
+//!
+//! This suite drives the store directly with raw `Write`s; `tests/crash_matrix.rs` crashes the
+//! operations a user runs (`Handoff` propose, decide, begin, finish, outbox delivery) at these
+//! points and at the facade's own, and checks that a restarted host can finish the work.
 //!
 //! The parent waits for the child to die by a signal, then checks:
 //! - `PRAGMA integrity_check` is `ok` (through its own connection);

@@ -295,6 +295,7 @@ impl AgentHandle {
     /// action returns the existing ticket in whatever state it is; with a different action it
     /// is refused with [`ProposeError::IdempotencyConflict`] and nothing is written.
     pub async fn propose(&self, request: ActionRequest) -> Result<Proposal, ProposeError> {
+        let _op = crate::failpoint::operation("propose");
         let span = tracing::info_span!(
             "propose",
             agent = %self.requester.agent(),
@@ -358,7 +359,10 @@ impl AgentHandle {
             ..Write::default()
         };
         match inner.store.commit(write).await {
-            Ok(_) => Ok(self.answer(&ticket, now)),
+            Ok(_) => {
+                crate::failpoint::failpoint("propose.committed");
+                Ok(self.answer(&ticket, now))
+            }
             Err(StoreError::DuplicateKey { existing }) => {
                 // A replay, or a concurrent proposal with the same key that won the race.
                 self.refund_token();
@@ -474,6 +478,7 @@ impl AgentHandle {
         grant: Grant,
         observed: BTreeMap<String, Value>,
     ) -> Result<Permit, ExecuteError> {
+        let _op = crate::failpoint::operation("begin");
         let span = tracing::info_span!("begin", ticket = %grant.ticket);
         self.handoff
             .begin_inner(&self.requester, grant, observed)
@@ -484,6 +489,7 @@ impl AgentHandle {
     /// Extends the permit's lease by the configured lease ttl from now.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %permit.ticket))]
     pub async fn renew(&self, permit: &mut Permit) -> Result<(), ExecuteError> {
+        let _op = crate::failpoint::operation("renew");
         let inner = self.inner();
         let lease = permit.lease;
         let ttl = inner.limits.lease_ttl;
@@ -516,6 +522,8 @@ impl AgentHandle {
         permit: Permit,
         outcome: ExecutionOutcome,
     ) -> Result<(), ExecuteError> {
+        let _op = crate::failpoint::operation("finish");
+        crate::failpoint::failpoint("finish.entered");
         let span = tracing::info_span!("finish", ticket = %permit.ticket);
         let lease = permit.lease;
         let driven = self
@@ -529,7 +537,10 @@ impl AgentHandle {
             .instrument(span)
             .await;
         match execute_result(driven)? {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                crate::failpoint::failpoint("finish.committed");
+                Ok(())
+            }
             Err(refusal) => Err(ExecuteError::Refused(refusal)),
         }
     }
@@ -537,6 +548,7 @@ impl AgentHandle {
     /// Cancels one of this agent's tickets (pending or approved and unused).
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket, agent = %self.requester.agent()))]
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
+        let _op = crate::failpoint::operation("cancel");
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();
         let requester = self.requester.clone();
@@ -762,6 +774,7 @@ impl Handoff {
     /// swept by someone else between the caller's read and this write — so sweeps and waiters
     /// never leave `refused` records behind.
     pub(crate) async fn expire(&self, id: TicketId) -> Result<bool, StoreError> {
+        let _op = crate::failpoint::operation("expire");
         struct NotDue;
         match self
             .inner
@@ -824,12 +837,15 @@ impl Handoff {
                     lease: l,
                     lease_expires,
                     ..
-                } if *l == lease => Ok(Permit {
-                    ticket: grant.ticket,
-                    lease,
-                    lease_expires: *lease_expires,
-                    action: grant.action,
-                }),
+                } if *l == lease => {
+                    crate::failpoint::failpoint("begin.committed");
+                    Ok(Permit {
+                        ticket: grant.ticket,
+                        lease,
+                        lease_expires: *lease_expires,
+                        action: grant.action,
+                    })
+                }
                 // A repeated begin with the same lease cannot happen (fresh random lease);
                 // anything else means the machine did not start execution.
                 _ => Err(ExecuteError::Store(StoreError::Corrupt(format!(

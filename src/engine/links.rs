@@ -392,6 +392,7 @@ impl Handoff {
         credential: &Credential,
         submission: TokenSubmission,
     ) -> Result<Ticket, LinkError> {
+        let _op = crate::failpoint::operation("decide_token");
         let span = tracing::info_span!(
             "decide_with_token",
             ticket = tracing::field::Empty,
@@ -525,7 +526,10 @@ impl Handoff {
             )
             .await;
         match driven {
-            Ok(Driven::Applied { ticket }) => Ok(ticket),
+            Ok(Driven::Applied { ticket }) => {
+                crate::failpoint::failpoint("decide_token.committed");
+                Ok(ticket)
+            }
             Ok(Driven::Refused(refusal)) => {
                 tracing::info!(refusal = refusal.code(), "token decision refused");
                 Err(LinkError::Refused(refusal))

@@ -156,6 +156,7 @@ impl Handoff {
         credential: &Credential,
         reason: &str,
     ) -> Result<Ticket, DecideError> {
+        let _op = crate::failpoint::operation("revoke");
         let op = self.operator(Some(ticket), credential).await?;
         let reason = reason.to_owned();
         self.operator_event(ticket, &op, "revoke", |_| Event::Revoke {
@@ -174,6 +175,7 @@ impl Handoff {
         credential: &Credential,
         outcome: ExecutionOutcome,
     ) -> Result<Ticket, DecideError> {
+        let _op = crate::failpoint::operation("resolve");
         let op = self.operator(Some(ticket), credential).await?;
         self.operator_event(ticket, &op, "resolve", |_| Event::Resolve {
             operator: op.person.clone(),

@@ -249,6 +249,7 @@ impl Handoff {
     /// (counted in [`DeliveryReport::conflicts`]).
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn deliver_due(&self) -> Result<DeliveryReport, StoreError> {
+        let _op = crate::failpoint::operation("deliver");
         let mut report = DeliveryReport::default();
         for _ in 0..MAX_ROUNDS {
             let now = self.inner.clock.now();
@@ -258,6 +259,9 @@ impl Handoff {
                 .claim_outbox(now, self.inner.limits.delivery_lease, BATCH)
                 .await?;
             let n = claimed.len();
+            if n > 0 {
+                crate::failpoint::failpoint("deliver.claimed");
+            }
             for entry in claimed {
                 report.claimed += 1;
                 match self.deliver_one(entry).await? {
@@ -329,6 +333,9 @@ impl Handoff {
                     .map_err(Failure::from)
             }
         };
+        if result.is_ok() {
+            crate::failpoint::failpoint("deliver.notified");
+        }
         let now = inner.clock.now();
         let record = |kind_name: &str, data: serde_json::Value| AuditRecord {
             ticket: Some(row.ticket),
@@ -419,7 +426,10 @@ impl Handoff {
             ..Write::default()
         };
         match inner.store.commit(write).await {
-            Ok(_) => Ok(tally),
+            Ok(_) => {
+                crate::failpoint::failpoint("deliver.recorded");
+                Ok(tally)
+            }
             Err(StoreError::OutboxConflict { .. }) => Ok(Tally::Conflict),
             Err(e) => Err(e),
         }

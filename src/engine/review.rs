@@ -48,6 +48,7 @@ impl Handoff {
     ) -> Result<Ticket, DecideError> {
         let span =
             tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
+        let _op = crate::failpoint::operation("decide");
         async {
             let reviewer = self.authenticate(Some(ticket), credential).await?;
             tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));
@@ -152,7 +153,10 @@ impl Handoff {
             )
             .await;
         match driven {
-            Ok(Driven::Applied { ticket, .. }) => Ok(ticket),
+            Ok(Driven::Applied { ticket, .. }) => {
+                crate::failpoint::failpoint("decide.committed");
+                Ok(ticket)
+            }
             Ok(Driven::Refused(refusal)) => {
                 tracing::info!(refusal = refusal.code(), "decision refused");
                 Err(DecideError::Refused(refusal))

@@ -18,6 +18,7 @@ use crate::audit::{Chain, ChainHash, ChainHead};
 use crate::backend::{
     Clock, Committed, NonceUse, OutboxOutcome, OutboxUpdate, StoreError, TicketWrite, Write,
 };
+use crate::failpoint::failpoint;
 use crate::oneshot;
 use crate::timestamp::Timestamp;
 
@@ -501,49 +502,3 @@ pub(super) fn load_tail(conn: &Connection) -> Result<(ChainHead, Timestamp), Sto
         )),
     }
 }
-
-/// Test-only fault injection (feature `failpoints`, never in production builds).
-///
-/// `AGENT_HANDOFF_FAILPOINT=<name>` or `<name>:<n>` makes the process kill itself with SIGKILL
-/// at the `n`-th time (from 1; default 1) the writer reaches the point `name`, exactly as a
-/// crash would (no destructors, no flush, no `COMMIT`/`ROLLBACK`). The points, in commit order:
-///
-/// - `before_audit`: inside a write's savepoint, after its ticket and decision rows, before
-///   its first audit row (hit once per write that has audit records);
-/// - `before_commit`: every write of the batch applied, `COMMIT` not yet issued (once per
-///   batch);
-/// - `after_commit`: `COMMIT` returned (the batch is durable), no caller answered yet (once
-///   per batch).
-///
-/// Hits are counted per process. Crash tests (`tests/store_crash.rs`) run a child process with
-/// this variable set and check the database it leaves behind.
-#[cfg(feature = "failpoints")]
-pub(crate) fn failpoint(name: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-    let armed = ARMED.get_or_init(|| {
-        let spec = std::env::var("AGENT_HANDOFF_FAILPOINT").ok()?;
-        let (point, nth) = match spec.split_once(':') {
-            Some((point, n)) => (point, n.trim().parse().ok().filter(|n| *n >= 1)?),
-            None => (spec.as_str(), 1),
-        };
-        Some((point.trim().to_owned(), nth))
-    });
-    let Some((point, nth)) = armed else { return };
-    if point != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
-        return;
-    }
-    let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &pid])
-        .status();
-    // Without a `kill` program (or if the signal is somehow late), die without unwinding.
-    std::process::abort();
-}
-
-#[cfg(not(feature = "failpoints"))]
-#[inline(always)]
-pub(crate) fn failpoint(_: &str) {}
