@@ -16,6 +16,7 @@ pub mod backend;
 mod engine;
 mod failpoint;
 pub mod notify;
+#[cfg(feature = "sqlite")]
 mod oneshot;
 pub mod store;
 
