@@ -45,9 +45,8 @@
 //!
 //! `the_model_reports_answers_and_rows_that_do_not_fit` shows the model can fail: each answer
 //! forgotten, invented or altered, and each row forged into the store, is reported.
-//! Two known issues found by these storms are pinned by ignored tests that say why
-//! (`an_engine_whose_clock_lags…`, `a_wait_never_answers_expired…`); the storm counts the
-//! second one's misfits (printed as "known issues seen") instead of failing at random.
+//! Two bugs these storms found are pinned by regression tests
+//! (`an_engine_whose_clock_lags…`, `a_wait_never_answers_expired…`), both fixed.
 //!
 //! Sizes come from the environment (defaults are the CI size, under ten seconds for the file
 //! in a debug build): `STORM_TASKS` (32), `STORM_KEYS` (96), `STORM_TICKETS` (128),
@@ -999,8 +998,6 @@ struct Report {
     chain: u64,
     tickets: usize,
     decisions: usize,
-    /// Misfits of a known issue, counted instead of failed (see `match_answers`).
-    known_issues: BTreeMap<&'static str, usize>,
 }
 
 impl Report {
@@ -1036,9 +1033,6 @@ impl Report {
         println!("   answers: {:?}", self.answers);
         println!("   final states: {:?}", self.states);
         println!("   audit events: {:?}", self.events);
-        if !self.known_issues.is_empty() {
-            println!("   known issues seen: {:?}", self.known_issues);
-        }
     }
 }
 
@@ -1811,18 +1805,7 @@ fn match_answers(
                     .and_then(StateName::parse),
             };
             let fits = state.is_some_and(|s| replay.seen.contains(&s));
-            let grant_ended = replay.seen.contains(&StateName::Approved)
-                && replay.valid_until <= ms(at_step(STEPS));
-            if !fits && op.result == "decision:expired" && grant_ended {
-                // Known issue, pinned by `a_wait_never_answers_expired_for_an_approval_that_
-                // was_used`: a wait reading an approval whose end has passed answers `Expired`
-                // even when a begin (or cancel) committed before that end is in flight. Counted
-                // here so the storm does not fail at random; make it a violation once fixed.
-                *report
-                    .known_issues
-                    .entry("wait answered expired for a used approval")
-                    .or_default() += 1;
-            } else if !fits {
+            if !fits {
                 report.violation(format!(
                     "ticket {id}: a wait answered {}, a state the ticket never had ({:?})",
                     op.result, replay.seen
@@ -2303,15 +2286,12 @@ fn vote(who: &'static str, verdict: &'static str) -> Op {
 /// `TooLate` with its own clock, which still says the deadline is ahead.
 ///
 /// Expected: the late vote is refused as `DeadlinePassed` and the ticket expired, as it is
-/// when the clocks agree. Found: `drive` recomputes the same write `MAX_RACES` times and
-/// answers `DecideError::Store(TooLate)`; the lagging engine's `expire_due` sees nothing due
-/// either, so the ticket stays `pending` past its deadline until an engine whose clock has
-/// caught up touches it. Nothing wrong is ever committed (the store refuses every late
-/// write); the caller gets a store error instead of the typed refusal. The fix belongs in
-/// `Inner::drive` (`src/engine/mod.rs`): take the refused commit's `at` as the floor of the
-/// next attempt's `now`.
+/// when the clocks agree. Found by the storms before the fix: `drive` recomputed the same
+/// write `MAX_RACES` times with its own clock and answered `DecideError::Store(TooLate)`, and
+/// the ticket stayed `pending` past its deadline until an engine whose clock had caught up
+/// touched it (nothing wrong was ever committed). Fixed in `Inner::drive`: the refused
+/// commit's `at` is the floor of the next attempt's `now`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: a lagging clock gets Store(TooLate), not DeadlinePassed (see the doc)"]
 async fn an_engine_whose_clock_lags_the_files_commits_refuses_a_late_vote_as_past_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("storm.sqlite3");
@@ -2350,13 +2330,12 @@ async fn an_engine_whose_clock_lags_the_files_commits_refuses_a_late_vote_as_pas
 ///
 /// Expected: the waiter answers from the durable record (`Closed(Executing)`), as it does for
 /// a pending ticket, whose expiry `wait` persists (serialised with the racing write) before
-/// answering. Found: for an approved ticket `wait` answers `Expired` ("the approval lapsed
+/// answering. Found before the fix: for an approved ticket `wait` answers `Expired` ("the approval lapsed
 /// unused") from its read alone, although the approval was used. An agent that trusts the
 /// answer and proposes again under a fresh key may run the action a second time. The fix
 /// belongs in `Handoff::wait_for` (`src/engine/agent.rs`): persist the expiry for every stored
 /// state whose view differs (`expire` handles approved tickets too), then read again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue: wait answers Expired for a used approval it read stale (see the doc)"]
 async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
     use support::{request, Harness, Setup, MIN};
     let h = Harness::with(Setup {

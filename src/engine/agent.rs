@@ -748,9 +748,11 @@ impl Handoff {
                 .ok_or(WaitError::NotFound(id))?;
             let view = ticket.state_at(now);
             if !matches!(view, TicketState::Pending) {
-                // The deadline passed without a sweep: record the expiry now. If the ticket
-                // moved on meanwhile (a decision won the race), read it again.
-                if matches!(ticket.state(), TicketState::Pending)
+                // A review deadline or grant end passed without a sweep: record the expiry
+                // before answering it. If the ticket moved on meanwhile (a decision, a begin or
+                // a cancel committed in time but not yet visible to the read), read it again:
+                // an approval that was used must never be answered as lapsed.
+                if ticket.state().name() != view.name()
                     && !self.expire(id).await.map_err(WaitError::Store)?
                 {
                     continue;

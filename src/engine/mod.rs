@@ -386,13 +386,18 @@ impl Inner {
             Some(spend) => spend.annotate(audit),
             None => audit,
         };
+        // The store commits at `max(clock, last commit in the file)`: when this engine's clock
+        // lags the file (another process whose clock runs ahead, or a clock set back between
+        // runs), a write it judged in time can be `TooLate`. The retry then judges the ticket
+        // at the store's commit time, so a late vote is refused as such instead of looping.
+        let mut floor: Option<Timestamp> = None;
         for _ in 0..MAX_RACES {
             let ticket = match self.store.ticket(id).await {
                 Ok(Some(t)) => t,
                 Ok(None) => return Err(DriveError::NotFound(id)),
                 Err(e) => return Err(DriveError::Store(e)),
             };
-            let now = self.clock.now();
+            let now = floor.map_or_else(|| self.clock.now(), |f| self.clock.now().max(f));
             let event = event_for(&ticket, now).map_err(DriveError::Pre)?;
             let limit = time_limit(&ticket).filter(|l| now < *l);
             let decision_row = |refusal: Option<&Refusal>| {
@@ -483,8 +488,10 @@ impl Inner {
             };
             match self.store.commit(write).await {
                 Ok(_) => return Ok(outcome),
-                Err(e @ (StoreError::VersionConflict { .. } | StoreError::TooLate { .. })) => {
-                    last_err = Some(e);
+                Err(e @ StoreError::VersionConflict { .. }) => last_err = Some(e),
+                Err(StoreError::TooLate { at, limit }) => {
+                    floor = Some(floor.map_or(at, |f| f.max(at)));
+                    last_err = Some(StoreError::TooLate { at, limit });
                 }
                 Err(e) => return Err(DriveError::Store(e)),
             }
