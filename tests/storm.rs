@@ -2371,6 +2371,43 @@ async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
     agent.finish(permit, outcome).await.unwrap();
 }
 
+/// The same race through a replayed `propose`: the replay's read of the existing ticket still
+/// shows the approval whose grant has ended, while the begin that used it has committed.
+/// Answering `Closed(Expired)` there would tell the agent its approval lapsed unused; the
+/// replay persists the expiry first (which finds the ticket executing) and answers from the
+/// record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_proposal_never_answers_expired_for_an_approval_that_was_used() {
+    use support::{request, Harness, Setup, MIN};
+    let h = Harness::with(Setup {
+        interpose: true,
+        ..Setup::default()
+    })
+    .await;
+    let agent = h.handoff.agent(agent_id("ops-agent"), None);
+    let Proposal::Allowed(grant) = agent.propose(request("db.read", "used")).await.unwrap() else {
+        panic!("db.read is allowed");
+    };
+    let (id, valid_until) = (grant.ticket(), grant.valid_until());
+    let approved = h.ticket(id).await;
+    h.clock.advance(MIN);
+    let permit = agent.begin(grant, BTreeMap::new()).await.unwrap();
+    h.clock.set(valid_until);
+    h.interpose.as_ref().unwrap().serve_once(approved);
+    let replay = agent.propose(request("db.read", "used")).await.unwrap();
+    assert!(
+        matches!(
+            replay,
+            Proposal::Closed { ticket, state: StateName::Executing } if ticket == id
+        ),
+        "the approval was used: the replay must not answer {replay:?}"
+    );
+    let outcome = ExecutionOutcome::Succeeded {
+        output: Value::Null,
+    };
+    agent.finish(permit, outcome).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The storms in several processes
 // ---------------------------------------------------------------------------------------------

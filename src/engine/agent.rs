@@ -334,7 +334,7 @@ impl AgentHandle {
                 .ticket_by_key(agent, request.idempotency_key())
                 .await?
             {
-                Some(existing) => self.replay(&existing, digest),
+                Some(existing) => self.replay(existing, digest).await,
                 None => Err(limited),
             };
         }
@@ -367,7 +367,7 @@ impl AgentHandle {
                 // A replay, or a concurrent proposal with the same key that won the race.
                 self.refund_token();
                 match inner.store.ticket(existing).await? {
-                    Some(t) => self.replay(&t, digest),
+                    Some(t) => self.replay(t, digest).await,
                     None => Err(StoreError::NotFound(existing).into()),
                 }
             }
@@ -375,7 +375,11 @@ impl AgentHandle {
         }
     }
 
-    fn replay(&self, existing: &Ticket, digest: ActionDigest) -> Result<Proposal, ProposeError> {
+    async fn replay(
+        &self,
+        existing: Ticket,
+        digest: ActionDigest,
+    ) -> Result<Proposal, ProposeError> {
         // A replay is the same action by the same requester. The same agent acting for another
         // principal must not receive that principal's ticket (or its grant, which could then
         // have been approved by the person now asking).
@@ -384,7 +388,25 @@ impl AgentHandle {
                 existing: existing.id(),
             });
         }
-        Ok(self.answer(existing, self.inner().clock.now()))
+        let inner = self.inner();
+        let mut ticket = existing;
+        // Bounded: each round either answers or records the change time made.
+        for _ in 0..4 {
+            let now = inner.clock.now();
+            if ticket.state().name() == ticket.state_at(now).name() {
+                return Ok(self.answer(&ticket, now));
+            }
+            // Time alone changed it (a deadline or grant end passed): persist that before
+            // answering it, serialised with any write that was in flight, so a replay never
+            // calls an approval that was used "expired". Then answer from the record.
+            self.handoff.expire(ticket.id()).await?;
+            ticket = inner
+                .store
+                .ticket(ticket.id())
+                .await?
+                .ok_or(StoreError::NotFound(ticket.id()))?;
+        }
+        Ok(self.answer(&ticket, inner.clock.now()))
     }
 
     fn answer(&self, ticket: &Ticket, now: Timestamp) -> Proposal {
