@@ -98,17 +98,20 @@ fn link(prev: &ChainHash, seq: u64, bytes: &[u8]) -> ChainHash {
     ChainHash::from_bytes(h.finalize().into())
 }
 
-/// Lines as `BufRead::lines` gives them (split at `\n`, a trailing `\r` dropped, no empty
-/// last line after a final newline), still as bytes.
+/// Lines as `BufRead::lines` gives them (split at `\n`, a `\r` right before the `\n` dropped,
+/// no empty last line after a final newline; an unterminated last line keeps its `\r`), still
+/// as bytes.
 fn raw_lines(data: &[u8]) -> Vec<&[u8]> {
     let mut lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    lines
+    let last = lines.pop().unwrap_or_default();
+    let mut lines: Vec<&[u8]> = lines
         .into_iter()
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .collect()
+        .collect();
+    if !last.is_empty() {
+        lines.push(last);
+    }
+    lines
 }
 
 /// The events of an export in order, up to the first line that cannot be read.

@@ -403,7 +403,13 @@ fn check_minted(mut input: Input<'_>) {
     ];
     let part = usize::from(which % 4);
     if let Some(edited) = edit_byte(&parts[part], pos, value) {
-        let case_only = part == 0 && edited.eq_ignore_ascii_case(&parts[0]);
+        // Header values are text: an edit that lossy UTF-8 decoding undoes (one invalid byte
+        // for another) changes nothing, nor does changing the case of a hex digit of the
+        // signature.
+        let before = String::from_utf8_lossy(&parts[part]).into_owned();
+        let after = String::from_utf8_lossy(&edited).into_owned();
+        let same =
+            part < 3 && (after == before || (part == 0 && after.eq_ignore_ascii_case(&before)));
         parts[part] = edited;
         let text = |i: usize| String::from_utf8_lossy(&parts[i]).into_owned();
         let edited_headers = vec![
@@ -413,7 +419,7 @@ fn check_minted(mut input: Input<'_>) {
         ];
         let result = verifier().verify(&edited_headers, &parts[3], now);
         check_answer(&edited_headers, &parts[3], ts, &result);
-        if !case_only {
+        if !same {
             assert!(
                 matches!(
                     result,

@@ -315,6 +315,10 @@ fn check_minted(mut input: Input<'_>) {
     ];
     let part = usize::from(which % 4);
     if let Some(edited) = edit_byte(&parts[part], pos, value) {
+        // Header values are text: an edit that lossy UTF-8 decoding undoes (one invalid byte
+        // for another) changes nothing.
+        let same =
+            part < 3 && String::from_utf8_lossy(&edited) == String::from_utf8_lossy(&parts[part]);
         parts[part] = edited;
         let text = |i: usize| String::from_utf8_lossy(&parts[i]).into_owned();
         let result = check_parts(
@@ -327,7 +331,7 @@ fn check_minted(mut input: Input<'_>) {
         );
         // Editing the id, the timestamp, the body or the held secret's tag breaks it; only an
         // edit of the other secret's tag (or of the separator space) may leave it verifying.
-        if part != 2 {
+        if part != 2 && !same {
             assert!(result.is_err(), "an edited delivery verified: part {part}");
         }
     }
