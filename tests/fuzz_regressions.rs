@@ -17,6 +17,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+// Some helpers serve only the webhook and Feishu checks, compiled with their features.
+#[allow(dead_code)]
 #[path = "../fuzz/checks/input.rs"]
 mod input;
 
