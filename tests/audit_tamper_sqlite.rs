@@ -1171,3 +1171,83 @@ async fn an_edited_index_column_is_named_as_misfiled() {
         h.store().shutdown().await.unwrap();
     }
 }
+
+/// Verification reads the chain in pages (4 096 events) and reads the next page while it
+/// hashes the current one: a chain several pages long verifies whole, and a tamper in a later
+/// page is still named at the first bad event, before or after a misfiled one.
+#[tokio::test]
+async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across_pages() {
+    use agent_handoff::audit::{Actor, AuditRecord};
+    use agent_handoff::backend::Write;
+
+    const EVENTS: u64 = 10_000;
+    let work = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_millis(START));
+    let path = work.path().join("long.sqlite3");
+    let ticket = TicketId::from_uuid(uuid::Uuid::from_u128(7));
+    {
+        let h = engine(&path, &clock).await;
+        for write in 0..EVENTS / 1000 {
+            let audit = (0..1000)
+                .map(|i| AuditRecord {
+                    // Events of no ticket and of one ticket alternate.
+                    ticket: (i % 2 == 0).then_some(ticket),
+                    at: Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
+                    kind: "note".into(),
+                    actor: Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
+                    data: json!({ "n": write * 1000 + i }),
+                })
+                .collect();
+            h.store()
+                .commit(Write {
+                    audit,
+                    ..Write::default()
+                })
+                .await
+                .unwrap();
+        }
+        let report = h.verify_audit().await.unwrap();
+        assert_eq!(report.events, EVENTS);
+        h.store().shutdown().await.unwrap();
+    }
+    // (tampers, the error expected): seqs chosen on both sides of the page boundary 4 096.
+    let cases: [(&[(&str, i64)], fn(&VerifyError) -> bool); 4] = [
+        (&[("misfile", 9_000)], |e| {
+            matches!(e, VerifyError::Misfiled { seq: 9_000 })
+        }),
+        (&[("misfile", 4_097)], |e| {
+            matches!(e, VerifyError::Misfiled { seq: 4_097 })
+        }),
+        (&[("misfile", 9_000), ("hash", 6_000)], |e| {
+            matches!(e, VerifyError::HashMismatch { seq: 6_000 })
+        }),
+        (&[("misfile", 4_200), ("hash", 4_096)], |e| {
+            matches!(e, VerifyError::HashMismatch { seq: 4_096 })
+        }),
+    ];
+    for (i, (tampers, expected)) in cases.into_iter().enumerate() {
+        let copy = work.path().join(format!("long-{i}.sqlite3"));
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+                .unwrap();
+        }
+        {
+            let conn = Connection::open(&copy).unwrap();
+            drop_triggers(&conn);
+            for (what, seq) in tampers {
+                let sql = match *what {
+                    "misfile" => "UPDATE audit_events SET kind = 'moved' WHERE seq = ?1",
+                    _ => "UPDATE audit_events SET hash = zeroblob(32) WHERE seq = ?1",
+                };
+                assert_eq!(conn.execute(sql, [seq]).unwrap(), 1);
+            }
+        }
+        let h = engine(&copy, &clock).await;
+        match h.verify_audit().await {
+            Err(AuditError::Chain(e)) => assert!(expected(&e), "{tampers:?}: {e:?}"),
+            other => panic!("{tampers:?}: {other:?}"),
+        }
+        h.store().shutdown().await.unwrap();
+    }
+}

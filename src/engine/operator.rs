@@ -1,6 +1,8 @@
 //! The operator side: kill switch, revoke, resolve, sweeping, audit verification, health.
 
 use std::collections::BTreeMap;
+use std::future::Future as _;
+use std::task::Poll;
 
 use serde::{Deserialize, Serialize};
 
@@ -299,10 +301,13 @@ impl Handoff {
             checkpoint_size = Some(head.seq);
             verifier = verifier.expect_head(head);
         }
+        // One page is read while the one before it is hashed: the store's read of the next
+        // page starts on its own thread before this one's verification runs.
         let mut from = 1;
+        let mut page = self.inner.store.audit_events(from, PAGE).await;
         loop {
-            let page = match self.inner.store.audit_events(from, PAGE).await {
-                Ok(page) => page,
+            let events = match page {
+                Ok(events) => events,
                 Err(StoreError::MisfiledAuditEvent { seq }) => {
                     // The events stored before it may hold an earlier break: check them first.
                     for event in &self.events_before(from, seq).await? {
@@ -312,14 +317,26 @@ impl Handoff {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let n = page.len();
-            for event in &page {
+            let more = events.len() == PAGE;
+            let next_from = events.last().map_or(from, |e| e.seq + 1);
+            let mut next = more.then(|| Box::pin(self.inner.store.audit_events(next_from, PAGE)));
+            let mut early = None;
+            if let Some(next) = next.as_mut() {
+                // Polled once, so the read is on its way while this page is verified.
+                early = match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+                    Poll::Ready(result) => Some(result),
+                    Poll::Pending => None,
+                };
+            }
+            for event in &events {
                 verifier.push(event)?;
-                from = event.seq + 1;
             }
-            if n < PAGE {
-                break;
-            }
+            let Some(next) = next else { break };
+            page = match early {
+                Some(result) => result,
+                None => next.await,
+            };
+            from = next_from;
         }
         let summary = verifier.finish()?;
         Ok(AuditReport {
