@@ -980,12 +980,13 @@ impl Run {
                 (token, "payload bit flipped")
             }
             2 => {
-                let len = self.rng.below(base.token.len());
+                // Never empty: a missing token is its own case (`feishu_no_decision_token`).
+                let len = 1 + self.rng.below(base.token.len() - 1);
                 (base.token[..len].to_owned(), "truncated")
             }
             3 => {
                 let junk = match self.rng.below(4) {
-                    0 => (0..self.rng.below(120))
+                    0 => (0..1 + self.rng.below(119))
                         .map(|_| (b' ' + (self.rng.next() % 95) as u8) as char)
                         .collect(),
                     1 => format!(
