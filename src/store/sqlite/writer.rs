@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 
 use super::codec;
 use super::schema::sql_err;
-use crate::audit::{Chain, ChainHash, ChainHead};
+use crate::audit::{AuditRecord, Chain, ChainHash, ChainHead};
 use crate::backend::{
     Clock, Committed, NonceUse, OutboxOutcome, OutboxUpdate, StoreError, TicketWrite, Write,
 };
@@ -127,12 +127,15 @@ impl Writer {
         let isolate = commits.len() > 1;
         let mut queue = commits.into_iter();
         while let Some((prepared, reply)) = queue.next() {
-            let Prepared { write, row } = *prepared;
+            let Prepared { mut write, row } = *prepared;
+            // The records move into the chain (no copy on this thread).
+            let audit = std::mem::take(&mut write.audit);
             let head_before = self.chain.head();
             let outcome = if isolate {
-                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(&write, row.as_ref(), at))
+                exec(&self.conn, "SAVEPOINT w")
+                    .and_then(|()| self.apply(&write, row.as_ref(), audit, at))
             } else {
-                self.apply(&write, row.as_ref(), at)
+                self.apply(&write, row.as_ref(), audit, at)
             };
             match outcome {
                 Ok(()) => {
@@ -216,11 +219,13 @@ impl Writer {
         }
     }
 
-    /// Applies one write inside its savepoint.
+    /// Applies one write inside its savepoint (its audit records passed apart, by value, to
+    /// move into the chain).
     fn apply(
         &mut self,
         write: &Write,
         row: Option<&codec::TicketRow>,
+        audit: Vec<AuditRecord>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         if let Some(limit) = write.valid_before {
@@ -251,13 +256,13 @@ impl Writer {
                 })
                 .map_err(sql_err)?;
         }
-        if !write.audit.is_empty() {
+        if !audit.is_empty() {
             failpoint("before_audit");
         }
-        for record in &write.audit {
+        for record in audit {
             let event = self
                 .chain
-                .append(record.clone())
+                .append(record)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             codec::insert_event(&self.conn, &event, at)?;
         }
