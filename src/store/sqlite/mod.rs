@@ -113,6 +113,68 @@ impl SqliteOptions {
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
+/// The reader threads' queue. A read wakes exactly one idle reader (`notify_one`); with one
+/// `mpsc::Receiver` shared behind a mutex, the reader that took a job released the mutex to
+/// the next one, so every read woke two threads.
+struct ReadQueue {
+    state: Mutex<ReadState>,
+    ready: std::sync::Condvar,
+}
+
+struct ReadState {
+    jobs: std::collections::VecDeque<ReadJob>,
+    /// Set when the store is dropped: readers finish the queued jobs, then exit.
+    closed: bool,
+}
+
+impl ReadQueue {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(ReadState {
+                jobs: std::collections::VecDeque::new(),
+                closed: false,
+            }),
+            ready: std::sync::Condvar::new(),
+        }
+    }
+
+    fn push(&self, job: ReadJob) {
+        lock(&self.state).jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job, or `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<ReadJob> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The store's handle on its readers: closes the queue when the store goes away.
+struct Readers(Arc<ReadQueue>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The bundled SQLite [`Store`].
 ///
 /// ```
@@ -128,7 +190,7 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct SqliteStore {
     path: Option<PathBuf>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    readers: Option<Mutex<mpsc::Sender<ReadJob>>>,
+    readers: Option<Readers>,
     listeners: Arc<Mutex<Vec<Listener>>>,
 }
 
@@ -165,11 +227,12 @@ impl SqliteStore {
         )
         .await?;
         // Readers open after the writer has migrated the schema.
-        let (tx, rx) = mpsc::channel::<ReadJob>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(ReadQueue::new());
+        // Dropped on an early return below: the readers already started then exit.
+        let readers = Readers(Arc::clone(&queue));
         let mut ready = Vec::with_capacity(options.readers);
         for i in 0..options.readers {
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             let (path, busy_timeout) = (path.clone(), options.busy_timeout);
             let (ready_tx, ready_rx) = oneshot::channel();
             ready.push(ready_rx);
@@ -189,12 +252,11 @@ impl SqliteStore {
                         }
                         Err(e) => return ready_tx.send(Err(e)),
                     };
-                    loop {
-                        let job = lock(&rx).recv();
-                        match job {
-                            Ok(job) => job(&conn),
-                            Err(_) => break,
-                        }
+                    while let Some(job) = queue.pop() {
+                        // A panicking read drops its reply (the caller sees `Closed`); the
+                        // thread goes on serving the others.
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
                     }
                 })
                 .map_err(StoreError::backend)?;
@@ -203,7 +265,7 @@ impl SqliteStore {
             r.await.ok_or(StoreError::Closed)??;
         }
         Ok(Self {
-            readers: Some(Mutex::new(tx)),
+            readers: Some(readers),
             ..store
         })
     }
@@ -288,9 +350,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         match &self.readers {
-            Some(readers) => lock(readers)
-                .send(Box::new(move |conn: &Connection| tx.send(f(conn))))
-                .map_err(|_| StoreError::Closed)?,
+            Some(readers) => readers
+                .0
+                .push(Box::new(move |conn: &Connection| tx.send(f(conn)))),
             None => self.send(Job::Run(Box::new(move |conn: &mut Connection| {
                 tx.send(f(conn))
             })))?,
