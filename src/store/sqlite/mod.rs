@@ -321,6 +321,7 @@ impl SqliteStore {
                             clock: options.clock,
                             max_batch: options.max_batch,
                             listeners: l,
+                            refusals: false,
                         }
                         .run(rx);
                     }
