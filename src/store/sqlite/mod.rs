@@ -6,7 +6,8 @@
 //! - **No blocking I/O on async threads**: one writer thread owns the only write connection
 //!   and does group commit (see `writer.rs`); reads run on a small pool of reader threads with
 //!   their own read-only connections (WAL readers never block the writer). Async callers
-//!   await a one-shot answer, on any runtime.
+//!   await a one-shot answer, on any runtime. With [`Synchronous::Normal`] a fourth kind of
+//!   thread checkpoints the WAL off the commit path (see `checkpoint.rs`).
 //! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
 //!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
 //! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
@@ -14,6 +15,7 @@
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed.
 
+mod checkpoint;
 mod codec;
 mod schema;
 mod writer;
@@ -295,6 +297,7 @@ impl SqliteStore {
         let listeners: Arc<Mutex<Vec<Listener>>> = Arc::default();
         let l = Arc::clone(&listeners);
         let file_backed = path.is_some();
+        let checkpoint_path = path.clone();
         std::thread::Builder::new()
             .name("agent-handoff-writer".into())
             .spawn(move || {
@@ -308,11 +311,34 @@ impl SqliteStore {
                     )?;
                     schema::migrate(&mut conn)?;
                     let (head, last_commit) = writer::load_tail(&conn)?;
-                    Ok::<_, StoreError>((conn, head, last_commit))
+                    // With `synchronous=NORMAL` a file's WAL is checkpointed by a thread of
+                    // its own, and the writer's automatic checkpoint is the backstop; with
+                    // FULL the writer checkpoints (see `checkpoint.rs` for why).
+                    let checkpointer = match &checkpoint_path {
+                        Some(path) if options.synchronous == Synchronous::Normal => {
+                            let ckpt = checkpoint::open(path, |c| {
+                                schema::configure(
+                                    c,
+                                    options.synchronous,
+                                    options.busy_timeout,
+                                    true,
+                                )
+                            })?;
+                            conn.pragma_update(
+                                None,
+                                "wal_autocheckpoint",
+                                checkpoint::BACKSTOP_PAGES,
+                            )
+                            .map_err(sql_err)?;
+                            Some(checkpoint::Checkpointer::start(ckpt)?)
+                        }
+                        _ => None,
+                    };
+                    Ok::<_, StoreError>((conn, head, last_commit, checkpointer))
                 })();
                 match setup {
                     Err(e) => ready_tx.send(Err(e)),
-                    Ok((conn, head, last_commit)) => {
+                    Ok((conn, head, last_commit, checkpointer)) => {
                         ready_tx.send(Ok(()));
                         Writer {
                             conn,
@@ -321,6 +347,7 @@ impl SqliteStore {
                             clock: options.clock,
                             max_batch: options.max_batch,
                             listeners: l,
+                            checkpointer,
                             refusals: false,
                         }
                         .run(rx);

@@ -61,6 +61,8 @@ pub(super) struct Writer {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) max_batch: usize,
     pub(super) listeners: Arc<std::sync::Mutex<Vec<Listener>>>,
+    /// The WAL checkpoint thread (file-backed stores with `synchronous=NORMAL`).
+    pub(super) checkpointer: Option<super::checkpoint::Checkpointer>,
     /// Whether the last batch refused a write: the next one then starts with savepoints.
     pub(super) refusals: bool,
 }
@@ -108,6 +110,9 @@ impl Writer {
             }
         }
         // Anything queued after the shutdown request is refused by dropped senders.
+        if let Some(mut checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
         for reply in shutdown {
             reply.send(());
@@ -170,6 +175,9 @@ impl Writer {
             Ok(()) => {
                 self.last_commit = at;
                 failpoint("after_commit");
+                if let Some(checkpointer) = &mut self.checkpointer {
+                    checkpointer.committed(results.iter().filter(|(_, r)| r.is_ok()).count());
+                }
                 // Listeners run before any caller is answered, so a caller that sees its
                 // commit acknowledged knows same-process waiters were already told.
                 if !changed.is_empty() {
