@@ -13,27 +13,40 @@
 //! 1. `propose_1_caller_full`: `AgentHandle::propose` → pending on a file `SqliteStore`, one
 //!    caller, vs the bare rate (goal ≥ 0.85); also the raw `Store::commit` path (no policy, no
 //!    facade). The timed rounds add the same three with `synchronous=NORMAL` (no fsync per
-//!    commit, so our fixed per-propose cost shows) and the facade's extra read
-//!    (`ticket_by_key`, a reader-thread round trip).
-//! 2. `propose_concurrent_full`: 8 / 32 / 128 tasks on a 2-worker tokio runtime, distinct
-//!    keys, group commit, total throughput vs the bare one-transaction-per-propose rate (goal
-//!    at 32: ≥ 5×); `bare_batched_full`: the ceiling, bare rusqlite writing the same rows 1000
-//!    per transaction. The timed rounds add diagnostics: bare at 16 rows per transaction with
-//!    and without a savepoint per write, and with `temp_store=MEMORY`.
+//!    commit, so our fixed per-propose cost shows), a `ticket_by_key` read (a reader-thread
+//!    round trip) and the pure-CPU steps of the path.
+//! 2. `propose_concurrent_full`: 8 / 32 / 128 tasks on a 2-worker tokio runtime, each an agent
+//!    of its own, distinct keys, group commit, total throughput vs the bare
+//!    one-transaction-per-propose rate (goal at 32: ≥ 5×); `bare_batched_full`: the ceiling,
+//!    bare rusqlite writing the same rows 1000 per transaction. The timed rounds add
+//!    diagnostics: bare at 16 rows per transaction with and without a savepoint per write, and
+//!    32 callers that are tasks of one agent (their rows share the right edge of the
+//!    `(agent, …)` indexes, as the baseline's do).
 //! 3. `decide_wakeup_{full,normal}`: a task waits on a pending ticket; from just before
-//!    `decide` to the waiter holding the approval, p50 / p99 (goal p50 ≤ 1 ms).
-//! 4. `propose_at_scale_full` (only with `AGENT_HANDOFF_BENCH_SCALE=1`; ticket count from
-//!    `AGENT_HANDOFF_BENCH_SCALE_TICKETS`, default 1 000 000): propose rate with the tickets
-//!    already stored (bulk-loaded with rusqlite) vs an empty store (goal ≥ 0.80).
+//!    `decide` to the waiter holding the approval, p50 / p99 (goal p50 ≤ 1 ms), next to `decide`
+//!    alone.
+//! 4. `propose_at_scale_full`: propose rate, one caller, with 100 000 tickets already stored
+//!    (bulk-loaded with rusqlite) vs an empty store (goal ≥ 0.80); with
+//!    `AGENT_HANDOFF_BENCH_SCALE=1` also with 1 000 000 (or `AGENT_HANDOFF_BENCH_SCALE_TICKETS`),
+//!    about 3.4 GB in `TMPDIR` and a minute to load.
 //!
 //! Criterion prints its own figures. After it, each bench prints `ratio` lines from contenders
 //! timed in interleaved rounds in this process (order rotated each round): the ratio is fastest
 //! round over fastest round (bursts of other work only slow rounds down), with the medians and
-//! the median of the per-round ratios beside it; then a summary table. A disk probe (fdatasync
-//! of 4 KiB) runs before and after: every FULL figure sits on fsync, so a busy disk shows there
-//! first. `AGENT_HANDOFF_BENCH_ONLY=one_caller,concurrent,wakeup,scale` runs a subset. Under
-//! `cargo test --benches` everything runs once, as a smoke test, and the rows are still checked
-//! against ours. See BENCHMARKS.md for figures and what they mean.
+//! the median of the per-round ratios beside it; then a summary table, then one
+//! `REPORT| <area> | <measure> | <ours> | <baseline> | <ratio> | <goal> | <met> |` line per
+//! headline figure (areas `store`, `wakeup`, `scale`) for `scripts/bench-report`. A disk probe
+//! (fdatasync of 4 KiB) runs before and after: every FULL figure sits on fsync, so a busy disk
+//! shows there first. `AGENT_HANDOFF_BENCH_ONLY=one_caller,concurrent,wakeup,scale` runs a
+//! subset. Under `cargo test --benches` everything runs once, as a smoke test (the scale
+//! fixture then holds 1 000 tickets), and the rows are still checked against ours.
+//!
+//! Profiling: `AGENT_HANDOFF_BENCH_PROFILE=<what>:<ops>` runs one fixed workload and nothing
+//! else (see `profile`), e.g. for instructions per propose:
+//! `AGENT_HANDOFF_BENCH_PROFILE=facade:1200 valgrind --tool=callgrind target/release/deps/store-<hash> --bench`
+//! minus the same with `facade:200`, over 1 000. (Valgrind's CPU has no SHA extensions, so
+//! SHA-256 runs in software there; subtract `sha2::sha256::compress256`.)
+//! See BENCHMARKS.md for figures and what they mean.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -87,6 +100,8 @@ const BATCH_ROWS: usize = 1000;
 const GROUP_ROWS: usize = 16;
 /// Wake-up samples per durability level.
 const WAKE_SAMPLES: usize = 400;
+/// Tickets stored by the scale fixture of every run (the 1 M one is opt-in).
+const SCALE_SMALL: usize = 100_000;
 
 // ------------------------------------------------------------------------------------------
 // Inputs shared by both sides
@@ -582,12 +597,30 @@ fn commit_serial(
     })
 }
 
+/// Whose tasks the concurrent callers are.
+#[derive(Clone, Copy)]
+enum Agents {
+    /// Each caller is an agent of its own (`agent-<i>`): the headline figures.
+    PerCaller,
+    /// Every caller is a task of the bench's one agent.
+    One,
+}
+
 /// `callers` tasks proposing `total / callers` distinct requests each; the wall time for all.
-fn facade_concurrent(rt: &Runtime, handoff: &Handoff, callers: usize, total: usize) -> Duration {
+fn facade_concurrent(
+    rt: &Runtime,
+    handoff: &Handoff,
+    callers: usize,
+    total: usize,
+    agents: Agents,
+) -> Duration {
     let per = total / callers;
     let work: Vec<(AgentHandle, Vec<ActionRequest>)> = (0..callers)
         .map(|i| {
-            let agent = AgentId::new(format!("agent-{i}")).unwrap();
+            let agent = match agents {
+                Agents::PerCaller => AgentId::new(format!("agent-{i}")).unwrap(),
+                Agents::One => agent_id(),
+            };
             (
                 handoff.agent(agent, Some(PersonId::new(PRINCIPAL).unwrap())),
                 requests(per),
@@ -737,6 +770,37 @@ fn micros(d: Duration) -> String {
 #[derive(Default)]
 struct Summary {
     rows: Vec<[String; 4]>,
+    /// `REPORT|` lines, printed last (see [`Report`]).
+    reports: Vec<String>,
+}
+
+/// A headline figure for `scripts/bench-report`, which collects one line per figure from
+/// every bench into one markdown table. The format is a contract with that script:
+/// `REPORT| <area> | <measure> | <ours> | <baseline> | <ratio> | <goal> | <met> |`, where
+/// `<met>` is `yes`, `no`, or `—` when there is no goal.
+struct Report<'a> {
+    area: &'a str,
+    measure: &'a str,
+    /// What the baseline is, e.g. `bare rusqlite` (its rate follows).
+    baseline: &'a str,
+}
+
+/// `≥ 0.85×`, `≥ 5×`.
+fn goal_text(goal: f64) -> String {
+    if goal.fract() == 0.0 {
+        format!("≥ {goal:.0}×")
+    } else {
+        format!("≥ {goal:.2}×")
+    }
+}
+
+/// `705 µs`, `2.25 ms`.
+fn duration_text(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        micros(d)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
 }
 
 impl Summary {
@@ -746,8 +810,29 @@ impl Summary {
     /// comes in bursts that only ever slow a round down, so each contender's fastest round is
     /// its least disturbed one (this was the steadiest figure from run to run). The median of
     /// the per-round ratios and the median rates are printed beside it.
-    fn ratio(&mut self, name: &str, ours: (&str, &Rates), base: (&str, &Rates), goal: Option<f64>) {
+    fn ratio(
+        &mut self,
+        name: &str,
+        ours: (&str, &Rates),
+        base: (&str, &Rates),
+        goal: Option<f64>,
+        report: Option<Report<'_>>,
+    ) {
         let best = ours.1.best() / base.1.best();
+        if let Some(r) = report {
+            let (goal, met) = match goal {
+                Some(g) => (goal_text(g), if best >= g { "yes" } else { "no" }),
+                None => ("—".into(), "—"),
+            };
+            self.reports.push(format!(
+                "REPORT| {} | {} | {} | {} {} | {best:.2}× | {goal} | {met} |",
+                r.area,
+                r.measure,
+                per_s(ours.1.best()),
+                r.baseline,
+                per_s(base.1.best()),
+            ));
+        }
         let paired = ours.1.paired_ratio(base.1);
         let verdict = match goal {
             Some(g) if best >= g => format!("goal >= {g:.2}: met"),
@@ -801,15 +886,34 @@ impl Summary {
         self.rows.push([name.into(), text, "—".into(), "—".into()]);
     }
 
-    fn latency(&mut self, name: &str, samples: &mut [Duration], decide: &mut [Duration]) {
+    /// Wake-up latencies; `report` names the measure for `REPORT|` lines (p50 and p99, with
+    /// `decide` alone as the baseline: the difference is the wake-up proper).
+    fn latency(
+        &mut self,
+        name: &str,
+        samples: &mut [Duration],
+        decide: &mut [Duration],
+        report: Option<&str>,
+    ) {
         samples.sort();
         decide.sort();
         let (p50, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
-        let verdict = if p50 <= Duration::from_millis(1) {
-            "met"
-        } else {
-            "NOT met"
-        };
+        let met = p50 <= Duration::from_millis(1);
+        let verdict = if met { "met" } else { "NOT met" };
+        if let Some(measure) = report {
+            for (p, q, goal, met) in [
+                ("p50", 0.5, "≤ 1 ms", if met { "yes" } else { "no" }),
+                ("p99", 0.99, "—", "—"),
+            ] {
+                let (ours, alone) = (percentile(samples, q), percentile(decide, q));
+                self.reports.push(format!(
+                    "REPORT| wakeup | {measure}, {p} | {} | decide alone {} | {:.2}× | {goal} | {met} |",
+                    duration_text(ours),
+                    duration_text(alone),
+                    ours.as_secs_f64() / alone.as_secs_f64(),
+                ));
+            }
+        }
         println!(
             "latency {name}: decide → waiter p50 {} p99 {} max {} (decide alone p50 {} p99 {}; {} samples; goal p50 <= 1 ms: {verdict})",
             micros(p50),
@@ -837,6 +941,10 @@ impl Summary {
         println!("|---|---|---|---|");
         for r in &self.rows {
             println!("| {} | {} | {} | {} |", r[0], r[1], r[2], r[3]);
+        }
+        println!();
+        for line in &self.reports {
+            println!("{line}");
         }
     }
 }
@@ -983,17 +1091,28 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ("facade", facade),
             ("bare", bare),
             Some(0.85),
+            Some(Report {
+                area: "store",
+                measure: "propose, 1 caller, FULL",
+                baseline: "bare rusqlite",
+            }),
         );
         summary.ratio(
             "1 caller, FULL: Store::commit / bare",
             ("commit", commit),
             ("bare", bare),
             None,
+            Some(Report {
+                area: "store",
+                measure: "Store::commit (no facade, no policy), 1 caller, FULL",
+                baseline: "bare rusqlite",
+            }),
         );
         summary.ratio(
             "1 caller, FULL: facade propose / Store::commit",
             ("facade", facade),
             ("commit", commit),
+            None,
             None,
         );
         let [bare_n_r, commit_n_r, facade_n_r, read] = [&rates[3], &rates[4], &rates[5], &rates[6]];
@@ -1002,11 +1121,13 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ("facade", facade_n_r),
             ("bare", bare_n_r),
             None,
+            None,
         );
         summary.ratio(
             "1 caller, NORMAL: Store::commit / bare",
             ("commit", commit_n_r),
             ("bare", bare_n_r),
+            None,
             None,
         );
         summary.cost(
@@ -1041,11 +1162,6 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
     let bare = Bare::open(&dir.join("bare-n.sqlite3"), Synchronous::Full);
     let bare_batched = Bare::open(&dir.join("bare-batched.sqlite3"), Synchronous::Full);
     let bare_grouped = Bare::open(&dir.join("bare-grouped.sqlite3"), Synchronous::Full);
-    let bare_memory = Bare::open(&dir.join("bare-memory.sqlite3"), Synchronous::Full);
-    bare_memory
-        .conn
-        .execute_batch("PRAGMA temp_store = MEMORY")
-        .unwrap();
     let facade = rt.block_on(ours(&dir.join("facade-n.sqlite3"), Synchronous::Full));
     let callers = [8usize, 32, 128];
 
@@ -1055,7 +1171,15 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
         g.bench_function(format!("facade_{n}_callers"), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| facade_concurrent(&rt, &facade.handoff, n, CONCURRENT_OPS))
+                    .map(|_| {
+                        facade_concurrent(
+                            &rt,
+                            &facade.handoff,
+                            n,
+                            CONCURRENT_OPS,
+                            Agents::PerCaller,
+                        )
+                    })
                     .sum()
             });
         });
@@ -1095,28 +1219,41 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
                     bare_grouped.grouped(CONCURRENT_OPS, GROUP_ROWS, true),
                 )
             }),
-            Box::new(|| {
-                rate(
-                    CONCURRENT_OPS,
-                    bare_memory.grouped(CONCURRENT_OPS, GROUP_ROWS, true),
-                )
-            }),
         ];
         for n in callers {
             let (rt, h) = (&rt, &facade.handoff);
             contenders.push(Box::new(move || {
-                rate(CONCURRENT_OPS, facade_concurrent(rt, h, n, CONCURRENT_OPS))
+                rate(
+                    CONCURRENT_OPS,
+                    facade_concurrent(rt, h, n, CONCURRENT_OPS, Agents::PerCaller),
+                )
+            }));
+        }
+        // Diagnostic: the same 32 callers as tasks of one agent, so their tickets share the
+        // right edge of the (agent, …) indexes, as the baseline's rows do.
+        {
+            let (rt, h) = (&rt, &facade.handoff);
+            contenders.push(Box::new(move || {
+                rate(
+                    CONCURRENT_OPS,
+                    facade_concurrent(rt, h, 32, CONCURRENT_OPS, Agents::One),
+                )
             }));
         }
         let rates = interleaved(ROUNDS, contenders);
-        let [bare, batched, grouped, savepoints, memory] =
-            [&rates[0], &rates[1], &rates[2], &rates[3], &rates[4]];
+        let [bare, batched, grouped, savepoints] = [&rates[0], &rates[1], &rates[2], &rates[3]];
+        let first_facade = 4;
         for (i, n) in callers.iter().enumerate() {
             summary.ratio(
                 &format!("{n} callers, FULL: facade propose / bare 1 per tx"),
-                ("facade", &rates[5 + i]),
+                ("facade", &rates[first_facade + i]),
                 ("bare", bare),
                 (*n == 32).then_some(5.0),
+                Some(Report {
+                    area: "store",
+                    measure: &format!("propose, {n} callers, FULL, group commit"),
+                    baseline: "bare rusqlite 1 tx per propose",
+                }),
             );
         }
         summary.ratio(
@@ -1124,11 +1261,24 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ("bare batched", batched),
             ("bare", bare),
             None,
+            Some(Report {
+                area: "store",
+                measure: &format!("batched ceiling: bare rusqlite, {BATCH_ROWS} proposes per tx"),
+                baseline: "bare rusqlite 1 tx per propose",
+            }),
         );
         summary.ratio(
             "32 callers, FULL: facade propose / bare batched ceiling",
-            ("facade", &rates[6]),
+            ("facade", &rates[first_facade + 1]),
             ("bare batched", batched),
+            None,
+            None,
+        );
+        summary.ratio(
+            "diagnostic: 32 callers of one agent / 32 agents, facade propose",
+            ("one agent", &rates[first_facade + callers.len()]),
+            ("32 agents", &rates[first_facade + 1]),
+            None,
             None,
         );
         summary.ratio(
@@ -1136,11 +1286,6 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ("savepoints", savepoints),
             ("none", grouped),
             None,
-        );
-        summary.ratio(
-            &format!("diagnostic: bare {GROUP_ROWS} per tx, savepoints, temp_store=MEMORY / none"),
-            ("savepoints+memory", memory),
-            ("none", grouped),
             None,
         );
     }
@@ -1167,6 +1312,7 @@ fn wakeup(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
                 &format!("decide → waiter, {}", name.to_uppercase()),
                 &mut wake,
                 &mut decide,
+                (sync == Synchronous::Full).then_some("decide → same-process waiter, FULL"),
             );
         }
         rt.block_on(o.handoff.store().shutdown()).unwrap();
@@ -1174,7 +1320,7 @@ fn wakeup(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
 }
 
 // ------------------------------------------------------------------------------------------
-// 4. At scale (opt-in)
+// 4. At scale (100 k in every run; 1 M with AGENT_HANDOFF_BENCH_SCALE=1)
 // ------------------------------------------------------------------------------------------
 
 /// Bulk-loads `count` pending tickets (and their audit chain) straight into a new database.
@@ -1201,46 +1347,90 @@ fn bulk_load(path: &Path, count: usize) -> Duration {
     start.elapsed()
 }
 
+/// The scale fixtures: 100 k tickets in every run, and with `AGENT_HANDOFF_BENCH_SCALE=1`
+/// also `AGENT_HANDOFF_BENCH_SCALE_TICKETS` (default 1 M).
+fn scale_sizes() -> Vec<usize> {
+    let mut sizes = vec![SCALE_SMALL];
+    if std::env::var("AGENT_HANDOFF_BENCH_SCALE").as_deref() == Ok("1") {
+        let big = std::env::var("AGENT_HANDOFF_BENCH_SCALE_TICKETS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        if big != SCALE_SMALL {
+            sizes.push(big);
+        }
+    }
+    sizes
+}
+
+/// `100 k`, `1 M`.
+fn count_text(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{} M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{} k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn at_scale(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
-    let count: usize = std::env::var("AGENT_HANDOFF_BENCH_SCALE_TICKETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let full = dir.join("scale-full.sqlite3");
+    // Under `cargo test --benches` (one untimed pass) a small fixture keeps the smoke test quick.
+    let sizes = if timed { scale_sizes() } else { vec![1000] };
     let empty = dir.join("scale-empty.sqlite3");
-    let took = bulk_load(&full, count);
-    let size = std::fs::metadata(&full).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "scale fixture: {count} tickets bulk-loaded in {took:.1?} ({:.2} GB)",
-        size as f64 / 1e9
-    );
-    let label = format!("{}k", count / 1000);
+    let mut stored = Vec::new();
+    for &count in &sizes {
+        let path = dir.join(format!("scale-{count}.sqlite3"));
+        let took = bulk_load(&path, count);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "scale fixture: {count} tickets bulk-loaded in {took:.1?} ({:.2} GB)",
+            size as f64 / 1e9
+        );
+        stored.push((count, path));
+    }
 
     // Bare first (our store reads the chain head when it opens, so it must come second).
     if timed {
-        let bare_full = Bare::open(&full, Synchronous::Full);
         let bare_empty = Bare::open(&empty, Synchronous::Full);
-        let rates = interleaved(
-            ROUNDS,
-            vec![
-                Box::new(|| rate(ROUND_OPS, bare_empty.one_per_tx(ROUND_OPS))),
-                Box::new(|| rate(ROUND_OPS, bare_full.one_per_tx(ROUND_OPS))),
-            ],
-        );
-        summary.ratio(
-            &format!("bare, {label} stored / empty"),
-            (&label, &rates[1]),
-            ("empty", &rates[0]),
-            None,
-        );
+        let bares: Vec<Bare> = stored
+            .iter()
+            .map(|(_, path)| Bare::open(path, Synchronous::Full))
+            .collect();
+        let mut contenders: Vec<Contender<'_>> = vec![Box::new(|| {
+            rate(ROUND_OPS, bare_empty.one_per_tx(ROUND_OPS))
+        })];
+        for bare in &bares {
+            contenders.push(Box::new(move || {
+                rate(ROUND_OPS, bare.one_per_tx(ROUND_OPS))
+            }));
+        }
+        let rates = interleaved(ROUNDS, contenders);
+        for (i, (count, _)) in stored.iter().enumerate() {
+            let label = count_text(*count);
+            summary.ratio(
+                &format!("bare, {label} stored / empty"),
+                (&label, &rates[1 + i]),
+                ("empty", &rates[0]),
+                None,
+                None,
+            );
+        }
     }
 
     let rt = current_thread();
-    let o_full = rt.block_on(ours(&full, Synchronous::Full));
     let o_empty = rt.block_on(ours(&empty, Synchronous::Full));
+    let o_stored: Vec<Ours> = stored
+        .iter()
+        .map(|(_, path)| rt.block_on(ours(path, Synchronous::Full)))
+        .collect();
     let mut g = c.benchmark_group("propose_at_scale_full");
     g.throughput(Throughput::Elements(1));
-    for (name, o) in [(label.as_str(), &o_full), ("empty", &o_empty)] {
+    let mut named: Vec<(String, &Ours)> = vec![("empty".into(), &o_empty)];
+    for ((count, _), o) in stored.iter().zip(&o_stored) {
+        named.push((count_text(*count).replace(' ', ""), o));
+    }
+    for (name, o) in &named {
         g.bench_function(format!("facade_{name}"), |b| {
             b.iter_batched(
                 || request(next_n()),
@@ -1251,28 +1441,214 @@ fn at_scale(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
     }
     g.finish();
     if timed {
-        let rates = interleaved(
-            ROUNDS,
-            vec![
-                Box::new(|| rate(ROUND_OPS, facade_serial(&rt, &o_empty.agent, ROUND_OPS))),
-                Box::new(|| rate(ROUND_OPS, facade_serial(&rt, &o_full.agent, ROUND_OPS))),
-            ],
+        let mut contenders: Vec<Contender<'_>> = Vec::new();
+        for (_, o) in &named {
+            let rt = &rt;
+            contenders.push(Box::new(move || {
+                rate(ROUND_OPS, facade_serial(rt, &o.agent, ROUND_OPS))
+            }));
+        }
+        let rates = interleaved(ROUNDS, contenders);
+        summary.cost(
+            "1 caller, FULL: facade propose, empty store",
+            &[("empty", &rates[0])],
         );
-        summary.ratio(
-            &format!("1 caller, FULL: facade propose, {label} stored / empty"),
-            (&label, &rates[1]),
-            ("empty", &rates[0]),
-            Some(0.80),
-        );
+        for (i, (count, _)) in stored.iter().enumerate() {
+            let label = count_text(*count);
+            summary.ratio(
+                &format!("1 caller, FULL: facade propose, {label} stored / empty"),
+                (&label, &rates[1 + i]),
+                ("empty", &rates[0]),
+                Some(0.80),
+                Some(Report {
+                    area: "scale",
+                    measure: &format!("propose, 1 caller, FULL, {label} tickets stored"),
+                    baseline: "empty store",
+                }),
+            );
+        }
     }
-    rt.block_on(o_full.handoff.store().shutdown()).unwrap();
     rt.block_on(o_empty.handoff.store().shutdown()).unwrap();
+    for o in &o_stored {
+        rt.block_on(o.handoff.store().shutdown()).unwrap();
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Profiling: a fixed workload and nothing else
+// ------------------------------------------------------------------------------------------
+
+/// `AGENT_HANDOFF_BENCH_PROFILE=<what>:<ops>[:<callers>]` runs only `ops` proposals of one
+/// contender — `facade`, `commit` or `bare` (one caller, FULL), or `concurrent` (`callers`
+/// tasks, default 32; `AGENT_HANDOFF_BENCH_AGENTS=one` makes them tasks of one agent) — or
+/// `ops` `ticket_by_key` reads (`read`, back to back; `coldread`, 1 ms apart), or `ops`
+/// decide → waiter wake-ups (`wakeup`), or `ops` fsyncs inline and across a thread hand-off
+/// (`handoff`), and prints the time taken; for `valgrind --tool=callgrind`, `perf record` and
+/// `perf stat`. Instructions per propose are the difference between two runs with
+/// different `ops`, divided by the difference of `ops` (which cancels the set-up).
+/// `AGENT_HANDOFF_BENCH_SYNC=normal` uses `synchronous=NORMAL`.
+fn profile(spec: &str, dir: &Path) {
+    let mut parts = spec.split(':');
+    let what = parts.next().unwrap_or_default();
+    let ops: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let callers: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(32);
+    let sync = match std::env::var("AGENT_HANDOFF_BENCH_SYNC").as_deref() {
+        Ok("normal") => Synchronous::Normal,
+        _ => Synchronous::Full,
+    };
+    let took = match what {
+        "bare" => Bare::open(&dir.join("profile.sqlite3"), sync).one_per_tx(ops),
+        "commit" => {
+            let rt = current_thread();
+            let store = rt
+                .block_on(SqliteStore::open_with(
+                    dir.join("profile.sqlite3"),
+                    SqliteOptions::new().with_synchronous(sync),
+                ))
+                .unwrap();
+            let took = commit_serial(&rt, &store, &ReviewEverything::new(), ops);
+            rt.block_on(store.shutdown()).unwrap();
+            took
+        }
+        "facade" => {
+            let rt = current_thread();
+            let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
+            let took = facade_serial(&rt, &o.agent, ops);
+            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            took
+        }
+        "concurrent" => {
+            let rt = multi_thread();
+            let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
+            let agents = match std::env::var("AGENT_HANDOFF_BENCH_AGENTS").as_deref() {
+                Ok("one") => Agents::One,
+                _ => Agents::PerCaller,
+            };
+            let took = facade_concurrent(&rt, &o.handoff, callers, ops, agents);
+            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            took
+        }
+        "read" => {
+            let rt = current_thread();
+            let store = rt
+                .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
+                .unwrap();
+            let (agent, keys) = (agent_id(), requests(ops));
+            let took = rt.block_on(async {
+                let start = Instant::now();
+                for r in &keys {
+                    let key = r.idempotency_key();
+                    assert!(store.ticket_by_key(&agent, key).await.unwrap().is_none());
+                }
+                start.elapsed()
+            });
+            rt.block_on(store.shutdown()).unwrap();
+            took
+        }
+        "coldread" => {
+            let rt = multi_thread();
+            let store = rt
+                .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
+                .unwrap();
+            let (agent, keys) = (agent_id(), requests(ops));
+            let mut took: Vec<Duration> = rt.block_on(async {
+                let mut took = Vec::new();
+                for r in &keys {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let start = Instant::now();
+                    let key = r.idempotency_key();
+                    assert!(store.ticket_by_key(&agent, key).await.unwrap().is_none());
+                    took.push(start.elapsed());
+                }
+                took
+            });
+            rt.block_on(store.shutdown()).unwrap();
+            took.sort();
+            println!(
+                "profile coldread: p50 {} p90 {} p99 {}",
+                micros(percentile(&took, 0.5)),
+                micros(percentile(&took, 0.9)),
+                micros(percentile(&took, 0.99)),
+            );
+            took.iter().sum()
+        }
+        "wakeup" => {
+            let rt = multi_thread();
+            let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
+            let (mut wake, mut decide): (Vec<_>, Vec<_>) =
+                (0..ops).map(|_| wake_once(&rt, &o)).unzip();
+            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            wake.sort();
+            decide.sort();
+            println!(
+                "profile wakeup: p50 {} p99 {} (decide alone p50 {} p99 {})",
+                micros(percentile(&wake, 0.5)),
+                micros(percentile(&wake, 0.99)),
+                micros(percentile(&decide, 0.5)),
+                micros(percentile(&decide, 0.99)),
+            );
+            wake.iter().sum()
+        }
+        "handoff" => {
+            // What the thread hand-off of a one-caller commit costs on its own: an fdatasync of
+            // a 4 KiB append done inline, and the same done on another thread for an async
+            // caller (a std channel there, a oneshot back), `ops` times each, interleaved.
+            use std::io::Write as _;
+            let rt = current_thread();
+            let mut inline = std::fs::File::create(dir.join("inline")).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+            let path = dir.join("thread");
+            std::thread::spawn(move || {
+                let mut f = std::fs::File::create(path).unwrap();
+                while let Ok(reply) = rx.recv() {
+                    f.write_all(&[0x5a; 4096]).unwrap();
+                    f.sync_data().unwrap();
+                    let _ = reply.send(());
+                }
+            });
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            for _ in 0..ops {
+                let start = Instant::now();
+                inline.write_all(&[0x5a; 4096]).unwrap();
+                inline.sync_data().unwrap();
+                a.push(start.elapsed());
+                let took = rt.block_on(async {
+                    let (reply, done) = tokio::sync::oneshot::channel();
+                    let start = Instant::now();
+                    tx.send(reply).unwrap();
+                    done.await.unwrap();
+                    start.elapsed()
+                });
+                b.push(took);
+            }
+            a.sort();
+            b.sort();
+            println!(
+                "profile handoff: inline fdatasync p50 {} p90 {}; on a thread, answered to an async caller p50 {} p90 {}",
+                micros(percentile(&a, 0.5)),
+                micros(percentile(&a, 0.9)),
+                micros(percentile(&b, 0.5)),
+                micros(percentile(&b, 0.9)),
+            );
+            Duration::from_secs(1)
+        }
+        other => panic!("AGENT_HANDOFF_BENCH_PROFILE: unknown contender `{other}`"),
+    };
+    println!(
+        "profile {what}: {ops} proposals in {took:.2?} ({})",
+        per_s(rate(ops, took))
+    );
 }
 
 fn main() {
     // Under `cargo test --benches` criterion runs each bench once; skip the timed rounds.
     let timed = std::env::args().any(|a| a == "--bench");
     let dir = TempDir::new().unwrap();
+    if let Ok(spec) = std::env::var("AGENT_HANDOFF_BENCH_PROFILE") {
+        profile(&spec, dir.path());
+        return;
+    }
     let mut c = criterion();
     let mut summary = Summary::default();
     // `AGENT_HANDOFF_BENCH_ONLY=one_caller,concurrent,wakeup,scale` runs a subset.
@@ -1301,11 +1677,13 @@ fn main() {
     if run("wakeup") {
         wakeup(&mut c, dir.path(), timed, &mut summary);
     }
-    if std::env::var("AGENT_HANDOFF_BENCH_SCALE").as_deref() != Ok("1") {
-        if timed {
-            println!("propose_at_scale: skipped (set AGENT_HANDOFF_BENCH_SCALE=1)");
+    if run("scale") {
+        if timed && std::env::var("AGENT_HANDOFF_BENCH_SCALE").as_deref() != Ok("1") {
+            println!(
+                "propose_at_scale: {} tickets only (set AGENT_HANDOFF_BENCH_SCALE=1 for 1 M)",
+                SCALE_SMALL
+            );
         }
-    } else if run("scale") {
         at_scale(&mut c, dir.path(), timed, &mut summary);
     }
     if timed {

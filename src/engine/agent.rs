@@ -323,7 +323,6 @@ impl AgentHandle {
             inner.audit_only(vec![record]).await?;
             return Err(ProposeError::Frozen { reason });
         }
-        let digest = request.digest();
         // No read before the insert: the store's unique (agent, key) constraint finds a
         // repeated key in the same transaction (`DuplicateKey` below), which saves a round
         // trip to the store on every new proposal. Replays cost no rate-limit token: a
@@ -334,7 +333,7 @@ impl AgentHandle {
                 .ticket_by_key(agent, request.idempotency_key())
                 .await?
             {
-                Some(existing) => self.replay(existing, digest).await,
+                Some(existing) => self.replay(existing, request.digest()).await,
                 None => Err(limited),
             };
         }
@@ -352,16 +351,20 @@ impl AgentHandle {
         tracing::Span::current().record("ticket", tracing::field::display(id));
         let transition = open(id, self.requester.clone(), principal, request, ruling, now);
         let ticket = transition.ticket;
+        // `open` computed the action's digest; the answer is made now so the ticket moves
+        // into the write instead of being cloned (both only matter once the commit succeeds).
+        let digest = ticket.proposed_digest();
+        let answer = self.answer(&ticket, now);
         let write = Write {
             outbox: inner.notifications(&ticket, &transition.effects, now)?,
-            ticket: Some(TicketWrite::Insert(Box::new(ticket.clone()))),
+            ticket: Some(TicketWrite::Insert(Box::new(ticket))),
             audit: transition.audit,
             ..Write::default()
         };
         match inner.store.commit(write).await {
             Ok(_) => {
                 crate::failpoint::failpoint("propose.committed");
-                Ok(self.answer(&ticket, now))
+                Ok(answer)
             }
             Err(StoreError::DuplicateKey { existing }) => {
                 // A replay, or a concurrent proposal with the same key that won the race.

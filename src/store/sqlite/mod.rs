@@ -6,7 +6,8 @@
 //! - **No blocking I/O on async threads**: one writer thread owns the only write connection
 //!   and does group commit (see `writer.rs`); reads run on a small pool of reader threads with
 //!   their own read-only connections (WAL readers never block the writer). Async callers
-//!   await a one-shot answer, on any runtime.
+//!   await a one-shot answer, on any runtime. With [`Synchronous::Normal`] a fourth kind of
+//!   thread checkpoints the WAL off the commit path (see `checkpoint.rs`).
 //! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
 //!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
 //! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
@@ -14,6 +15,7 @@
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed.
 
+mod checkpoint;
 mod codec;
 mod schema;
 mod writer;
@@ -113,6 +115,68 @@ impl SqliteOptions {
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
+/// The reader threads' queue. A read wakes exactly one idle reader (`notify_one`); with one
+/// `mpsc::Receiver` shared behind a mutex, the reader that took a job released the mutex to
+/// the next one, so every read woke two threads.
+struct ReadQueue {
+    state: Mutex<ReadState>,
+    ready: std::sync::Condvar,
+}
+
+struct ReadState {
+    jobs: std::collections::VecDeque<ReadJob>,
+    /// Set when the store is dropped: readers finish the queued jobs, then exit.
+    closed: bool,
+}
+
+impl ReadQueue {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(ReadState {
+                jobs: std::collections::VecDeque::new(),
+                closed: false,
+            }),
+            ready: std::sync::Condvar::new(),
+        }
+    }
+
+    fn push(&self, job: ReadJob) {
+        lock(&self.state).jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job, or `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<ReadJob> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The store's handle on its readers: closes the queue when the store goes away.
+struct Readers(Arc<ReadQueue>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The bundled SQLite [`Store`].
 ///
 /// ```
@@ -128,7 +192,7 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct SqliteStore {
     path: Option<PathBuf>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    readers: Option<Mutex<mpsc::Sender<ReadJob>>>,
+    readers: Option<Readers>,
     listeners: Arc<Mutex<Vec<Listener>>>,
 }
 
@@ -165,11 +229,12 @@ impl SqliteStore {
         )
         .await?;
         // Readers open after the writer has migrated the schema.
-        let (tx, rx) = mpsc::channel::<ReadJob>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(ReadQueue::new());
+        // Dropped on an early return below: the readers already started then exit.
+        let readers = Readers(Arc::clone(&queue));
         let mut ready = Vec::with_capacity(options.readers);
         for i in 0..options.readers {
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             let (path, busy_timeout) = (path.clone(), options.busy_timeout);
             let (ready_tx, ready_rx) = oneshot::channel();
             ready.push(ready_rx);
@@ -189,12 +254,11 @@ impl SqliteStore {
                         }
                         Err(e) => return ready_tx.send(Err(e)),
                     };
-                    loop {
-                        let job = lock(&rx).recv();
-                        match job {
-                            Ok(job) => job(&conn),
-                            Err(_) => break,
-                        }
+                    while let Some(job) = queue.pop() {
+                        // A panicking read drops its reply (the caller sees `Closed`); the
+                        // thread goes on serving the others.
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
                     }
                 })
                 .map_err(StoreError::backend)?;
@@ -203,7 +267,7 @@ impl SqliteStore {
             r.await.ok_or(StoreError::Closed)??;
         }
         Ok(Self {
-            readers: Some(Mutex::new(tx)),
+            readers: Some(readers),
             ..store
         })
     }
@@ -233,6 +297,7 @@ impl SqliteStore {
         let listeners: Arc<Mutex<Vec<Listener>>> = Arc::default();
         let l = Arc::clone(&listeners);
         let file_backed = path.is_some();
+        let checkpoint_path = path.clone();
         std::thread::Builder::new()
             .name("agent-handoff-writer".into())
             .spawn(move || {
@@ -246,11 +311,34 @@ impl SqliteStore {
                     )?;
                     schema::migrate(&mut conn)?;
                     let (head, last_commit) = writer::load_tail(&conn)?;
-                    Ok::<_, StoreError>((conn, head, last_commit))
+                    // With `synchronous=NORMAL` a file's WAL is checkpointed by a thread of
+                    // its own, and the writer's automatic checkpoint is the backstop; with
+                    // FULL the writer checkpoints (see `checkpoint.rs` for why).
+                    let checkpointer = match &checkpoint_path {
+                        Some(path) if options.synchronous == Synchronous::Normal => {
+                            let ckpt = checkpoint::open(path, |c| {
+                                schema::configure(
+                                    c,
+                                    options.synchronous,
+                                    options.busy_timeout,
+                                    true,
+                                )
+                            })?;
+                            conn.pragma_update(
+                                None,
+                                "wal_autocheckpoint",
+                                checkpoint::BACKSTOP_PAGES,
+                            )
+                            .map_err(sql_err)?;
+                            Some(checkpoint::Checkpointer::start(ckpt)?)
+                        }
+                        _ => None,
+                    };
+                    Ok::<_, StoreError>((conn, head, last_commit, checkpointer))
                 })();
                 match setup {
                     Err(e) => ready_tx.send(Err(e)),
-                    Ok((conn, head, last_commit)) => {
+                    Ok((conn, head, last_commit, checkpointer)) => {
                         ready_tx.send(Ok(()));
                         Writer {
                             conn,
@@ -259,6 +347,8 @@ impl SqliteStore {
                             clock: options.clock,
                             max_batch: options.max_batch,
                             listeners: l,
+                            checkpointer,
+                            refusals: false,
                         }
                         .run(rx);
                     }
@@ -288,9 +378,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         match &self.readers {
-            Some(readers) => lock(readers)
-                .send(Box::new(move |conn: &Connection| tx.send(f(conn))))
-                .map_err(|_| StoreError::Closed)?,
+            Some(readers) => readers
+                .0
+                .push(Box::new(move |conn: &Connection| tx.send(f(conn)))),
             None => self.send(Job::Run(Box::new(move |conn: &mut Connection| {
                 tx.send(f(conn))
             })))?,
