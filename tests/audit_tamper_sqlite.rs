@@ -1211,7 +1211,8 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
         h.store().shutdown().await.unwrap();
     }
     // (tampers, the error expected): seqs chosen on both sides of the page boundary 4 096.
-    let cases: [(&[(&str, i64)], fn(&VerifyError) -> bool); 4] = [
+    type Case = (&'static [(&'static str, i64)], fn(&VerifyError) -> bool);
+    let cases: [Case; 4] = [
         (&[("misfile", 9_000)], |e| {
             matches!(e, VerifyError::Misfiled { seq: 9_000 })
         }),
