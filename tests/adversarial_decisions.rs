@@ -51,7 +51,9 @@
 //! `ADVERSARIAL_SEED=<u64>` replays a run (a failure prints its seed);
 //! `ADVERSARIAL_FLOOD_LIMIT=<n>` sets the coalescing budget per minute (default 8).
 
+mod rng;
 mod support;
+use rng::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -101,40 +103,6 @@ const BATCH: u64 = 250;
 
 /// One control in about this many attempts.
 const CONTROL_EVERY: u64 = 10;
-
-/// SplitMix64: small, seeded, good enough to pick cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        assert!(n > 0);
-        (self.next() % n as u64) as usize
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        for b in &mut out {
-            *b = self.next() as u8;
-        }
-        out
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The people and the deployment.
@@ -893,12 +861,12 @@ impl Run {
 
     /// Any ticket of the batch.
     fn any_ticket(&mut self, b: &Batch) -> TicketId {
-        b.tickets[self.rng.below(b.tickets.len())].id
+        b.tickets[self.rng.index(b.tickets.len())].id
     }
 
     /// A credential of nobody.
     fn forged_credential(&mut self) -> (Credential, &'static str) {
-        match self.rng.below(4) {
+        match self.rng.index(4) {
             0 => (
                 Credential::token(format!(
                     "aht_{}",
@@ -946,10 +914,10 @@ impl Run {
             };
             self.mint(b, id, bound, VerdictKind::Approve)
         };
-        let (token, how) = match self.rng.below(6) {
+        let (token, how) = match self.rng.index(6) {
             0 => {
                 let dot = base.token.rfind('.').unwrap();
-                let i = dot + 1 + self.rng.below(42);
+                let i = dot + 1 + self.rng.index(42);
                 let mut bytes = base.token.clone().into_bytes();
                 let cur = bytes[i];
                 bytes[i] = loop {
@@ -964,9 +932,9 @@ impl Run {
                 )
             }
             1 => {
-                let bit = self.rng.below(8);
-                let region = self.rng.below(3);
-                let pick = self.rng.below(32);
+                let bit = self.rng.index(8);
+                let region = self.rng.index(3);
+                let pick = self.rng.index(32);
                 let token = edit_payload(&base.token, |p| {
                     let t = ticket_offset(p);
                     // ticket 16, verdict 1, issued 8, expires 8, nonce 16, digest 32.
@@ -981,12 +949,12 @@ impl Run {
             }
             2 => {
                 // Never empty: a missing token is its own case (`feishu_no_decision_token`).
-                let len = 1 + self.rng.below(base.token.len() - 1);
+                let len = 1 + self.rng.index(base.token.len() - 1);
                 (base.token[..len].to_owned(), "truncated")
             }
             3 => {
-                let junk = match self.rng.below(4) {
-                    0 => (0..1 + self.rng.below(119))
+                let junk = match self.rng.index(4) {
+                    0 => (0..1 + self.rng.index(119))
                         .map(|_| (b' ' + (self.rng.next() % 95) as u8) as char)
                         .collect(),
                     1 => format!(
@@ -995,7 +963,7 @@ impl Run {
                         URL_SAFE_NO_PAD.encode(self.rng.bytes::<32>())
                     ),
                     2 => format!("ah1.{}", URL_SAFE_NO_PAD.encode(self.rng.bytes::<64>())),
-                    _ => "A".repeat(1025 + self.rng.below(500)),
+                    _ => "A".repeat(1025 + self.rng.index(500)),
                 };
                 (junk, "junk")
             }
@@ -1224,7 +1192,7 @@ impl Run {
                     .filter(|p| !eligible(p, tk.kind))
                     .collect();
                 let who = self.rng.pick(&who);
-                let verdict = match self.rng.below(4) {
+                let verdict = match self.rng.index(4) {
                     0 => Verdict::Approve,
                     1 => Verdict::Reject {
                         feedback: "no".into(),
@@ -1302,12 +1270,12 @@ impl Run {
                 let t = &b.cache[&id];
                 let (expected, how) = if t.material_version() > 1 && !self.rng.one_in(4) {
                     (
-                        1 + self.rng.below(t.material_version() as usize - 1) as u64,
+                        1 + self.rng.index(t.material_version() as usize - 1) as u64,
                         "version before the last material change",
                     )
                 } else {
                     (
-                        t.version() + 1 + self.rng.below(5) as u64,
+                        t.version() + 1 + self.rng.index(5) as u64,
                         "version from the future",
                     )
                 };
@@ -1485,11 +1453,11 @@ impl Run {
             (_, Kind::Expired) => {
                 #[cfg(feature = "feishu")]
                 if entry == Entry::Feishu {
-                    match self.rng.below(3) {
+                    match self.rng.index(3) {
                         0 => {
                             // Correctly signed, outside the timestamp window.
                             let body = self.feishu_body("ou_alice", None);
-                            let off = TOLERANCE_SECS + 2 + self.rng.below(3600) as i64;
+                            let off = TOLERANCE_SECS + 2 + self.rng.index(3600) as i64;
                             let ts = if self.rng.one_in(2) {
                                 now.as_unix_seconds() - off
                             } else {
@@ -1533,16 +1501,16 @@ impl Run {
                         _ => {}
                     }
                 }
-                let (link, how) = match self.rng.below(3) {
+                let (link, how) = match self.rng.index(3) {
                     0 if !b.early.is_empty() => (
-                        b.early[self.rng.below(b.early.len())].clone(),
+                        b.early[self.rng.index(b.early.len())].clone(),
                         "link past its expiry",
                     ),
                     1 => {
                         let id = self.any_ticket(b);
                         let digest = self.current_digest(b, id);
                         let expires = now.saturating_sub(Duration::from_millis(
-                            1 + self.rng.below(600_000) as u64,
+                            1 + self.rng.index(600_000) as u64,
                         ));
                         let ring = self.env.ring.clone();
                         let link = self.sign(
@@ -1560,7 +1528,7 @@ impl Run {
                         let id = self.any_ticket(b);
                         let digest = self.current_digest(b, id);
                         let issued = now.saturating_add(Duration::from_millis(
-                            61_000 + self.rng.below(3_600_000) as u64,
+                            61_000 + self.rng.index(3_600_000) as u64,
                         ));
                         let ring = self.env.ring.clone();
                         let link = self.sign(
@@ -1789,7 +1757,7 @@ impl Run {
             (_, Kind::WrongDigest) => {
                 let id = self.any_ticket(b);
                 let current = self.current_digest(b, id);
-                let (digest, how) = match self.rng.below(3) {
+                let (digest, how) = match self.rng.index(3) {
                     0 => {
                         let others: Vec<TicketId> = b
                             .tickets
@@ -1983,7 +1951,7 @@ impl Run {
         };
         let token = target.as_ref().map(|l| l.token.clone());
         let ts = now.as_unix_seconds();
-        match self.rng.below(7) {
+        match self.rng.index(7) {
             0 => {
                 let body = self.feishu_body("ou_alice", token.as_deref());
                 let mut headers = self.feishu_headers(&self.env.feishu.key.clone(), ts, &body);
@@ -2027,7 +1995,7 @@ impl Run {
             3 => {
                 let body = self.feishu_body("ou_alice", token.as_deref());
                 let mut headers = self.feishu_headers(&self.env.feishu.key.clone(), ts, &body);
-                headers.remove(self.rng.below(3));
+                headers.remove(self.rng.index(3));
                 Some(mk(
                     "a signature header missing",
                     Op::Feishu { headers, body },
@@ -2081,7 +2049,7 @@ impl Run {
         let entry = self.rng.pick(ENTRIES);
         // A link left unspent by a forged credential, used by its rightful holder.
         if entry == Entry::Token && !b.unspent.is_empty() && self.rng.one_in(2) {
-            let link = b.unspent[self.rng.below(b.unspent.len())].clone();
+            let link = b.unspent[self.rng.index(b.unspent.len())].clone();
             let holders: Vec<&'static str> = match link.bound {
                 Some(p) => vec![p],
                 None => ["alice", "bob", "carol", "dave"].to_vec(),
@@ -2639,7 +2607,7 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
     let env = Env::new(flood_limit).await;
     let mut run = Run {
         env,
-        rng: Rng(seed),
+        rng: Rng::new(seed),
         seed,
         flood: FloodModel {
             limit: flood_limit,

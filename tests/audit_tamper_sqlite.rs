@@ -45,7 +45,9 @@
 
 #![cfg(feature = "sqlite")]
 
+mod rng;
 mod support;
+use rng::Rng;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,33 +73,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
             .parse()
             .unwrap_or_else(|_| panic!("{name} must be an unsigned integer, got `{v}`")),
         Err(_) => default,
-    }
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        assert!(lo <= hi);
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn bytes32(&mut self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for b in &mut out {
-            *b = self.next() as u8;
-        }
-        out
     }
 }
 
@@ -581,7 +556,7 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
                 .map(|e| e.seq)
                 .collect();
             let k = with_ticket[pick(rng, 0, with_ticket.len() as u64 - 1) as usize];
-            let other = uuid::Uuid::from_bytes(rng.bytes32()[..16].try_into().unwrap());
+            let other = uuid::Uuid::from_bytes(rng.bytes::<32>()[..16].try_into().unwrap());
             let to_none = rng.range(0, 3) == 0;
             let bytes = edit_json(&at(k).bytes, |m| {
                 m.insert(
@@ -621,7 +596,7 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
             if rng.range(0, 1) == 0 {
                 hash[rng.range(0, 31) as usize] ^= 1 << rng.range(0, 7);
             } else {
-                hash = rng.bytes32();
+                hash = rng.bytes::<32>();
             }
             conn.execute(
                 "UPDATE audit_events SET hash = ?1 WHERE seq = ?2",
@@ -717,7 +692,7 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
             let hash = if t == Tamper::InsertedLinked {
                 link(&prev, k, &bytes)
             } else {
-                rng.bytes32()
+                rng.bytes::<32>()
             };
             shift(conn, k, 1);
             insert(
@@ -1003,7 +978,7 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
         h.store().shutdown().await.unwrap();
     }
 
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut by_kind: BTreeMap<Tamper, u64> = BTreeMap::new();
     for i in 0..cases {
         // Every kind at both ends of its range first, then anything anywhere.

@@ -39,6 +39,8 @@
 #![cfg(all(feature = "failpoints", feature = "sqlite"))]
 
 mod common;
+mod rng;
+use rng::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -76,26 +78,6 @@ struct Op {
     outbox: u64,
     decisions: u64,
     nonce: String,
-}
-
-/// Minimal deterministic PRNG (xorshift64*), so a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

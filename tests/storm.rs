@@ -61,7 +61,9 @@
 //! Each test prints its figures (operations, answers by kind, final states, elapsed time);
 //! nothing asserts on time.
 
+mod rng;
 mod support;
+use rng::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -158,33 +160,6 @@ impl Cfg {
             tickets: var("STORM_TICKETS", 128).max(1) as usize,
             procs: var("STORM_PROCS", 3).max(1) as usize,
             seed: var("STORM_SEED", 1),
-        }
-    }
-}
-
-/// Minimal deterministic PRNG (xorshift64*), so a seed replays the same plan.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
         }
     }
 }
