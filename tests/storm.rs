@@ -2297,21 +2297,16 @@ async fn an_engine_whose_clock_lags_the_files_commits_refuses_a_late_vote_as_pas
     assert_eq!(stored.state().name(), StateName::Expired);
 }
 
-/// `wait` on a ticket whose grant's end has passed by the waiter's clock, when the waiter's
-/// read races a begin that committed before that end (its commit time was taken before the
-/// clock passed the end; its transaction was not yet visible when the waiter read). Found by
-/// the multi-process storm (`wait` answered `Expired` for approvals that were used or
-/// cancelled); reproduced here with a read answered from the snapshot before the begin.
-///
-/// Expected: the waiter answers from the durable record (`Closed(Executing)`), as it does for
-/// a pending ticket, whose expiry `wait` persists (serialised with the racing write) before
-/// answering. Found before the fix: for an approved ticket `wait` answers `Expired` ("the approval lapsed
-/// unused") from its read alone, although the approval was used. An agent that trusts the
-/// answer and proposes again under a fresh key may run the action a second time. The fix
-/// belongs in `Handoff::wait_for` (`src/engine/agent.rs`): persist the expiry for every stored
-/// state whose view differs (`expire` handles approved tickets too), then read again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
+/// An approval used in time, and the next `ticket()` read answered from the snapshot before
+/// that use: the race of a reader whose read lost to a begin committed just before the grant's
+/// end, reproduced deterministically. The clock stands at the grant's end; the lease (until 6
+/// minutes) still runs. Returns the harness, the agent, the ticket and its permit.
+async fn used_approval_read_stale() -> (
+    support::Harness,
+    AgentHandle,
+    TicketId,
+    agent_handoff::Permit,
+) {
     use support::{request, Harness, Setup, MIN};
     let h = Harness::with(Setup {
         interpose: true,
@@ -2327,15 +2322,32 @@ async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
     let approved = h.ticket(id).await;
     h.clock.advance(MIN);
     let permit = agent.begin(grant, BTreeMap::new()).await.unwrap();
-    // The grant's end passes; the lease (until 6 minutes) still runs.
     h.clock.set(valid_until);
-    // The waiter's read races the begin's commit: it still sees the approval.
     h.interpose.as_ref().unwrap().serve_once(approved);
+    (h, agent, id, permit)
+}
+
+/// `wait` on a ticket whose grant's end has passed by the waiter's clock, when the waiter's
+/// read races a begin that committed before that end (its commit time was taken before the
+/// clock passed the end; its transaction was not yet visible when the waiter read). Found by
+/// the multi-process storm (`wait` answered `Expired` for approvals that were used or
+/// cancelled).
+///
+/// Expected: the waiter answers from the durable record (`Closed(Executing)`), as it does for
+/// a pending ticket, whose expiry `wait` persists (serialised with the racing write) before
+/// answering. Found before the fix: for an approved ticket `wait` answered `Expired` ("the
+/// approval lapsed unused") from its read alone, although the approval was used; an agent
+/// that trusted the answer and proposed again under a fresh key could run the action twice.
+/// Fixed in `Handoff::wait_for`: the expiry is persisted for every stored state whose view
+/// differs, then the ticket is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
+    let (h, agent, id, permit) = used_approval_read_stale().await;
     let pending = PendingTicket {
         id,
-        deadline: valid_until,
+        deadline: h.now(),
     };
-    let decision = agent.wait(&pending, MIN).await.unwrap();
+    let decision = agent.wait(&pending, support::MIN).await.unwrap();
     assert!(
         matches!(decision, Decision::Closed(StateName::Executing)),
         "the approval was used: the wait must not answer {decision:?}"
@@ -2346,30 +2358,16 @@ async fn a_wait_never_answers_expired_for_an_approval_that_was_used() {
     agent.finish(permit, outcome).await.unwrap();
 }
 
-/// The same race through a replayed `propose`: the replay's read of the existing ticket still
-/// shows the approval whose grant has ended, while the begin that used it has committed.
-/// Answering `Closed(Expired)` there would tell the agent its approval lapsed unused; the
-/// replay persists the expiry first (which finds the ticket executing) and answers from the
-/// record.
+/// The same race through a replayed `propose`: answering `Closed(Expired)` would tell the
+/// agent its approval lapsed unused; the replay persists the expiry first (which finds the
+/// ticket executing) and answers from the record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_proposal_never_answers_expired_for_an_approval_that_was_used() {
-    use support::{request, Harness, Setup, MIN};
-    let h = Harness::with(Setup {
-        interpose: true,
-        ..Setup::default()
-    })
-    .await;
-    let agent = h.handoff.agent(agent_id("ops-agent"), None);
-    let Proposal::Allowed(grant) = agent.propose(request("db.read", "used")).await.unwrap() else {
-        panic!("db.read is allowed");
-    };
-    let (id, valid_until) = (grant.ticket(), grant.valid_until());
-    let approved = h.ticket(id).await;
-    h.clock.advance(MIN);
-    let permit = agent.begin(grant, BTreeMap::new()).await.unwrap();
-    h.clock.set(valid_until);
-    h.interpose.as_ref().unwrap().serve_once(approved);
-    let replay = agent.propose(request("db.read", "used")).await.unwrap();
+    let (_h, agent, id, permit) = used_approval_read_stale().await;
+    let replay = agent
+        .propose(support::request("db.read", "used"))
+        .await
+        .unwrap();
     assert!(
         matches!(
             replay,
