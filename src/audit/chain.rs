@@ -3,11 +3,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::record::{Actor, AuditRecord};
-use crate::action::{canonical_json, parse_strict_json};
+use crate::action::{parse_strict_json, write_canonical, write_string};
 
 /// The largest sequence number a chain can reach (`i64::MAX`): stores keep sequence numbers in
 /// signed 64-bit integer columns.
@@ -340,7 +340,7 @@ impl Chain {
             Some(seq) if seq <= MAX_SEQ => seq,
             _ => return Err(ChainFull { seq: self.head.seq }),
         };
-        let bytes = canonical_json(&canonical_value(seq, &record));
+        let bytes = canonical_bytes(seq, &record);
         let prev_hash = self.head.hash;
         let hash = ChainHash::link(&prev_hash, seq, &bytes);
         self.head = ChainHead { seq, hash };
@@ -356,10 +356,54 @@ impl Chain {
     }
 }
 
-/// The JSON object whose canonical form is hashed. Built by hand (not through `Serialize`) so
-/// that appending cannot fail; `actor_value` mirrors `Actor`'s serde form (tested).
+/// The canonical JSON (RFC 8785) of the event, the bytes that are hashed: written directly,
+/// members in their canonical order (`actor`, `at`, `data`, `kind`, `seq`, `ticket`), so
+/// appending neither copies the record's data nor can fail. It equals
+/// `canonical_json(&canonical_value(seq, record))` (tested), and `actor`'s members mirror
+/// `Actor`'s serde form (tested).
+fn canonical_bytes(seq: u64, record: &AuditRecord) -> Vec<u8> {
+    use std::io::Write as _;
+    let (tag, id) = actor_parts(&record.actor);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"actor\":{");
+    if let Some(id) = id {
+        out.extend_from_slice(b"\"id\":");
+        write_string(id, &mut out);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"type\":");
+    write_string(tag, &mut out);
+    // Writing to a Vec cannot fail; integers are canonical as plain decimals.
+    let _ = write!(out, "}},\"at\":{},\"data\":", record.at.as_unix_millis());
+    write_canonical(&record.data, &mut out);
+    out.extend_from_slice(b",\"kind\":");
+    write_string(&record.kind, &mut out);
+    let _ = write!(out, ",\"seq\":{seq},\"ticket\":");
+    match &record.ticket {
+        Some(ticket) => write_string(&ticket.to_string(), &mut out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
+}
+
+/// `Actor`'s serde tag and id.
+fn actor_parts(actor: &Actor) -> (&'static str, Option<&str>) {
+    match actor {
+        Actor::Agent(id) => ("agent", Some(id.as_str())),
+        Actor::Reviewer(id) => ("reviewer", Some(id.as_str())),
+        Actor::Operator(id) => ("operator", Some(id.as_str())),
+        Actor::Policy => ("policy", None),
+        Actor::System => ("system", None),
+        Actor::Unauthenticated => ("unauthenticated", None),
+    }
+}
+
+/// The JSON object whose canonical form is hashed, as a value: the reference
+/// [`canonical_bytes`] is tested against.
+#[cfg(test)]
 fn canonical_value(seq: u64, record: &AuditRecord) -> Value {
-    let mut object = Map::new();
+    let mut object = serde_json::Map::new();
     object.insert("actor".into(), actor_value(&record.actor));
     object.insert("at".into(), Value::from(record.at.as_unix_millis()));
     object.insert("data".into(), record.data.clone());
@@ -375,16 +419,10 @@ fn canonical_value(seq: u64, record: &AuditRecord) -> Value {
     Value::Object(object)
 }
 
+#[cfg(test)]
 fn actor_value(actor: &Actor) -> Value {
-    let (tag, id) = match actor {
-        Actor::Agent(id) => ("agent", Some(id.as_str())),
-        Actor::Reviewer(id) => ("reviewer", Some(id.as_str())),
-        Actor::Operator(id) => ("operator", Some(id.as_str())),
-        Actor::Policy => ("policy", None),
-        Actor::System => ("system", None),
-        Actor::Unauthenticated => ("unauthenticated", None),
-    };
-    let mut object = Map::new();
+    let (tag, id) = actor_parts(actor);
+    let mut object = serde_json::Map::new();
     if let Some(id) = id {
         object.insert("id".into(), Value::from(id));
     }
@@ -441,6 +479,65 @@ mod tests {
         for actor in actors {
             assert_eq!(actor_value(&actor), serde_json::to_value(&actor).unwrap());
         }
+    }
+
+    #[test]
+    fn canonical_bytes_equal_the_canonical_form_of_the_event_value() {
+        use crate::TicketId;
+        let actors = [
+            Actor::Agent(AgentId::new("bot").unwrap()),
+            Actor::Reviewer(PersonId::new("alice").unwrap()),
+            Actor::Operator(PersonId::new("olga").unwrap()),
+            Actor::Policy,
+            Actor::System,
+            Actor::Unauthenticated,
+        ];
+        let data = [
+            serde_json::json!(null),
+            serde_json::json!({}),
+            serde_json::json!({"z": [1, 2.5, -3e-7, 1e30], "a": {"é": "\u{2028}\"\\", "€": true, "a": null}}),
+            serde_json::json!("a string with \u{1F600} and \u{0001}"),
+        ];
+        let tickets = [None, Some(TicketId::from_uuid(uuid::Uuid::from_u128(42)))];
+        for (i, actor) in actors.iter().enumerate() {
+            for (j, data) in data.iter().enumerate() {
+                for ticket in tickets {
+                    let record = AuditRecord {
+                        ticket,
+                        at: Timestamp::from_unix_millis(1_700_000_000_000 - (i * j) as i64 * 7),
+                        kind: if j % 2 == 0 {
+                            "voted"
+                        } else {
+                            "kind \"quoted\""
+                        }
+                        .into(),
+                        actor: actor.clone(),
+                        data: data.clone(),
+                    };
+                    for seq in [1, 9_007_199_254_740_991] {
+                        assert_eq!(
+                            String::from_utf8(canonical_bytes(seq, &record)).unwrap(),
+                            String::from_utf8(crate::action::canonical_json(&canonical_value(
+                                seq, &record
+                            )))
+                            .unwrap(),
+                        );
+                    }
+                }
+            }
+        }
+        // Before the epoch too.
+        let record = AuditRecord {
+            ticket: None,
+            at: Timestamp::from_unix_millis(-5),
+            kind: "x".into(),
+            actor: Actor::System,
+            data: serde_json::json!(1),
+        };
+        assert_eq!(
+            canonical_bytes(3, &record),
+            crate::action::canonical_json(&canonical_value(3, &record))
+        );
     }
 
     #[test]
