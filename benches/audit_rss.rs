@@ -32,7 +32,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_handoff::action::{ActionRequest, Environment, Requester};
+use agent_handoff::action::Requester;
 use agent_handoff::audit::AuditRecord;
 use agent_handoff::backend::Write;
 use agent_handoff::policy::Policy;
@@ -44,7 +44,10 @@ use tempfile::TempDir;
 
 #[path = "support/headline.rs"]
 mod headline;
+#[path = "support/refund.rs"]
+mod refund;
 use headline::{duration, kib, per_second, report, Goal};
+use refund::request;
 
 /// The child's mode: the database to verify.
 const CHILD: &str = "AGENT_HANDOFF_RSS_CHILD";
@@ -71,21 +74,6 @@ then.review = { approvals = 1, groups = ["ops"], deadline = "1h", approval_ttl =
 
 fn policy() -> Policy {
     Policy::from_toml(POLICY).expect("the bench policy loads")
-}
-
-fn request(n: u64) -> ActionRequest {
-    ActionRequest::builder("db.row.update", format!("refund-order-{n:012}"))
-        .target("postgres://prod/orders")
-        .parameters(serde_json::json!({
-            "table": "orders",
-            "id": format!("{n:012}"),
-            "set": { "status": "refunded", "refund_minor_units": 4_999, "currency": "EUR" },
-        }))
-        .environment(Environment::Production)
-        .reason("the customer asked for a refund within the 30-day window (ticket CS-1842)")
-        .precondition("orders.status", serde_json::json!("paid"))
-        .build()
-        .expect("a valid request")
 }
 
 /// The audit records a real propose of request `n` chains (one `proposed` record).

@@ -55,7 +55,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_handoff::action::{ActionRequest, Environment, Requester};
+use agent_handoff::action::{ActionRequest, Requester};
 use agent_handoff::audit::{AuditEvent, AuditRecord, Chain};
 use agent_handoff::backend::{TicketWrite, Write};
 use agent_handoff::policy::{
@@ -73,6 +73,10 @@ use rusqlite::{params, Connection};
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
+
+#[path = "support/refund.rs"]
+mod refund;
+use refund::request;
 
 /// The schema our store creates, applied as is to the baseline's databases.
 const SCHEMA: &str = concat!(
@@ -112,22 +116,6 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 
 fn next_n() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A realistic production write: a refund on an order, with a reason and a precondition.
-fn request(n: u64) -> ActionRequest {
-    ActionRequest::builder("db.row.update", format!("refund-order-{n:012}"))
-        .target("postgres://prod/orders")
-        .parameters(serde_json::json!({
-            "table": "orders",
-            "id": format!("{n:012}"),
-            "set": { "status": "refunded", "refund_minor_units": 4_999, "currency": "EUR" },
-        }))
-        .environment(Environment::Production)
-        .reason("the customer asked for a refund within the 30-day window (ticket CS-1842)")
-        .precondition("orders.status", serde_json::json!("paid"))
-        .build()
-        .expect("a valid request")
 }
 
 fn requests(count: usize) -> Vec<ActionRequest> {
