@@ -290,6 +290,17 @@ enum Entry {
     Feishu,
 }
 
+impl Entry {
+    /// The people who can present a decision through this entry (Feishu needs an `open_id`).
+    fn people(self) -> &'static [&'static str] {
+        match self {
+            #[cfg(feature = "feishu")]
+            Entry::Feishu => ON_FEISHU,
+            _ => EVERYONE,
+        }
+    }
+}
+
 const ENTRIES: &[Entry] = &[
     Entry::Credential,
     Entry::Token,
@@ -1424,14 +1435,7 @@ impl Run {
                 // spender only.
                 let presenter = match link.bound {
                     Some(_) if self.rng.one_in(3) => {
-                        #[cfg(feature = "feishu")]
-                        let pool = if entry == Entry::Feishu {
-                            ON_FEISHU
-                        } else {
-                            EVERYONE
-                        };
-                        #[cfg(not(feature = "feishu"))]
-                        let pool = EVERYONE;
+                        let pool = entry.people();
                         self.rng.pick(pool)
                     }
                     _ => spender,
@@ -1600,14 +1604,7 @@ impl Run {
                     return None;
                 }
                 let (id, bound) = self.rng.pick(&choices);
-                #[cfg(feature = "feishu")]
-                let pool = if entry == Entry::Feishu {
-                    ON_FEISHU
-                } else {
-                    EVERYONE
-                };
-                #[cfg(not(feature = "feishu"))]
-                let pool = EVERYONE;
+                let pool = entry.people();
                 let others: Vec<&'static str> =
                     pool.iter().copied().filter(|p| *p != bound).collect();
                 let presenter = self.rng.pick(&others);
@@ -1635,14 +1632,7 @@ impl Run {
                 Some(a)
             }
             (_, Kind::WrongGroup) => {
-                #[cfg(feature = "feishu")]
-                let pool = if entry == Entry::Feishu {
-                    ON_FEISHU
-                } else {
-                    EVERYONE
-                };
-                #[cfg(not(feature = "feishu"))]
-                let pool = EVERYONE;
+                let pool = entry.people();
                 let ids = b.pending(now, |t| pool.iter().any(|p| !eligible(p, t.kind)));
                 if ids.is_empty() {
                     return None;
@@ -1712,14 +1702,7 @@ impl Run {
             }
             (_, Kind::StaleVersion) => {
                 // A link minted before a reviewer edited the action.
-                #[cfg(feature = "feishu")]
-                let pool = if entry == Entry::Feishu {
-                    ON_FEISHU
-                } else {
-                    EVERYONE
-                };
-                #[cfg(not(feature = "feishu"))]
-                let pool = EVERYONE;
+                let pool = entry.people();
                 let choices: Vec<(usize, &'static str)> = b
                     .pre_edit
                     .iter()
@@ -1781,14 +1764,7 @@ impl Run {
                         "random digest, genuinely signed",
                     ),
                 };
-                #[cfg(feature = "feishu")]
-                let pool = if entry == Entry::Feishu {
-                    ON_FEISHU
-                } else {
-                    EVERYONE
-                };
-                #[cfg(not(feature = "feishu"))]
-                let pool = EVERYONE;
+                let pool = entry.people();
                 let who = self.rng.pick(pool);
                 let bound = if self.rng.one_in(2) { Some(who) } else { None };
                 let ring = self.env.ring.clone();
@@ -1813,14 +1789,7 @@ impl Run {
                 Some(a)
             }
             (_, Kind::WrongTicket) => {
-                #[cfg(feature = "feishu")]
-                let pool = if entry == Entry::Feishu {
-                    ON_FEISHU
-                } else {
-                    EVERYONE
-                };
-                #[cfg(not(feature = "feishu"))]
-                let pool = EVERYONE;
+                let pool = entry.people();
                 let who = self.rng.pick(pool);
                 if self.rng.one_in(2) {
                     // A token for a ticket the store does not hold, genuinely signed.
