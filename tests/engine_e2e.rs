@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_handoff::action::Requester;
 use agent_handoff::audit::{Actor, AuditEvent};
 use agent_handoff::policy::Outcome;
 use agent_handoff::ticket::{
@@ -1455,7 +1456,7 @@ async fn run_executes_the_closure_exactly_once_with_the_approved_action() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();
@@ -1533,7 +1534,7 @@ async fn run_records_the_closures_error_as_a_failed_execution() {
     }
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();

@@ -17,6 +17,6 @@ pub use identity::{
 };
 pub use store::{
     CommitListener, Committed, DecisionRow, NonceUse, OutboxEntry, OutboxOutcome, OutboxRow,
-    OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
+    OutboxStatus, OutboxUpdate, Rebase, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
     TicketPage, TicketWrite, Write,
 };

@@ -2,13 +2,14 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::action::IdempotencyKey;
+use crate::action::{IdempotencyKey, Requester};
 use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
 use crate::ticket::{StateName, Ticket};
@@ -20,6 +21,20 @@ use crate::timestamp::Timestamp;
 /// on its version), the audit records (chained onto the current head by the store), outbox rows
 /// and single-use nonces — all or nothing. Implementations must pass the conformance suite in
 /// `tests/common/store_conformance.rs` unchanged.
+///
+/// What a store must do besides, each enforced by that suite:
+///
+/// - **Idempotency scope.** One ticket per (requester, idempotency key), where the requester is
+///   the agent *and* the principal it acts for, "no principal" being a value of its own (two
+///   proposals of one key without a principal are one ticket: a `UNIQUE` index over a `NULL`
+///   column would let both in). [`StoreError::DuplicateKey`] names the ticket of the same
+///   requester only; a key used by another requester is no conflict.
+/// - **Rebase.** A write carrying a [`Rebase`] whose [`TicketWrite::Update`] finds the ticket
+///   at another version is recomputed on the ticket as committed (see [`Write::rebase`]), so
+///   writes that commute (reviewers' votes) never lose a compare-and-swap to each other.
+/// - **Nonces.** A write is refused with [`StoreError::TooLate`] when committed at or after
+///   the expiry of any nonce it consumes, so a nonce past its expiry can never be consumed
+///   again and [`prune_nonces`](Store::prune_nonces) may forget it.
 ///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
 #[async_trait]
@@ -34,10 +49,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A ticket by id.
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
 
-    /// A ticket by its idempotency key, scoped to the proposing agent.
+    /// A ticket by its idempotency key, scoped to the whole requester: the proposing agent and
+    /// the principal it acts for (`None` is a principal of its own, not a wildcard). Another
+    /// requester's ticket under the same key is never returned.
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError>;
 
@@ -101,6 +118,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         channel: &str,
     ) -> Result<Option<Value>, StoreError>;
 
+    /// Forgets at most `limit` consumed nonces whose expiry is at or before the store's commit
+    /// time (the later of its clock and every earlier commit), and answers how many it forgot.
+    ///
+    /// Safe by construction: a write consuming a nonce is refused at or after that nonce's
+    /// expiry (see [`Write::nonces`]), so a forgotten nonce can never be consumed again. The
+    /// engine's sweep ([`Handoff::expire_due`](crate::Handoff::expire_due)) calls it until it
+    /// answers fewer than `limit`; without it the nonce table only grows.
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError>;
+
     /// Reachability and backlog figures.
     async fn health(&self) -> Result<StoreHealth, StoreError>;
 
@@ -135,18 +161,71 @@ pub struct Write {
     /// is refused with [`StoreError::OutboxConflict`] (another worker recorded it first).
     pub outbox_updates: Vec<OutboxUpdate>,
     /// Single-use nonces consumed by this write; a nonce seen before refuses the whole write
-    /// with [`StoreError::NonceReused`].
+    /// with [`StoreError::NonceReused`]. Each nonce also limits the write like
+    /// [`valid_before`](Self::valid_before): committed at or after a nonce's
+    /// [`expires`](NonceUse::expires), the write is [`StoreError::TooLate`] (the store may have
+    /// forgotten the nonce by then, see [`Store::prune_nonces`]).
     pub nonces: Vec<NonceUse>,
     /// The write is valid only if committed strictly before this instant (a review deadline,
     /// a grant's end); otherwise [`StoreError::TooLate`] and nothing is written.
     pub valid_before: Option<Timestamp>,
+    /// How to recompute this write if its [`TicketWrite::Update`] would lose the
+    /// compare-and-swap: the store calls it, inside the transaction, with the ticket as
+    /// committed (by earlier commits, and by the writes of its batch applied before this one)
+    /// and the commit time, and applies the write it returns in place of this one — limits,
+    /// nonces and all, keeping this rebase. `None` from it: [`StoreError::VersionConflict`] as
+    /// without a rebase. A rebase is only called when the stored version differs from the
+    /// expected one, and may be called more than once for one commit (the last call is the one
+    /// applied).
+    ///
+    /// For changes that commute with whatever got there first — reviewers' votes, which the
+    /// engine recomputes with the ticket machine — like a key-value store's merge operator.
+    pub rebase: Option<Rebase>,
+}
+
+impl Write {
+    /// Sets [`rebase`](Self::rebase).
+    pub fn with_rebase(mut self, rebase: Rebase) -> Self {
+        self.rebase = Some(rebase);
+        self
+    }
+}
+
+/// The function of a [`Write::rebase`]: the ticket as committed and the commit time in, the
+/// write to apply instead (or `None`: refuse with [`StoreError::VersionConflict`]) out.
+type RebaseFn = dyn Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync;
+
+/// Recomputes a write on the ticket as committed (see [`Write::rebase`]). Cheap to clone.
+///
+/// The function runs on the store's writing thread or inside its transaction: it must be a
+/// quick, pure computation and must never call the store.
+#[derive(Clone)]
+pub struct Rebase(Arc<RebaseFn>);
+
+impl Rebase {
+    /// A rebase computed by `f`.
+    pub fn new(f: impl Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The write to apply instead, on `current` committed at `at`.
+    pub fn apply(&self, current: &Ticket, at: Timestamp) -> Option<Write> {
+        (self.0)(current, at)
+    }
+}
+
+impl fmt::Debug for Rebase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rebase(..)")
+    }
 }
 
 /// Insert a new ticket, or replace one at an expected version.
 #[derive(Debug, Clone)]
 pub enum TicketWrite {
-    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if the agent already
-    /// has a ticket under the same idempotency key.
+    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if its requester
+    /// (agent and principal, see [`Store`]) already has a ticket under the same idempotency
+    /// key.
     Insert(Box<Ticket>),
     /// Compare-and-swap: replace the stored ticket only if its version is `expected_version`
     /// (the new ticket's version must be `expected_version + 1`).
@@ -325,6 +404,8 @@ pub struct StoreHealth {
     pub outbox_dead: u64,
     /// Number of audit events.
     pub audit_events: u64,
+    /// Consumed nonces still remembered (pruned once expired, see [`Store::prune_nonces`]).
+    pub nonces: u64,
 }
 
 /// A store failure.
@@ -339,10 +420,10 @@ pub enum StoreError {
         /// The version the write expected.
         expected: u64,
     },
-    /// The agent already has a ticket under this idempotency key.
+    /// The requester (agent and principal) already has a ticket under this idempotency key.
     #[error("idempotency key already used by ticket {existing}")]
     DuplicateKey {
-        /// The existing ticket.
+        /// The existing ticket, of the same requester.
         existing: TicketId,
     },
     /// A nonce in the write was used before.

@@ -323,14 +323,14 @@ impl AgentHandle {
             inner.audit_only(vec![record]).await?;
             return Err(ProposeError::Frozen { reason });
         }
-        // No read before the insert: the store's unique (agent, key) constraint finds a
+        // No read before the insert: the store's unique (requester, key) constraint finds a
         // repeated key in the same transaction (`DuplicateKey` below), which saves a round
         // trip to the store on every new proposal. Replays cost no rate-limit token: a
         // limited agent retrying after a crash still gets its answer.
         if let Err(limited) = self.take_token() {
             return match inner
                 .store
-                .ticket_by_key(agent, request.idempotency_key())
+                .ticket_by_key(&self.requester, request.idempotency_key())
                 .await?
             {
                 Some(existing) => self.replay(existing, request.digest()).await,

@@ -21,10 +21,12 @@
 //!
 //! What a store must do, each as a test below: atomic writes (a refused write leaves no ticket,
 //! decision, audit, outbox or nonce row, whatever step refused it); group commits in which one
-//! caller's failure never touches another's; compare-and-swap on the ticket version;
-//! idempotency keys unique per agent, also under races; `TooLate` judged against a commit time
-//! that never goes backwards; single-use nonces; reads by id, key, filter (paged, newest first),
-//! due time, decisions and per-ticket audit; health figures; checkpoints; shutdown that refuses
+//! caller's failure never touches another's; compare-and-swap on the ticket version, and the
+//! rebase of a write that lost it; idempotency keys unique per requester (agent and principal,
+//! "no principal" a value of its own), also under races; `TooLate` judged against a commit time
+//! that never goes backwards; single-use nonces, each limiting its write by its expiry, pruned
+//! once expired; reads by id, key, filter (paged, newest first), due time, decisions and
+//! per-ticket audit; health figures; checkpoints; shutdown that refuses
 //! later writes and keeps every acknowledged one; an audit chain that verifies and continues
 //! across a reopen.
 
@@ -35,8 +37,8 @@ use std::sync::Arc;
 
 use agent_handoff::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, CheckpointKey};
 use agent_handoff::backend::{
-    Committed, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, TicketFilter, TicketWrite,
-    Write,
+    Committed, NonceUse, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, Rebase,
+    TicketFilter, TicketWrite, Write,
 };
 use agent_handoff::ticket::{Event, StateName, Ticket};
 use agent_handoff::{Clock, ManualClock, Store, StoreError, TicketId, Timestamp};
@@ -71,11 +73,17 @@ macro_rules! store_conformance {
                 refused_write_writes_nothing,
                 failed_write_rolls_back_its_audit_rows,
                 group_commit_isolates_each_callers_failure,
-                idempotency_key_is_unique_per_agent,
+                idempotency_key_is_unique_per_requester,
                 concurrent_inserts_with_one_key_create_one_ticket,
+                concurrent_inserts_with_one_key_and_a_principal_create_one_ticket,
+                a_lost_compare_and_swap_is_rebased_on_the_ticket_as_committed,
+                a_declined_rebase_is_a_version_conflict_and_writes_nothing,
+                concurrent_rebased_writes_on_one_ticket_all_land,
                 write_at_or_after_its_limit_is_too_late,
                 commit_time_never_goes_backwards,
                 nonce_is_single_use,
+                a_write_at_or_after_a_nonces_expiry_is_too_late,
+                expired_nonces_are_pruned_and_never_consumed_again,
                 list_tickets_filters_and_pages_newest_first,
                 list_by_group_follows_a_ruling_change,
                 due_lists_tickets_whose_time_is_up,
@@ -238,7 +246,7 @@ where
     assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&p.ticket));
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), p.ticket.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -247,11 +255,11 @@ where
     assert_eq!(store.ticket(new_id()).await.unwrap(), None);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-b"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-b", None), p.ticket.idempotency_key())
             .await
             .unwrap(),
         None,
-        "keys are scoped per agent"
+        "keys are scoped per requester"
     );
     assert_eq!(records(&store.ticket_audit(id).await.unwrap()), p.audit);
     assert!(store.decisions(id).await.unwrap().is_empty());
@@ -745,9 +753,12 @@ where
 // Idempotency
 // ---------------------------------------------------------------------------------------------
 
-/// A second ticket under an agent's key is refused with the existing ticket's id and writes
-/// nothing; the same key under another agent is another ticket.
-pub async fn idempotency_key_is_unique_per_agent<S, Fut>(open: impl Fn(Env) -> Fut)
+/// Keys are scoped by the whole requester, agent and principal. A second ticket under one
+/// requester's key is refused with that requester's ticket and writes nothing — also when the
+/// requester has no principal ("no principal" is a value: a `UNIQUE` index over a `NULL`
+/// would let both in) — while the same key under another agent, or the same agent acting for
+/// another principal, or for none, is another requester's own ticket.
+pub async fn idempotency_key_is_unique_per_requester<S, Fut>(open: impl Fn(Env) -> Fut)
 where
     S: Store + 'static,
     Fut: Future<Output = S>,
@@ -755,32 +766,58 @@ where
     let env = Env::new();
     let store = open_in(&open, &env).await;
     let now = ts(T0);
-    let first = proposed(&*store, "agent-a", "same-key", review(), now).await;
-    let before = snapshot(&*store, first.id()).await;
-
-    let again = propose("agent-a", "same-key", allow(), now);
-    let mut write = insert(&again);
-    write.outbox.push(outbox(again.ticket.id(), now));
-    match store.commit(write).await {
-        Err(StoreError::DuplicateKey { existing }) => assert_eq!(existing, first.id()),
-        other => panic!("expected a duplicate key, got {other:?}"),
+    let requesters: [(&str, Option<&str>); 4] = [
+        ("agent-a", None),
+        ("agent-a", Some("carol")),
+        ("agent-a", Some("pat")),
+        ("agent-b", None),
+    ];
+    let mut firsts = Vec::new();
+    for (agent_name, principal) in requesters {
+        let first = propose_for(agent_name, principal, "same-key", review(), now);
+        store.commit(insert(&first)).await.unwrap_or_else(|e| {
+            panic!("{agent_name} for {principal:?}: its own key is free, got {e:?}")
+        });
+        firsts.push(first.ticket);
     }
-    assert_unchanged(&*store, first.id(), &before).await;
-    assert_eq!(store.ticket(again.ticket.id()).await.unwrap(), None);
-
-    let other = proposed(&*store, "agent-b", "same-key", review(), now).await;
-    let key = first.idempotency_key();
+    for ((agent_name, principal), first) in requesters.into_iter().zip(&firsts) {
+        let before = snapshot(&*store, first.id()).await;
+        // The same requester again (twice without a principal, for the first requester).
+        let again = propose_for(agent_name, principal, "same-key", allow(), now);
+        let mut write = insert(&again);
+        write.outbox.push(outbox(again.ticket.id(), now));
+        match store.commit(write).await {
+            Err(StoreError::DuplicateKey { existing }) => assert_eq!(
+                existing,
+                first.id(),
+                "{agent_name} for {principal:?}: its own ticket"
+            ),
+            other => {
+                panic!("{agent_name} for {principal:?}: expected a duplicate key, got {other:?}")
+            }
+        }
+        assert_unchanged(&*store, first.id(), &before).await;
+        assert_eq!(store.ticket(again.ticket.id()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .ticket_by_key(&requester(agent_name, principal), first.idempotency_key())
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(first),
+            "{agent_name} for {principal:?} reads its own ticket"
+        );
+    }
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), key)
+            .ticket_by_key(
+                &requester("agent-a", Some("dave")),
+                firsts[0].idempotency_key()
+            )
             .await
-            .unwrap()
-            .as_ref(),
-        Some(&first)
-    );
-    assert_eq!(
-        store.ticket_by_key(&agent("agent-b"), key).await.unwrap(),
-        Some(other)
+            .unwrap(),
+        None,
+        "a requester that never used the key finds nothing"
     );
     store.shutdown().await.unwrap();
 }
@@ -824,7 +861,7 @@ where
     }
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), winner.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), winner.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -832,6 +869,234 @@ where
     );
     let summary = verify_chain(&*store).await;
     assert_eq!(summary.count, proposals[winners[0]].audit.len() as u64);
+    store.shutdown().await.unwrap();
+}
+
+/// Sixteen concurrent inserts under one key by an agent acting for a principal: one ticket.
+pub async fn concurrent_inserts_with_one_key_and_a_principal_create_one_ticket<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let proposals: Vec<_> = (0..16)
+        .map(|_| propose_for("agent-a", Some("pat"), "race", review(), now))
+        .collect();
+    let handles: Vec<_> = proposals
+        .iter()
+        .map(|p| {
+            let store = Arc::clone(&store);
+            let write = insert(p);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.await.unwrap() {
+            Ok(_) => winners.push(i),
+            Err(StoreError::DuplicateKey { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one insert wins");
+    assert_eq!(
+        store
+            .ticket_by_key(
+                &requester("agent-a", Some("pat")),
+                proposals[0].ticket.idempotency_key()
+            )
+            .await
+            .unwrap()
+            .map(|t| t.id()),
+        Some(proposals[winners[0]].ticket.id())
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebase
+// ---------------------------------------------------------------------------------------------
+
+/// The write of `who`'s approval of `current` at `at`: the update, its audit records and the
+/// decision row, with `nonces`.
+fn vote_write(current: &Ticket, who: &str, at: Timestamp, nonces: Vec<NonceUse>) -> Write {
+    let vote = approve(current, who, at);
+    let mut write = update(current, &vote);
+    write.decision = Some(decision(current.id(), who, "approve", at));
+    write.nonces = nonces;
+    write
+}
+
+/// A rebase that re-applies `who`'s approval to the ticket as committed, counting its calls
+/// and recording the versions it was called on.
+fn vote_rebase(
+    who: &'static str,
+    nonces: Vec<NonceUse>,
+    calls: Arc<std::sync::Mutex<Vec<u64>>>,
+) -> Rebase {
+    Rebase::new(move |current: &Ticket, at: Timestamp| {
+        calls.lock().unwrap().push(current.version());
+        Some(vote_write(current, who, at, nonces.clone()))
+    })
+}
+
+/// A write whose update expected an older version and carries a rebase is not refused: the
+/// store calls the rebase with the ticket as committed and the commit time, and applies what
+/// it returns instead — its ticket, decision, audit and outbox rows and nonces — and nothing
+/// of the write it replaced.
+pub async fn a_lost_compare_and_swap_is_rebased_on_the_ticket_as_committed<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    // Alice's vote lands first.
+    store
+        .commit(vote_write(&v1, "alice", now, Vec::new()))
+        .await
+        .unwrap();
+    let v2 = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(v2.version(), 2);
+
+    // Bob's vote was computed on version 1; its rebase recomputes it on what is stored.
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let token = nonce();
+    let mut stale = vote_write(&v1, "bob", now, vec![token]);
+    stale.outbox.push(outbox(id, now));
+    let head = store.audit_head().await.unwrap();
+    let committed = store
+        .commit(stale.with_rebase(vote_rebase("bob", vec![token], Arc::clone(&calls))))
+        .await
+        .expect("rebased, not refused");
+    assert_eq!(*calls.lock().unwrap(), vec![2], "called once, on version 2");
+
+    let v3 = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(
+        v3,
+        approve(&v2, "bob", committed.at).ticket,
+        "bob's vote on alice's"
+    );
+    assert_eq!(v3.version(), 3);
+    let voters: Vec<&str> = v3.votes().iter().map(|v| v.person.as_str()).collect();
+    assert_eq!(voters, ["alice", "bob"]);
+    // The rebased write's rows, not the replaced one's: its audit records (computed on v2),
+    // one decision row, no outbox row (the rebase wrote none), its nonce consumed.
+    let written = records_between(&*store, head.seq + 1, committed.head.seq).await;
+    assert_eq!(written, approve(&v2, "bob", committed.at).audit);
+    assert_eq!(store.decisions(id).await.unwrap().len(), 2);
+    assert_eq!(store.health().await.unwrap().outbox_backlog, 0);
+    let mut again = insert(&propose("agent-a", "key-2", review(), now));
+    again.nonces.push(token);
+    assert!(matches!(
+        store.commit(again).await,
+        Err(StoreError::NonceReused)
+    ));
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A rebase that declines (`None`) leaves the write refused as a version conflict: nothing of
+/// it is written and none of its nonces consumed. A write at the expected version never calls
+/// its rebase.
+pub async fn a_declined_rebase_is_a_version_conflict_and_writes_nothing<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fresh = vote_write(&v1, "alice", now, Vec::new()).with_rebase(vote_rebase(
+        "alice",
+        Vec::new(),
+        Arc::clone(&calls),
+    ));
+    store.commit(fresh).await.unwrap();
+    assert!(calls.lock().unwrap().is_empty(), "no conflict, no rebase");
+
+    let before = snapshot(&*store, id).await;
+    let token = nonce();
+    let declined = Rebase::new(|_: &Ticket, _: Timestamp| None);
+    let mut stale = vote_write(&v1, "bob", now, vec![token]);
+    stale.outbox.push(outbox(id, now));
+    match store.commit(stale.with_rebase(declined)).await {
+        Err(StoreError::VersionConflict { ticket, expected }) => {
+            assert_eq!((ticket, expected), (id, 1))
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(store.ticket(id).await.unwrap().unwrap().version(), 2);
+    let mut write = insert(&propose("agent-a", "key-2", review(), now));
+    write.nonces.push(token);
+    store
+        .commit(write)
+        .await
+        .expect("the declined write consumed no nonce");
+    store.shutdown().await.unwrap();
+}
+
+/// Thirty-two writes computed on the same version of one ticket, committed at once (one
+/// group commit, or racing transactions): each carries a rebase, so every one lands — one
+/// vote each, version 1 + 32, one decision row and one `voted` record each.
+pub async fn concurrent_rebased_writes_on_one_ticket_all_land<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    const N: usize = 32;
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    let names: Vec<&'static str> = (0..N)
+        .map(|i| &*Box::leak(format!("dba-{i:02}").into_boxed_str()))
+        .collect();
+    let handles: Vec<_> = names
+        .iter()
+        .map(|&who| {
+            let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let token = nonce();
+            let write = vote_write(&v1, who, now, vec![token]).with_rebase(vote_rebase(
+                who,
+                vec![token],
+                calls,
+            ));
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().expect("a rebased vote is never refused");
+    }
+    let t = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(t.version(), 1 + N as u64);
+    let voters: BTreeSet<&str> = t.votes().iter().map(|v| v.person.as_str()).collect();
+    assert_eq!(voters, names.iter().copied().collect());
+    assert_eq!(store.decisions(id).await.unwrap().len(), N);
+    let voted = store
+        .ticket_audit(id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.record().kind == "voted")
+        .count();
+    assert_eq!(voted, N);
+    assert_eq!(store.health().await.unwrap().nonces, N as u64);
+    verify_chain(&*store).await;
     store.shutdown().await.unwrap();
 }
 
@@ -983,6 +1248,107 @@ where
         .commit(write)
         .await
         .expect("the refused write did not consume the nonce");
+    store.shutdown().await.unwrap();
+}
+
+/// A nonce limits its write like `valid_before`: committed at or after the nonce's expiry the
+/// write is too late (the store may have forgotten the nonce), whatever its own limit.
+pub async fn a_write_at_or_after_a_nonces_expiry_is_too_late<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let short = NonceUse {
+        nonce: nonce().nonce,
+        expires: ts(T0 + 1_000),
+    };
+    clock.set(ts(T0 + 1_000));
+    let p = propose("agent-a", "key-1", review(), ts(T0));
+    let mut write = insert(&p);
+    write.nonces = vec![nonce(), short];
+    match store.commit(write.clone()).await {
+        Err(StoreError::TooLate { limit, .. }) => assert_eq!(limit, short.expires),
+        other => panic!("expected too late, got {other:?}"),
+    }
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+    assert_eq!(store.health().await.unwrap().nonces, 0);
+    write.nonces = vec![nonce()];
+    store.commit(write).await.unwrap();
+    assert_eq!(store.health().await.unwrap().nonces, 1);
+    store.shutdown().await.unwrap();
+}
+
+/// `prune_nonces` forgets consumed nonces whose expiry a later commit has passed, at most
+/// `limit` per call, and keeps the others (still single use); a forgotten nonce cannot be
+/// consumed again, since a write carrying it is too late. `health` counts what is kept.
+pub async fn expired_nonces_are_pruned_and_never_consumed_again<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let soon: Vec<NonceUse> = (0..5)
+        .map(|_| NonceUse {
+            nonce: nonce().nonce,
+            expires: ts(T0 + 10_000),
+        })
+        .collect();
+    let later = NonceUse {
+        nonce: nonce().nonce,
+        expires: ts(T0 + 3_600_000),
+    };
+    store
+        .commit(Write {
+            audit: vec![marker(1, ts(T0))],
+            nonces: soon.iter().copied().chain([later]).collect(),
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.health().await.unwrap().nonces, 6);
+    assert_eq!(
+        store.prune_nonces(100).await.unwrap(),
+        0,
+        "none expired yet"
+    );
+
+    // Time passes, and something is committed after the expiry.
+    clock.set(ts(T0 + 20_000));
+    store
+        .commit(Write {
+            audit: vec![marker(2, ts(T0 + 20_000))],
+            ..Write::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.prune_nonces(2).await.unwrap(), 2, "at most the limit");
+    assert_eq!(store.prune_nonces(100).await.unwrap(), 3);
+    assert_eq!(store.prune_nonces(100).await.unwrap(), 0);
+    assert_eq!(
+        store.health().await.unwrap().nonces,
+        1,
+        "the unexpired one is kept"
+    );
+
+    // A forgotten nonce is never consumed again; a kept one is still single use.
+    let p = propose("agent-a", "key-1", review(), ts(T0 + 20_000));
+    let mut write = insert(&p);
+    write.nonces = vec![soon[0]];
+    assert!(matches!(
+        store.commit(write.clone()).await,
+        Err(StoreError::TooLate { .. })
+    ));
+    write.nonces = vec![later];
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
     store.shutdown().await.unwrap();
 }
 
@@ -1548,7 +1914,7 @@ where
     assert_eq!(store.audit_head().await.unwrap(), head);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), a.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), a.idempotency_key())
             .await
             .unwrap()
             .as_ref(),

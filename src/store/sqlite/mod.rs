@@ -10,8 +10,11 @@
 //!   thread checkpoints the WAL off the commit path (see `checkpoint.rs`).
 //! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
 //!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
-//! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
-//!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Idempotency scope**: one ticket per (agent id, principal, idempotency key), enforced by
+//!   a `UNIQUE` constraint; "no principal" is stored as a value (`''`), not `NULL`, so it is
+//!   unique too. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Nonces**: consumed nonces are kept until their expiry, then forgotten by
+//!   [`Store::prune_nonces`] (the engine's sweep calls it).
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed.
 
@@ -31,13 +34,13 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::schema::sql_err;
 use self::writer::{Job, Listener, Writer};
-use crate::action::IdempotencyKey;
+use crate::action::{IdempotencyKey, Requester};
 use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent};
 use crate::backend::{
     lock, Clock, Committed, DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, SystemClock,
     TicketCursor, TicketFilter, TicketPage, Write,
 };
-use crate::id::{AgentId, TicketId};
+use crate::id::TicketId;
 use crate::oneshot;
 use crate::ticket::Ticket;
 use crate::timestamp::Timestamp;
@@ -442,16 +445,23 @@ impl Store for SqliteStore {
 
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        let (agent, key) = (agent.as_str().to_owned(), key.as_str().to_owned());
+        let (agent, principal, key) = (
+            requester.agent().as_str().to_owned(),
+            codec::principal_column(requester).to_owned(),
+            key.as_str().to_owned(),
+        );
         self.read(move |conn| {
             let body: Option<String> = conn
                 .prepare_cached(&format!(
-                    "{SELECT_TICKET} WHERE agent = ?1 AND idempotency_key = ?2"
+                    "{SELECT_TICKET} WHERE agent = ?1 AND principal = ?2 AND idempotency_key = ?3"
                 ))
-                .and_then(|mut s| s.query_row(params![agent, key], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![agent, principal, key], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(sql_err)?;
             body.as_deref().map(codec::ticket_from_body).transpose()
         })
@@ -661,15 +671,26 @@ impl Store for SqliteStore {
             let events: Option<i64> = conn
                 .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
                 .map_err(sql_err)?;
+            let nonces: i64 = conn
+                .query_row("SELECT count(*) FROM nonces", [], |r| r.get(0))
+                .map_err(sql_err)?;
             Ok(StoreHealth {
                 pending: pending as u64,
                 oldest_pending: oldest.map(Timestamp::from_unix_millis),
                 outbox_backlog: backlog as u64,
                 outbox_dead: dead as u64,
                 audit_events: events.unwrap_or(0) as u64,
+                nonces: nonces as u64,
             })
         })
         .await
+    }
+
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // On the writer thread: it knows the commit time, which never goes backwards.
+        self.send(Job::PruneNonces(limit, tx))?;
+        rx.await.ok_or(StoreError::Closed)?
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -29,6 +29,8 @@ pub(super) enum Job {
     /// Run a closure on the writer's connection outside any transaction (in-memory stores
     /// read here, since they have no separate readers).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Forget at most this many expired nonces (see [`Writer::prune_nonces`]).
+    PruneNonces(usize, oneshot::Sender<Result<usize, StoreError>>),
     /// Stop after the jobs queued before this one.
     Shutdown(oneshot::Sender<()>),
 }
@@ -100,6 +102,7 @@ impl Writer {
                 match job {
                     Job::Commit(w, reply) => commits.push((w, reply)),
                     Job::Run(f) => f(&mut self.conn),
+                    Job::PruneNonces(limit, reply) => reply.send(self.prune_nonces(limit)),
                     Job::Shutdown(reply) => shutdown.push(reply),
                 }
                 if shutdown.is_empty() && commits.len() < self.max_batch {
@@ -241,19 +244,18 @@ impl Writer {
         let mut results = Vec::with_capacity(commits.len());
         let mut changed = Vec::new();
         for (prepared, _) in commits.iter_mut() {
-            let Prepared { write, row } = &mut **prepared;
             let head_before = self.chain.head();
             let outcome = if isolate {
-                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(write, row.as_ref(), at))
+                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(prepared, at))
             } else {
-                self.apply(write, row.as_ref(), at)
+                self.apply(prepared, at)
             };
             match outcome {
                 Ok(()) => {
                     if isolate {
                         let _ = exec(&self.conn, "RELEASE w");
                     }
-                    if let Some(t) = &write.ticket {
+                    if let Some(t) = &prepared.write.ticket {
                         changed.push(ticket_of(t).id());
                     }
                     results.push(Ok(self.chain.head()));
@@ -291,22 +293,25 @@ impl Writer {
     /// Applies one write (inside its savepoint, if any). Its audit records move into the
     /// chain and back into `write.audit`, so a write applied in a pass that is rolled back can
     /// be applied again, without copying the records.
-    fn apply(
-        &mut self,
-        write: &mut Write,
-        row: Option<&codec::TicketRow>,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        if let Some(limit) = write.valid_before {
-            if at >= limit {
-                return Err(StoreError::TooLate { at, limit });
+    ///
+    /// The ticket goes first: a compare-and-swap that fails on a write with a rebase has
+    /// changed nothing yet, so the write is replaced by its rebase on the stored ticket (see
+    /// [`Write::rebase`]) and applied as that.
+    fn apply(&mut self, prepared: &mut Prepared, at: Timestamp) -> Result<(), StoreError> {
+        check_limits(&prepared.write, at)?;
+        match prepared.write_ticket(&self.conn) {
+            Err(StoreError::VersionConflict { ticket, expected })
+                if prepared.write.rebase.is_some() =>
+            {
+                self.rebase(prepared, at, ticket, expected)?;
+                check_limits(&prepared.write, at)?;
+                prepared.write_ticket(&self.conn)?;
             }
+            other => other?,
         }
+        let write = &mut prepared.write;
         for nonce in &write.nonces {
             consume_nonce(&self.conn, nonce)?;
-        }
-        if let (Some(t), Some(row)) = (&write.ticket, row) {
-            write_ticket(&self.conn, t, row)?;
         }
         if let Some(d) = &write.decision {
             self.conn
@@ -377,6 +382,96 @@ impl Writer {
             update_outbox(&self.conn, update)?;
         }
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Forgets at most `limit` nonces whose expiry is at or before the newest commit recorded
+    /// in the file. That time is durable (every later commit, in this process or another, after
+    /// a restart or a clock set back, is at or after it), so a write carrying a forgotten nonce
+    /// is refused as too late (see `check_limits`) and can never consume it again.
+    fn prune_nonces(&mut self, limit: usize) -> Result<usize, StoreError> {
+        exec(&self.conn, "BEGIN IMMEDIATE")?;
+        let pruned = load_tail(&self.conn).and_then(|(_, durable)| {
+            self.last_commit = self.last_commit.max(durable);
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM nonces WHERE nonce IN \
+                     (SELECT nonce FROM nonces WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        durable.as_unix_millis(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ])
+                })
+                .map_err(sql_err)
+        });
+        match pruned {
+            Ok(n) => exec(&self.conn, "COMMIT").map(|()| n),
+            Err(e) => {
+                let _ = exec(&self.conn, "ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces `prepared` by its rebase on the ticket as this transaction sees it, or answers
+    /// the version conflict the rebase declines.
+    fn rebase(
+        &self,
+        prepared: &mut Prepared,
+        at: Timestamp,
+        ticket: crate::id::TicketId,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let conflict = || StoreError::VersionConflict { ticket, expected };
+        let Some(rebase) = prepared.write.rebase.clone() else {
+            return Err(conflict());
+        };
+        let body: String = self
+            .conn
+            .prepare_cached("SELECT body FROM tickets WHERE id = ?1")
+            .and_then(|mut s| s.query_row(params![ticket.as_uuid().as_bytes()], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let current = codec::ticket_from_body(&body)?;
+        let mut rebased = rebase.apply(&current, at).ok_or_else(conflict)?;
+        if let Some(t) = &rebased.ticket {
+            if ticket_of(t).id() != ticket {
+                return Err(StoreError::InvalidWrite(format!(
+                    "a rebase of a write on ticket {ticket} writes ticket {}",
+                    ticket_of(t).id()
+                )));
+            }
+        }
+        rebased.rebase = Some(rebase);
+        *prepared = Prepared::new(rebased)?;
+        Ok(())
+    }
+}
+
+impl Prepared {
+    /// Inserts or compare-and-swaps the write's ticket, if it has one.
+    fn write_ticket(&self, conn: &Connection) -> Result<(), StoreError> {
+        match (&self.write.ticket, &self.row) {
+            (Some(t), Some(row)) => write_ticket(conn, t, row),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuses a write committed at or after its limit, or at or after the expiry of a nonce it
+/// consumes (the store may forget a nonce once it expired).
+fn check_limits(write: &Write, at: Timestamp) -> Result<(), StoreError> {
+    let limit = write
+        .nonces
+        .iter()
+        .map(|n| n.expires)
+        .chain(write.valid_before)
+        .min();
+    match limit {
+        Some(limit) if at >= limit => Err(StoreError::TooLate { at, limit }),
+        _ => Ok(()),
     }
 }
 
@@ -457,14 +552,15 @@ fn write_ticket(
             }
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
-                     created_at, updated_at, due_at, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO tickets (id, agent, principal, idempotency_key, state, \
+                     version, digest, created_at, updated_at, due_at, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
                         row.id,
                         row.agent,
+                        row.principal,
                         row.key,
                         row.state,
                         row.version,
@@ -480,8 +576,9 @@ fn write_ticket(
                 Err(e) if is_constraint(&e) => {
                     let existing: Option<Vec<u8>> = conn
                         .query_row(
-                            "SELECT id FROM tickets WHERE agent = ?1 AND idempotency_key = ?2",
-                            params![row.agent, row.key],
+                            "SELECT id FROM tickets \
+                             WHERE agent = ?1 AND principal = ?2 AND idempotency_key = ?3",
+                            params![row.agent, row.principal, row.key],
                             |r| r.get(0),
                         )
                         .optional()
