@@ -289,7 +289,7 @@ async fn the_same_key_with_another_action_is_a_typed_conflict_that_writes_nothin
     assert_eq!(h.head().await, head, "nothing was written");
     assert_eq!(h.all_tickets().await.len(), 1);
 
-    // Keys are scoped per agent: another agent may use the same key.
+    // Keys are scoped per requester: another agent may use the same key.
     let other = h.handoff.agent(agent_id("other-agent"), None);
     let theirs = pending(other.propose(request("db.update", "drop-1")).await.unwrap());
     assert_ne!(theirs.id, first.id);
@@ -321,7 +321,8 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             other => panic!("expected a self-approval refusal, got {other:?}"),
         }
     }
-    // Someone outside every required group can neither approve nor veto.
+    // Someone outside every required group can neither approve nor veto (the second attempt
+    // within the minute is refused too, but only counted: see below).
     for verdict in [
         Verdict::Approve,
         Verdict::Reject {
@@ -383,7 +384,6 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
-            (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
             (Actor::Unauthenticated, "unauthenticated".to_owned()),
         ]
     );
@@ -406,10 +406,28 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             row("pat", "approve", Some("self_approval")),
             row("pat", "approve", Some("self_approval")),
             row("erin", "approve", Some("not_eligible")),
-            row("erin", "reject", Some("not_eligible")),
             row("alice", "approve", None),
             row("bob", "approve", None),
         ]
+    );
+    // Erin's second attempt is written as a count once its minute is over.
+    h.clock.advance(2 * MIN);
+    h.handoff.expire_due().await.unwrap();
+    let summary = h.audit(p.id).await.pop().unwrap();
+    let record = summary.record();
+    assert_eq!(
+        (
+            &record.kind[..],
+            &record.actor,
+            &record.data["refusal"],
+            &record.data["detail"]["coalesced"]
+        ),
+        (
+            "refused",
+            &Actor::Reviewer(person("erin")),
+            &json!("not_eligible"),
+            &json!(1)
+        )
     );
     h.assert_audit_ok().await;
 }
