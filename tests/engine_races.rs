@@ -142,13 +142,9 @@ async fn a_begin_retried_after_a_lost_race_applies_the_policy_in_force_then() {
         .before_next_commit(async move {
             policy.set("db.update", deny("db updates are frozen"));
             other
-                .commit(agent_handoff::backend::Write {
-                    ticket: Some(agent_handoff::backend::TicketWrite::Update {
-                        ticket: Box::new(bumped),
-                        expected_version: approved.version(),
-                    }),
-                    ..agent_handoff::backend::Write::default()
-                })
+                .commit(agent_handoff::backend::Write::new().with_ticket(
+                    agent_handoff::backend::TicketWrite::update(bumped, approved.version()),
+                ))
                 .await
                 .unwrap();
             other.shutdown().await.unwrap();
