@@ -25,6 +25,7 @@ const TARGET_BYTES: usize = 600;
 
 fn record(i: u64, pad: usize) -> AuditRecord {
     AuditRecord {
+        texts: Vec::new(),
         ticket: Some(TicketId::from_uuid(uuid::Uuid::from_u128(
             0x0189_0a5d_ac96_774b_bcce_b302_0000_0000 + u128::from(i),
         ))),

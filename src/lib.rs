@@ -6,6 +6,7 @@
 pub mod action;
 pub mod audit;
 mod id;
+pub mod limits;
 pub mod policy;
 pub mod ticket;
 mod timestamp;
@@ -25,10 +26,11 @@ pub use backend::{
     Store, StoreError, SystemClock,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLinks,
-    DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
-    Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
-    TicketDetails, TokenPreview, TokenSubmission, WaitError,
+    AgentHandle, ApprovedAction, AuditError, AuditFinding, AuditReport, AuditStream, DecideError,
+    Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff,
+    HandoffBuilder, Health, Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal,
+    ProposeError, RawAuditStream, RunError, TicketDetails, TicketHistory, TokenPreview,
+    TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};
 #[cfg(feature = "sqlite")]

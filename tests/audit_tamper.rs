@@ -14,6 +14,7 @@ fn record(i: u64, pad: usize) -> AuditRecord {
         _ => Actor::System,
     };
     AuditRecord {
+        texts: Vec::new(),
         ticket: Some(TicketId::from_uuid(uuid::Uuid::from_u128(
             0x0189_0a5d_ac96_774b_bcce_b302_099a_8057 + u128::from(i),
         ))),

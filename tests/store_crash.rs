@@ -221,6 +221,7 @@ async fn writer(store: &SqliteStore, w: u64, seed: u64) {
 
 fn op_marker(id: u64, at: agent_handoff::Timestamp) -> AuditRecord {
     AuditRecord {
+        texts: Vec::new(),
         ticket: None,
         at,
         kind: "test.op".into(),

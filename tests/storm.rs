@@ -2206,6 +2206,7 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
             "a second execution_started",
             agent_handoff::backend::Write {
                 audit: vec![AuditRecord {
+                    texts: Vec::new(),
                     ticket: Some(allowed),
                     at,
                     kind: "execution_started".into(),
@@ -2219,6 +2220,7 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
             "an event about no ticket",
             agent_handoff::backend::Write {
                 audit: vec![AuditRecord {
+                    texts: Vec::new(),
                     ticket: None,
                     at,
                     kind: "frozen".into(),

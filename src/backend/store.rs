@@ -9,17 +9,32 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent};
+use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent, TextRef, TextRow};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
 use crate::ticket::{StateName, Ticket};
 use crate::timestamp::Timestamp;
 
-/// Durable state: tickets, decisions, the audit chain, the outbox and used nonces.
+/// Durable state: tickets, decisions, the audit chain with the texts kept beside it, signed
+/// checkpoints, the outbox and used nonces.
 ///
 /// One [`commit`](Store::commit) is one atomic write: the ticket (insert, or compare-and-swap
-/// on its version), the audit records (chained onto the current head by the store), outbox rows
-/// and single-use nonces — all or nothing. Implementations must pass the conformance suite in
-/// `tests/common/store_conformance.rs` unchanged.
+/// on its version), the audit records (chained onto the current head by the store) with their
+/// texts, erasures of texts, outbox rows and single-use nonces — all or nothing.
+/// Implementations must pass the conformance suite in `tests/common/store_conformance.rs`
+/// unchanged.
+///
+/// # Texts beside the chain
+///
+/// An audit record's [`texts`](AuditRecord::texts) (free text and values, see
+/// [`AuditText`](crate::audit::AuditText)) never enter the hashed bytes: the record's data
+/// holds their salted commitments. A store keeps each text in a side table beside its event —
+/// name, value (its JSON text), salt — in the same transaction as the event, after checking
+/// the record with [`AuditRecord::check_texts`] (a record whose texts are not sealed, or do
+/// not open the commitments its data holds, refuses the whole write with
+/// [`StoreError::InvalidWrite`]). Reads of events that decode them (`ticket_audit_page`,
+/// `ticket_audit`) attach the texts with [`AuditEvent::decode_with_texts`]; `audit_texts`
+/// lists the rows by event. An erasure ([`Write::erase`]) drops a text's value and salt and
+/// records which event erased it; the chain is never touched, so it still verifies.
 ///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
 #[async_trait]
@@ -56,9 +71,35 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// edited column cannot move an event between tickets' histories unnoticed.
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError>;
 
-    /// Audit events of one ticket, in order. Every event returned names this ticket in its
-    /// hashed bytes ([`StoreError::MisfiledAuditEvent`] otherwise).
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Audit events of one ticket with `seq > after`, in order, at most `limit`, decoded with
+    /// their texts attached ([`AuditEvent::decode_with_texts`]). Every event returned names
+    /// this ticket in its hashed bytes ([`StoreError::MisfiledAuditEvent`] otherwise).
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Every audit event of one ticket, in order, with their texts (pages of
+    /// [`ticket_audit_page`](Self::ticket_audit_page) put together).
+    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
+        const PAGE: usize = 1024;
+        let mut events: Vec<AuditEvent> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, AuditEvent::seq);
+            let page = self.ticket_audit_page(ticket, after, PAGE).await?;
+            let full = page.len() == PAGE;
+            events.extend(page);
+            if !full {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// The side-table rows of the texts of events `from..=to`, ordered by event and name
+    /// (erased ones included, without value and salt).
+    async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError>;
 
     /// The chain head ([`ChainHead::GENESIS`] when empty).
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
@@ -67,11 +108,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// deadline, approved past their grant, executing past their lease. Oldest first.
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<TicketId>, StoreError>;
 
-    /// Keeps a signed checkpoint of the chain head.
+    /// Keeps a signed checkpoint of the chain head (one per size: saving another of the same
+    /// size replaces it).
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
-    /// The newest saved checkpoint.
+    /// The saved checkpoint of the longest chain.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Saved checkpoints of sizes `>= from`, smallest first, at most `limit` (page through
+    /// every checkpoint to check that the chain passes through each).
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError>;
 
     /// Claims outbox rows that are due: status pending, `due <= now`, oldest due first, at
     /// most `limit`. A row is not claimable while an earlier row (by insertion order) of the
@@ -140,6 +186,19 @@ pub struct Write {
     /// The write is valid only if committed strictly before this instant (a review deadline,
     /// a grant's end); otherwise [`StoreError::TooLate`] and nothing is written.
     pub valid_before: Option<Timestamp>,
+    /// Texts to erase: each must be kept (not erased) in the side table, else the whole write
+    /// is refused with [`StoreError::NoSuchText`]. Its value and salt are dropped and it is
+    /// recorded as erased by the write's first audit record (the `text_erased` event), which
+    /// the write must carry ([`StoreError::InvalidWrite`] otherwise).
+    pub erase: Vec<TextRef>,
+}
+
+impl Write {
+    /// Adds a text to erase (see [`erase`](Self::erase)).
+    pub fn with_erasure(mut self, text: TextRef) -> Self {
+        self.erase.push(text);
+        self
+    }
 }
 
 /// Insert a new ticket, or replace one at an expected version.
@@ -391,6 +450,10 @@ pub enum StoreError {
         /// The event's sequence number.
         seq: u64,
     },
+    /// An erasure named a text that is not kept (never written, or erased already). Nothing
+    /// of the write was recorded. Code: `no_such_text`.
+    #[error("no kept audit text `{0}`")]
+    NoSuchText(TextRef),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

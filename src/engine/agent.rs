@@ -317,7 +317,6 @@ impl AgentHandle {
                     "kind": request.kind().as_str(),
                     "idempotency_key": request.idempotency_key().as_str(),
                     "digest": request.digest().to_string(),
-                    "reason": reason,
                 }),
             );
             inner.audit_only(vec![record]).await?;
@@ -496,8 +495,15 @@ impl AgentHandle {
     ///
     /// Checks that the action about to run is the approved one (digest), that the observed
     /// precondition values equal the expected ones, and that the current policy is not
-    /// stricter; on failure the ticket becomes `Stale` and this returns the refusal. On
-    /// success the ticket moves `Approved → Executing` under a fresh random lease.
+    /// stricter; on failure the ticket becomes `Stale` and this returns the refusal (the
+    /// ticket's history then holds the expected and the observed values, as texts of its
+    /// `stale` event). On success the ticket moves `Approved → Executing` under a fresh random
+    /// lease.
+    ///
+    /// Only the observed values of the preconditions the action names are looked at and
+    /// kept; they are bounded like parameters ([`crate::limits`]), and values over the bounds
+    /// are refused with [`ExecuteError::Limit`] before anything is written (reload the grant
+    /// with [`Handoff::grant`]).
     pub async fn begin(
         &self,
         grant: Grant,
@@ -542,12 +548,21 @@ impl AgentHandle {
 
     /// Records how the execution ended, consuming the permit. A finish after the lease lapsed
     /// (the ticket became `Unknown`) is still recorded when the lease id matches.
+    ///
+    /// An outcome over its bounds ([`ExecutionOutcome::check`]: error text, output size and
+    /// depth) is refused with [`ExecuteError::OutcomeRefused`], which hands the permit back.
     pub async fn finish(
         &self,
         permit: Permit,
         outcome: ExecutionOutcome,
     ) -> Result<(), ExecuteError> {
         let _op = crate::failpoint::operation("finish");
+        if let Err(error) = outcome.check() {
+            return Err(ExecuteError::OutcomeRefused {
+                error,
+                permit: Box::new(permit),
+            });
+        }
         crate::failpoint::failpoint("finish.entered");
         let span = tracing::info_span!("finish", ticket = %permit.ticket);
         let lease = permit.lease;
@@ -570,10 +585,13 @@ impl AgentHandle {
         }
     }
 
-    /// Cancels one of this agent's tickets (pending or approved and unused).
+    /// Cancels one of this agent's tickets (pending or approved and unused). A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`ExecuteError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket, agent = %self.requester.agent()))]
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
         let _op = crate::failpoint::operation("cancel");
+        super::operator::check_reason(reason)?;
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();
         let requester = self.requester.clone();
@@ -673,13 +691,10 @@ impl AgentHandle {
                 Ok(value)
             }
             Err(e) => {
-                self.finish(
-                    permit,
-                    ExecutionOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                )
-                .await?;
+                // The action's own error, cut to the bound the outcome must keep.
+                let error = crate::limits::clip_text(&e.to_string(), crate::limits::MAX_ERROR_LEN);
+                self.finish(permit, ExecutionOutcome::Failed { error })
+                    .await?;
                 Err(RunError::Action(e))
             }
         }
@@ -834,6 +849,7 @@ impl Handoff {
         observed: BTreeMap<String, Value>,
     ) -> Result<Permit, ExecuteError> {
         let inner = &self.inner;
+        check_observed(grant.action.request(), &observed)?;
         let lease = new_lease_id()?;
         let ruling = inner.policy.evaluate(grant.action.request());
         let digest = grant.action.digest;
@@ -888,6 +904,29 @@ impl Handoff {
             }
         }
     }
+}
+
+/// The observed values of the preconditions `request` names, within the bounds of values:
+/// each as deep as a parameter value may be, all together as large as the parameters.
+fn check_observed(
+    request: &ActionRequest,
+    observed: &BTreeMap<String, Value>,
+) -> Result<(), crate::limits::LimitError> {
+    let expected = request.preconditions();
+    let mut kept = serde_json::Map::new();
+    for (name, value) in observed.iter().filter(|(n, _)| expected.contains_key(*n)) {
+        crate::limits::check_depth("observed", value)?;
+        kept.insert(name.clone(), value.clone());
+    }
+    let len = crate::action::canonical_json(&Value::Object(kept)).len();
+    if len > crate::limits::MAX_VALUE_BYTES {
+        return Err(crate::limits::LimitError::ValueTooLarge {
+            field: "observed",
+            len,
+            max: crate::limits::MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn decision_of(ticket: &Ticket, view: TicketState, now: Timestamp) -> Decision {

@@ -1,7 +1,9 @@
 //! Errors of the facade, one enum per operation, all converting into [`Error`].
 
+use crate::audit::TextRef;
 use crate::backend::{IdentityError, StoreError};
 use crate::id::{PersonId, TicketId};
+use crate::limits::LimitError;
 use crate::ticket::{Refusal, StateName};
 use crate::timestamp::Timestamp;
 use crate::token::{MalformedToken, SignError};
@@ -61,6 +63,14 @@ pub enum DecideError {
     /// The ticket machine refused (already decided, expired, not eligible, self-approval…).
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A feedback, reason or outcome over its bound ([`crate::limits`]): refused before the
+    /// credential was looked at; nothing was recorded. Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// The text to erase is not kept (never written, or erased already); nothing was
+    /// recorded. Code: `no_such_text`.
+    #[error("no kept audit text `{0}`")]
+    NoSuchText(TextRef),
     /// The store failed; nothing was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -142,6 +152,10 @@ pub enum LinkError {
     /// self-approval…). The token is spent.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The submission's feedback is over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN):
+    /// refused first, nothing recorded, the token not spent. Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// A token could not be signed.
     #[error("token could not be signed")]
     Sign(#[source] SignError),
@@ -167,6 +181,21 @@ pub enum ExecuteError {
     /// The action has preconditions but none were observed (use `run_with`).
     #[error("the action has preconditions; observe them and use `run_with`")]
     PreconditionsNotObserved,
+    /// A cancel reason or observed precondition values over their bounds
+    /// ([`crate::limits`]); nothing was recorded. A refused `begin` leaves the grant usable:
+    /// reload it with [`Handoff::grant`](crate::Handoff::grant). Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// `finish` was given an outcome over its bounds ([`ExecutionOutcome::check`](crate::ticket::ExecutionOutcome::check)):
+    /// nothing was recorded, and the permit is handed back to finish again with a bounded
+    /// outcome. Code: the [`LimitError`]'s.
+    #[error("the outcome was refused: {error}")]
+    OutcomeRefused {
+        /// Which bound.
+        error: LimitError,
+        /// The permit, unused.
+        permit: Box<super::Permit>,
+    },
     /// The store failed. For `finish`, the outcome was not recorded: call it again.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -197,6 +226,18 @@ pub enum AuditError {
     /// No checkpoint key was configured.
     #[error("no checkpoint key configured")]
     NoCheckpointKey,
+    /// [`checkpoint`](crate::Handoff::checkpoint) refused to sign: the chain from the newest
+    /// checkpoint it trusts (from its first event, if none) to the head does not verify, so the
+    /// chain was cut or rewritten since, and signing its head would launder that. Audited.
+    /// Code: `checkpoint_refused`.
+    #[error("refusing to sign a checkpoint: the chain since {} does not verify", match .previous { Some(size) => format!("the checkpoint at size {size}"), None => "its start".to_owned() })]
+    CheckpointRefused {
+        /// The size of the checkpoint verification started from (`None`: from the start).
+        previous: Option<u64>,
+        /// What verification found.
+        #[source]
+        source: crate::audit::VerifyError,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

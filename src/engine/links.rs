@@ -382,6 +382,13 @@ impl Handoff {
     /// compare-and-swap retry, and the write must commit before the token expires (else
     /// [`Expired`](LinkError::Expired), unspent).
     ///
+    /// A token refused at step 1 although authentic (expired, not yet valid) is filed under the
+    /// ticket it names, with its key id and nonce; the other refusals after step 1 are
+    /// filed under the ticket as the authenticated reviewer's.
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`Limit`](LinkError::Limit) before anything else: nothing recorded, nothing spent.
+    ///
     /// `submission` carries feedback (reject, request changes) or edited parameters (approve
     /// with edits) as the token's verdict needs; one that does not fit is refused with
     /// [`InvalidSubmission`](LinkError::InvalidSubmission) after step 4, recording and spending
@@ -411,17 +418,33 @@ impl Handoff {
     ) -> Result<Ticket, LinkError> {
         let inner = &self.inner;
         let (links, key) = self.links()?;
+        crate::limits::check_text(
+            "feedback",
+            &submission.feedback,
+            crate::limits::MAX_FEEDBACK_LEN,
+        )?;
 
-        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated.
+        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated, filed
+        // under the ticket an authentic (expired, not yet valid) token names.
         let authentic = match links.ring.open(token, inner.clock.now()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::info!(refusal = token_error_code(&e), "token refused");
+                let signed = match e {
+                    TokenError::Expired { .. } | TokenError::NotYetValid { .. } => {
+                        links.ring.authenticate(token).ok()
+                    }
+                    _ => None,
+                };
+                let mut detail = json!({ "error": e.to_string() });
+                if let Some(signed) = &signed {
+                    detail["token"] = token_note(signed);
+                }
                 let record = inner.refusal_record(
-                    None,
+                    signed.as_ref().map(AuthenticToken::ticket),
                     Actor::Unauthenticated,
                     token_error_code(&e),
-                    json!({ "error": e.to_string() }),
+                    detail,
                 );
                 let records = inner.flood_records(record);
                 if !records.is_empty() {

@@ -3,9 +3,11 @@
 //! is made by the pure [`ticket`](crate::ticket) machine.
 
 mod agent;
+mod audit;
 mod error;
 #[cfg(feature = "feishu")]
 mod feishu;
+mod history;
 mod links;
 mod operator;
 mod outbox;
@@ -30,11 +32,13 @@ use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
 use crate::timestamp::Timestamp;
 
 pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
+pub use audit::{AuditFinding, AuditReport};
 pub use error::{
     AuditError, DecideError, Error, ExecuteError, LinkError, ProposeError, RunError, WaitError,
 };
+pub use history::{AuditStream, RawAuditStream, TicketHistory};
 pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
-pub use operator::{AuditReport, FreezeScope, Health};
+pub use operator::{FreezeScope, Health};
 pub use outbox::DeliveryReport;
 pub use review::TicketDetails;
 
@@ -423,6 +427,7 @@ impl Inner {
                         // its use goes into the chain with it.
                         let mut audit = audit;
                         audit.push(AuditRecord {
+                            texts: Vec::new(),
                             ticket: Some(id),
                             at: now,
                             kind: crate::audit::kind::REPEATED.to_owned(),
@@ -486,7 +491,7 @@ impl Inner {
                     (write, Driven::Refused(refused.refusal))
                 }
             };
-            match self.store.commit(write).await {
+            match self.commit(write).await {
                 Ok(_) => return Ok(outcome),
                 Err(e @ StoreError::VersionConflict { .. }) => last_err = Some(e),
                 Err(StoreError::TooLate { at, limit }) => {
@@ -499,15 +504,25 @@ impl Inner {
         Err(DriveError::Store(last_err.unwrap_or(StoreError::Closed)))
     }
 
+    /// Seals the texts of the write's audit records (a fresh random salt each, the
+    /// commitment into the record's data) and commits it. Every write whose records may carry
+    /// texts goes through here; a store refuses unsealed texts.
+    pub(crate) async fn commit(
+        &self,
+        mut write: Write,
+    ) -> Result<crate::backend::Committed, StoreError> {
+        seal(&mut write.audit)?;
+        self.store.commit(write).await
+    }
+
     /// Records audit rows that belong to no ticket change (refused credentials, freezes).
     pub(crate) async fn audit_only(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        self.store
-            .commit(Write {
-                audit: records,
-                ..Write::default()
-            })
-            .await
-            .map(|_| ())
+        self.commit(Write {
+            audit: records,
+            ..Write::default()
+        })
+        .await
+        .map(|_| ())
     }
 
     pub(crate) fn refusal_record(
@@ -518,6 +533,7 @@ impl Inner {
         detail: serde_json::Value,
     ) -> AuditRecord {
         AuditRecord {
+            texts: Vec::new(),
             ticket,
             at: self.clock.now(),
             kind: crate::audit::kind::REFUSED.to_owned(),
@@ -525,6 +541,20 @@ impl Inner {
             data: serde_json::json!({ "refusal": reason, "detail": detail }),
         }
     }
+}
+
+/// Seals every pending text of `records` with a salt from the operating system.
+fn seal(records: &mut [AuditRecord]) -> Result<(), StoreError> {
+    for record in records.iter_mut().filter(|r| r.needs_sealing()) {
+        let pending = record.texts.len();
+        let mut salts = vec![[0u8; 32]; pending];
+        for salt in &mut salts {
+            getrandom::fill(salt).map_err(|e| StoreError::Corrupt(format!("random: {e}")))?;
+        }
+        let mut salts = salts.into_iter();
+        record.seal(|| salts.next().unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// The instant after which a write computed on this ticket is no longer valid: the review

@@ -1,14 +1,12 @@
 //! The operator side: kill switch, revoke, resolve, sweeping, audit verification, health.
 
 use std::collections::BTreeMap;
-use std::future::Future as _;
-use std::task::Poll;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{AuditError, DecideError};
+use super::error::DecideError;
 use super::{DriveError, Driven, Handoff, Inner};
-use crate::audit::{Actor, AuditRecord, ChainHead, Checkpoint, RawEvent, Verifier, VerifyError};
+use crate::audit::{Actor, AuditRecord};
 use crate::backend::{lock, Credential, StoreError, StoreHealth};
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
@@ -38,17 +36,6 @@ impl Inner {
     }
 }
 
-/// The result of verifying the audit chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditReport {
-    /// Events verified.
-    pub events: u64,
-    /// The head after the last event.
-    pub head: ChainHead,
-    /// Size of the newest saved checkpoint that the chain was checked against, if any.
-    pub checkpoint_size: Option<u64>,
-}
-
 /// Engine health, for probes and dashboards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -62,11 +49,8 @@ pub struct Health {
     pub frozen_agents: Vec<AgentId>,
 }
 
-/// Audit page size when streaming the chain.
-const PAGE: usize = 4096;
-
 impl Handoff {
-    async fn operator(
+    pub(crate) async fn operator(
         &self,
         ticket: Option<TicketId>,
         credential: &Credential,
@@ -89,7 +73,9 @@ impl Handoff {
 
     /// Kill switch: from now on, proposals in `scope` are denied (and audited) until
     /// [`unfreeze`](Self::unfreeze). Held in this process's memory: configure it again after a
-    /// restart (the audit trail records every change).
+    /// restart (the audit trail records every change, the reason as a text beside the chain).
+    /// A reason over [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`DecideError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
     pub async fn freeze(
         &self,
@@ -97,6 +83,7 @@ impl Handoff {
         scope: FreezeScope,
         reason: &str,
     ) -> Result<(), DecideError> {
+        check_reason(reason)?;
         let op = self.operator(None, credential).await?;
         self.record_freeze(&op, &scope, Some(reason)).await?;
         let mut f = lock(&self.inner.freezes);
@@ -134,23 +121,27 @@ impl Handoff {
         scope: &FreezeScope,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.inner
-            .audit_only(vec![AuditRecord {
-                ticket: None,
-                at: self.inner.clock.now(),
-                kind: if reason.is_some() {
-                    "frozen"
-                } else {
-                    "unfrozen"
-                }
-                .to_owned(),
-                actor: Actor::Operator(op.person.clone()),
-                data: serde_json::json!({ "scope": scope, "reason": reason }),
-            }])
-            .await
+        let record = AuditRecord::new(
+            None,
+            self.inner.clock.now(),
+            if reason.is_some() {
+                "frozen"
+            } else {
+                "unfrozen"
+            },
+            Actor::Operator(op.person.clone()),
+            serde_json::json!({ "scope": scope, "reason": serde_json::Value::Null }),
+        );
+        let record = match reason {
+            Some(reason) => record.with_text("reason", reason),
+            None => record,
+        };
+        self.inner.audit_only(vec![record]).await
     }
 
-    /// Withdraws an approval that has not been used.
+    /// Withdraws an approval that has not been used. A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`DecideError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn revoke(
         &self,
@@ -159,6 +150,7 @@ impl Handoff {
         reason: &str,
     ) -> Result<Ticket, DecideError> {
         let _op = crate::failpoint::operation("revoke");
+        check_reason(reason)?;
         let op = self.operator(Some(ticket), credential).await?;
         let reason = reason.to_owned();
         self.operator_event(ticket, &op, "revoke", |_| Event::Revoke {
@@ -169,7 +161,9 @@ impl Handoff {
     }
 
     /// Records the outcome of a ticket whose execution lease lapsed (`Unknown`), after the
-    /// operator found out what happened.
+    /// operator found out what happened. An outcome over its bounds
+    /// ([`ExecutionOutcome::check`]) is refused with [`DecideError::Limit`] before anything
+    /// is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn resolve(
         &self,
@@ -178,6 +172,7 @@ impl Handoff {
         outcome: ExecutionOutcome,
     ) -> Result<Ticket, DecideError> {
         let _op = crate::failpoint::operation("resolve");
+        outcome.check()?;
         let op = self.operator(Some(ticket), credential).await?;
         self.operator_event(ticket, &op, "resolve", |_| Event::Resolve {
             operator: op.person.clone(),
@@ -186,7 +181,9 @@ impl Handoff {
         .await
     }
 
-    /// Cancels any ticket as an operator.
+    /// Cancels any ticket as an operator. A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`DecideError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn cancel_as_operator(
         &self,
@@ -194,6 +191,7 @@ impl Handoff {
         credential: &Credential,
         reason: &str,
     ) -> Result<Ticket, DecideError> {
+        check_reason(reason)?;
         let op = self.operator(Some(ticket), credential).await?;
         let reason = reason.to_owned();
         self.operator_event(ticket, &op, "cancel", |_| Event::Cancel {
@@ -284,105 +282,6 @@ impl Handoff {
         })
     }
 
-    /// Verifies the whole audit chain from the store, page by page in constant memory. If a
-    /// checkpoint was saved, its signature is checked with the configured key and the chain must
-    /// pass through its head: a truncated or rewritten chain is refused.
-    #[tracing::instrument(level = "info", skip_all)]
-    pub async fn verify_audit(&self) -> Result<AuditReport, AuditError> {
-        let mut verifier = Verifier::new();
-        let mut checkpoint_size = None;
-        if let Some(cp) = self.inner.store.latest_checkpoint().await? {
-            let key = self
-                .inner
-                .checkpoint_key
-                .as_ref()
-                .ok_or(AuditError::NoCheckpointKey)?;
-            let head = cp.verify(std::slice::from_ref(key))?;
-            checkpoint_size = Some(head.seq);
-            verifier = verifier.expect_head(head);
-        }
-        // One page is read while the one before it is hashed: the store's read of the next
-        // page starts on its own thread before this one's verification runs.
-        let mut from = 1;
-        let mut page = self.inner.store.audit_events(from, PAGE).await;
-        loop {
-            let events = match page {
-                Ok(events) => events,
-                Err(StoreError::MisfiledAuditEvent { seq }) => {
-                    // The events stored before it may hold an earlier break: check them first.
-                    for event in &self.events_before(from, seq).await? {
-                        verifier.push(event)?;
-                    }
-                    return Err(VerifyError::Misfiled { seq }.into());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let more = events.len() == PAGE;
-            let next_from = events.last().map_or(from, |e| e.seq + 1);
-            let mut next = more.then(|| Box::pin(self.inner.store.audit_events(next_from, PAGE)));
-            let mut early = None;
-            if let Some(next) = next.as_mut() {
-                // Polled once, so the read is on its way while this page is verified.
-                early = match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-                    Poll::Ready(result) => Some(result),
-                    Poll::Pending => None,
-                };
-            }
-            for event in &events {
-                verifier.push(event)?;
-            }
-            let Some(next) = next else { break };
-            page = match early {
-                Some(result) => result,
-                None => next.await,
-            };
-            from = next_from;
-        }
-        let summary = verifier.finish()?;
-        Ok(AuditReport {
-            events: summary.count,
-            head: summary.head,
-            checkpoint_size,
-        })
-    }
-
-    /// The stored events from `from` up to (not including) the misfiled event `misfiled`: the
-    /// longest page from `from` that the store answers without reaching it. Rows may be missing
-    /// (a deleted event), so the count is found by bisection, not by subtracting seqs.
-    async fn events_before(&self, from: u64, misfiled: u64) -> Result<Vec<RawEvent>, StoreError> {
-        let (mut ok, mut bad) = (
-            Vec::new(),
-            usize::try_from(misfiled - from).unwrap_or(PAGE) + 1,
-        );
-        let mut lo = 0;
-        while lo + 1 < bad {
-            let mid = lo + (bad - lo) / 2;
-            match self.inner.store.audit_events(from, mid).await {
-                Ok(page) => {
-                    lo = mid;
-                    ok = page;
-                }
-                Err(StoreError::MisfiledAuditEvent { .. }) => bad = mid,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(ok)
-    }
-
-    /// Signs the current chain head with the checkpoint key and saves it in the store.
-    #[tracing::instrument(level = "info", skip_all)]
-    pub async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
-        let key = self
-            .inner
-            .checkpoint_key
-            .as_ref()
-            .ok_or(AuditError::NoCheckpointKey)?;
-        let head = self.inner.store.audit_head().await?;
-        let cp = Checkpoint::sign(&self.inner.origin, head, key)?;
-        self.inner.store.save_checkpoint(&cp).await?;
-        Ok(cp)
-    }
-
     /// Store reachability, backlog and freeze status.
     pub async fn health(&self) -> Result<Health, StoreError> {
         let store = self.inner.store.health().await?;
@@ -397,4 +296,9 @@ impl Handoff {
             frozen_agents: f.agents.keys().cloned().collect(),
         })
     }
+}
+
+/// A cancel, revoke, freeze or erase reason within [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN).
+pub(crate) fn check_reason(reason: &str) -> Result<(), crate::limits::LimitError> {
+    crate::limits::check_text("reason", reason, crate::limits::MAX_REASON_LEN)
 }

@@ -24,7 +24,11 @@ pub struct TicketDetails {
     pub ticket: Ticket,
     /// Every decision asked for, accepted or refused, oldest first.
     pub decisions: Vec<DecisionRow>,
-    /// The ticket's audit events, in chain order.
+    /// The ticket's audit events, in chain order, each with the texts kept beside it
+    /// ([`AuditEvent::texts`]): a rejection's feedback, an execution's error or output, a
+    /// cancel or revoke reason, the expected and observed precondition values of a failed
+    /// `begin` — or, for a text erased or edited outside the library, which it is. For a
+    /// history of any length in constant memory, see [`Handoff::ticket_history`].
     pub audit: Vec<AuditEvent>,
 }
 
@@ -39,6 +43,9 @@ impl Handoff {
     /// is re-applied, but never to an action or requirements that changed under it (an edit),
     /// which is refused with [`DecideError::StaleVersion`]. Every refusal is recorded in the
     /// audit trail; a repeated identical vote is accepted once and answered the same.
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`DecideError::Limit`] before anything else (nothing is recorded).
     pub async fn decide(
         &self,
         ticket: TicketId,
@@ -50,6 +57,7 @@ impl Handoff {
             tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
         let _op = crate::failpoint::operation("decide");
         async {
+            verdict.check()?;
             let reviewer = self.authenticate(Some(ticket), credential).await?;
             tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));
             self.decide_as(ticket, reviewer, verdict, expected_version)
@@ -296,6 +304,7 @@ impl Inner {
         if flood.suppressed > 0 {
             let since = flood.suppressed_since.take().unwrap_or(now);
             records.push(AuditRecord {
+                texts: Vec::new(),
                 ticket: None,
                 at: now,
                 kind: crate::audit::kind::REFUSED.to_owned(),
@@ -326,6 +335,7 @@ impl Inner {
         }
         let since = flood.suppressed_since.take().unwrap_or(now);
         Some(AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: now,
             kind: crate::audit::kind::REFUSED.to_owned(),

@@ -24,16 +24,20 @@
 //! caller's failure never touches another's; compare-and-swap on the ticket version;
 //! idempotency keys unique per agent, also under races; `TooLate` judged against a commit time
 //! that never goes backwards; single-use nonces; reads by id, key, filter (paged, newest first),
-//! due time, decisions and per-ticket audit; health figures; checkpoints; shutdown that refuses
-//! later writes and keeps every acknowledged one; an audit chain that verifies and continues
-//! across a reopen.
+//! due time, decisions and per-ticket audit; health figures; checkpoints (the newest, and all of
+//! them in pages); texts kept beside their events only when the chain commits to them, read back
+//! with the events, erased by an audited write; shutdown that refuses later writes and keeps
+//! every acknowledged one; an audit chain that verifies and continues across a reopen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent_handoff::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, CheckpointKey};
+use agent_handoff::audit::{
+    Actor, AuditEvent, AuditRecord, AuditText, ChainHead, Checkpoint, CheckpointKey, TextRef,
+    TextRow, TextState,
+};
 use agent_handoff::backend::{
     Committed, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, TicketFilter, TicketWrite,
     Write,
@@ -83,6 +87,10 @@ macro_rules! store_conformance {
                 ticket_audit_and_audit_pages_cover_the_chain,
                 health_reports_pending_backlog_and_chain_length,
                 checkpoints_keep_the_newest,
+                checkpoints_are_listed_smallest_first,
+                texts_are_kept_beside_their_events,
+                texts_not_committed_by_the_chain_are_refused,
+                erasure_drops_a_text_and_names_the_erasing_event,
                 shutdown_refuses_later_commits,
                 outbox_claims_due_rows_oldest_first_and_leases_them,
                 outbox_claims_a_tickets_rows_per_channel_in_order,
@@ -173,14 +181,21 @@ fn records(events: &[AuditEvent]) -> Vec<AuditRecord> {
     events.iter().map(|e| e.record().clone()).collect()
 }
 
-/// The decoded records of stored events `from..=to`.
+/// The decoded records of stored events `from..=to`, with their texts.
 async fn records_between<S: Store + ?Sized>(store: &S, from: u64, to: u64) -> Vec<AuditRecord> {
     let raw = store
         .audit_events(from, usize::try_from(to + 1 - from).unwrap())
         .await
         .unwrap();
+    let texts = store.audit_texts(from, to).await.unwrap();
     raw.into_iter()
-        .map(|r| AuditEvent::decode(r).unwrap().record().clone())
+        .map(|r| {
+            let mine: Vec<_> = texts.iter().filter(|t| t.seq == r.seq).cloned().collect();
+            AuditEvent::decode_with_texts(r, mine)
+                .unwrap()
+                .record()
+                .clone()
+        })
         .collect()
 }
 
@@ -1438,6 +1453,267 @@ where
         latest.verify(&[key]).unwrap(),
         store.audit_head().await.unwrap()
     );
+    store.shutdown().await.unwrap();
+}
+
+/// Checkpoints are listed by size, smallest first, from a size on, a page at a time.
+pub async fn checkpoints_are_listed_smallest_first<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let key = CheckpointKey::new("audit.test/2025", &[9; 32]).unwrap();
+    assert!(store.checkpoints(0, 10).await.unwrap().is_empty());
+    let mut saved = Vec::new();
+    for i in 0..5 {
+        proposed(&*store, "agent-a", &format!("c{i}"), review(), ts(T0)).await;
+        let cp = Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+        saved.push(cp);
+    }
+    // Saved out of order, one twice.
+    for i in [3, 0, 4, 1, 2, 3] {
+        store.save_checkpoint(&saved[i]).await.unwrap();
+    }
+    assert_eq!(store.checkpoints(0, 100).await.unwrap(), saved);
+    assert_eq!(store.checkpoints(0, 2).await.unwrap(), saved[..2]);
+    let from = saved[2].size();
+    assert_eq!(store.checkpoints(from, 2).await.unwrap(), saved[2..4]);
+    assert_eq!(store.checkpoints(from + 1, 100).await.unwrap(), saved[3..]);
+    assert!(store
+        .checkpoints(saved[4].size() + 1, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// A record carrying `texts`, sealed with fixed salts.
+fn with_texts(ticket: Option<TicketId>, texts: &[(&str, serde_json::Value)]) -> AuditRecord {
+    let mut data = serde_json::Map::new();
+    data.insert("note".into(), json!("texts"));
+    let mut record = AuditRecord::new(
+        ticket,
+        ts(T0),
+        "test.texts",
+        Actor::System,
+        serde_json::Value::Object(data),
+    );
+    for (name, value) in texts {
+        record = record.with_text(*name, value.clone());
+    }
+    let mut salt = 0u8;
+    record.seal(|| {
+        salt += 1;
+        [salt; 32]
+    });
+    record
+}
+
+/// Texts are kept beside their events: the chained bytes hold only the commitments, the
+/// side table the values and salts; a ticket's history (in pages) and `audit_texts` read them
+/// back, and each opens its commitment.
+pub async fn texts_are_kept_beside_their_events<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "texts", review(), ts(T0)).await;
+    let secret = "transfer to DE89 3704 0044 0532 0130 00 rejected";
+    let first = with_texts(
+        Some(t.id()),
+        &[
+            ("feedback", json!(secret)),
+            (
+                "observed",
+                json!({ "row_count": 121, "f": 1.5, "deep": [[{ "x": null }]] }),
+            ),
+        ],
+    );
+    let second = with_texts(None, &[("reason", json!("é \u{0} \" \\ ünïcödé"))]);
+    let third = with_texts(Some(t.id()), &[]);
+    let write = Write {
+        audit: vec![
+            first.clone(),
+            marker(1, ts(T0)),
+            second.clone(),
+            third.clone(),
+        ],
+        ..Write::default()
+    };
+    let head = store.commit(write).await.unwrap().head;
+
+    // Never in the hashed bytes.
+    for event in chain(&*store).await {
+        assert!(
+            !String::from_utf8_lossy(&event.bytes).contains("DE89"),
+            "event {} holds the text",
+            event.seq
+        );
+    }
+    // Read back with the ticket's history, kept and opening the commitments.
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let kept = records(&history);
+    assert_eq!(&kept[kept.len() - 2..], [first.clone(), third.clone()]);
+    let event = &history[history.len() - 2];
+    assert_eq!(event.text("feedback").unwrap().state(), TextState::Kept);
+    assert_eq!(event.text("feedback").unwrap().as_str(), Some(secret));
+    assert_eq!(
+        event.record().data["feedback"]["commitment"].as_str(),
+        event.text("feedback").unwrap().commitment().as_deref()
+    );
+    // In pages.
+    let all = history.iter().map(AuditEvent::seq).collect::<Vec<_>>();
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.ticket_audit_page(t.id(), after, 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq();
+        paged.extend(page);
+    }
+    assert_eq!(paged.iter().map(AuditEvent::seq).collect::<Vec<_>>(), all);
+    assert_eq!(records(&paged), kept);
+    // The side table by event.
+    let rows = store.audit_texts(1, head.seq).await.unwrap();
+    let names: Vec<(u64, &str)> = rows.iter().map(|r| (r.seq, r.name.as_str())).collect();
+    let first_seq = head.seq - 3;
+    assert_eq!(
+        names,
+        [
+            (first_seq, "feedback"),
+            (first_seq, "observed"),
+            (first_seq + 2, "reason")
+        ]
+    );
+    assert_eq!(
+        rows[2],
+        TextRow::of(first_seq + 2, second.text("reason").unwrap()).unwrap()
+    );
+    assert!(store
+        .audit_texts(first_seq + 3, head.seq)
+        .await
+        .unwrap()
+        .is_empty());
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A record whose texts are not sealed, or whose data does not hold their commitments, or
+/// with a text named twice or badly, refuses the whole write: nothing of it is kept.
+pub async fn texts_not_committed_by_the_chain_are_refused<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "refused-texts", review(), ts(T0)).await;
+    let before = snapshot(&*store, t.id()).await;
+    let unsealed = AuditRecord::new(None, ts(T0), "test.texts", Actor::System, json!({}))
+        .with_text("feedback", "pending");
+    let mut uncommitted = with_texts(None, &[("feedback", json!("x"))]);
+    uncommitted.data["feedback"] = json!({ "commitment": "00".repeat(32) });
+    let mut swapped = with_texts(None, &[("feedback", json!("x"))]);
+    swapped.texts = vec![AuditText::sealed("feedback", "y", [1; 32])];
+    let badly_named = with_texts(None, &[("Feed Back", json!("x"))]);
+    for record in [unsealed, uncommitted, swapped, badly_named] {
+        let write = Write {
+            decision: Some(decision(t.id(), "bob", "reject", ts(T0))),
+            audit: vec![marker(1, ts(T0)), record],
+            nonces: vec![nonce()],
+            ..Write::default()
+        };
+        let err = store.commit(write).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+        assert_unchanged(&*store, t.id(), &before).await;
+    }
+    assert!(store.audit_texts(1, u64::MAX / 2).await.unwrap().is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// An erasure drops a kept text's value and salt in the same write as its audit record,
+/// naming that record as the erasing event; the chain is untouched and still verifies. A text
+/// that is not kept (unknown, erased already) refuses the whole write; an erasure without an
+/// audit record is refused.
+pub async fn erasure_drops_a_text_and_names_the_erasing_event<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "erase", review(), ts(T0)).await;
+    let record = with_texts(
+        Some(t.id()),
+        &[("feedback", json!("secret")), ("reason", json!("kept"))],
+    );
+    let seq = store
+        .commit(Write {
+            audit: vec![record],
+            ..Write::default()
+        })
+        .await
+        .unwrap()
+        .head
+        .seq;
+    let text = TextRef::new(seq, "feedback");
+    let erase = |text: TextRef| {
+        Write {
+            audit: vec![marker(9, ts(T0))],
+            ..Write::default()
+        }
+        .with_erasure(text)
+    };
+    let by = store.commit(erase(text.clone())).await.unwrap().head.seq;
+    let rows = store.audit_texts(seq, seq).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        TextRow {
+            seq,
+            name: "feedback".into(),
+            value: None,
+            salt: None,
+            erased_by: Some(by),
+        }
+    );
+    assert!(rows[1].value.is_some(), "the other text is kept");
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let event = history.iter().find(|e| e.seq() == seq).unwrap();
+    assert_eq!(
+        event.text("feedback").unwrap().state(),
+        TextState::Erased { by }
+    );
+    assert_eq!(event.text("feedback").unwrap().value(), None);
+    assert_eq!(event.text("reason").unwrap().as_str(), Some("kept"));
+
+    // Erased already, never written: nothing of the write is kept.
+    let head = store.audit_head().await.unwrap();
+    for missing in [
+        text.clone(),
+        TextRef::new(seq, "output"),
+        TextRef::new(head.seq + 5, "reason"),
+    ] {
+        let err = store.commit(erase(missing.clone())).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NoSuchText(t) if *t == missing),
+            "{err:?}"
+        );
+        assert_eq!(store.audit_head().await.unwrap(), head);
+    }
+    let err = store
+        .commit(Write::default().with_erasure(TextRef::new(seq, "reason")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+    assert!(store.audit_texts(seq, seq).await.unwrap()[1]
+        .value
+        .is_some());
+    verify_chain(&*store).await;
     store.shutdown().await.unwrap();
 }
 

@@ -331,6 +331,15 @@ impl Harness {
         }
     }
 
+    /// The database file of a [`Backing::File`] harness.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self._dir
+            .as_ref()
+            .expect("a file-backed harness")
+            .path()
+            .join("handoff.sqlite3")
+    }
+
     pub fn cred(&self, person: &str) -> &Credential {
         &self.creds[person]
     }
@@ -516,8 +525,20 @@ impl Store for Interpose {
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.audit_events(from, limit).await
     }
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.ticket_audit(ticket).await
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.ticket_audit_page(ticket, after, limit).await
+    }
+    async fn audit_texts(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<agent_handoff::audit::TextRow>, StoreError> {
+        self.inner.audit_texts(from, to).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
@@ -530,6 +551,9 @@ impl Store for Interpose {
     }
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.inner.latest_checkpoint().await
+    }
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(from, limit).await
     }
     async fn claim_outbox(
         &self,

@@ -13,13 +13,15 @@
 //! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
 //!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
-//!   keep the exact bytes that were hashed.
+//!   keep the exact bytes that were hashed. Their texts live in `audit_texts`, beside the
+//!   chain, where an erasure drops value and salt (`secure_delete` overwrites the freed bytes).
 
 mod checkpoint;
 mod codec;
 mod schema;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -32,7 +34,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use self::schema::sql_err;
 use self::writer::{Job, Listener, Writer};
 use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent};
+use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent, TextRow};
 use crate::backend::{
     lock, Clock, Committed, DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, SystemClock,
     TicketCursor, TicketFilter, TicketPage, Write,
@@ -501,26 +503,74 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(move |conn| {
+            let id = ticket.as_uuid().as_bytes().to_vec();
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut texts: BTreeMap<u64, Vec<TextRow>> = BTreeMap::new();
+            {
+                let mut s = conn
+                    .prepare_cached(
+                        "SELECT seq, name, value, salt, erased_by FROM audit_texts WHERE seq IN \
+                         (SELECT seq FROM audit_events WHERE ticket_id = ?1 AND seq > ?2 \
+                          ORDER BY seq LIMIT ?3) ORDER BY seq, name",
+                    )
+                    .map_err(sql_err)?;
+                let rows = s
+                    .query_map(params![id, after, limit], codec::text_from_row)
+                    .map_err(sql_err)?;
+                for row in rows {
+                    let row = row.map_err(sql_err)??;
+                    texts.entry(row.seq).or_default().push(row);
+                }
+            }
             let mut s = conn
                 .prepare_cached(
                     "SELECT seq, bytes, prev_hash, hash FROM audit_events \
-                     WHERE ticket_id = ?1 ORDER BY seq",
+                     WHERE ticket_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(sql_err)?;
             let rows = s
-                .query_map(params![ticket.as_uuid().as_bytes()], codec::event_from_row)
+                .query_map(params![id, after, limit], codec::event_from_row)
                 .map_err(sql_err)?;
             rows.map(|r| {
-                let event = r.map_err(sql_err)??;
+                let mut event = r.map_err(sql_err)??;
                 // The column is not hashed; the bytes are.
                 if event.record().ticket != Some(ticket) {
                     return Err(StoreError::MisfiledAuditEvent { seq: event.seq() });
                 }
+                event.attach_texts(texts.remove(&event.seq()).unwrap_or_default());
                 Ok(event)
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT seq, name, value, salt, erased_by FROM audit_texts \
+                     WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq, name",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(
+                    params![
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(to).unwrap_or(i64::MAX)
+                    ],
+                    codec::text_from_row,
+                )
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
         })
         .await
     }
@@ -579,6 +629,31 @@ impl Store for SqliteStore {
                 Checkpoint::parse(&t).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
             })
             .transpose()
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT text FROM checkpoints WHERE size >= ?1 ORDER BY size LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(
+                    params![
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(sql_err)?;
+            rows.map(|text| {
+                Checkpoint::parse(&text.map_err(sql_err)?)
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
+            })
+            .collect()
         })
         .await
     }

@@ -47,6 +47,18 @@ pub(super) struct Prepared {
 
 impl Prepared {
     pub(super) fn new(write: Write) -> Result<Self, StoreError> {
+        // Texts are kept only when the chain commits to them (an HMAC each, here, off the
+        // writer thread).
+        for record in &write.audit {
+            record
+                .check_texts()
+                .map_err(|e| StoreError::InvalidWrite(e.to_string()))?;
+        }
+        if !write.erase.is_empty() && write.audit.is_empty() {
+            return Err(StoreError::InvalidWrite(
+                "an erasure needs the audit record of the erasing event".into(),
+            ));
+        }
         let row = match &write.ticket {
             Some(t) => Some(codec::TicketRow::of(ticket_of(t))?),
             None => None,
@@ -341,6 +353,7 @@ impl Writer {
             )));
         }
         let records = std::mem::take(&mut write.audit);
+        let first_seq = self.chain.head().seq + 1;
         let mut inserted = Ok(());
         for record in records {
             if inserted.is_err() {
@@ -352,10 +365,14 @@ impl Writer {
                 .chain
                 .append(record)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            inserted = codec::insert_event(&self.conn, &event, at);
+            inserted = codec::insert_event(&self.conn, &event, at)
+                .and_then(|()| codec::insert_texts(&self.conn, &event));
             write.audit.push(event.into_parts().1);
         }
         inserted?;
+        for text in &write.erase {
+            codec::erase_text(&self.conn, text, first_seq)?;
+        }
         for row in &write.outbox {
             self.conn
                 .prepare_cached(
