@@ -5,6 +5,7 @@
 // The pure core: no I/O, no clock reads, no async runtime.
 pub mod action;
 pub mod audit;
+pub mod codes;
 mod id;
 pub mod limits;
 pub mod policy;
@@ -22,14 +23,15 @@ mod oneshot;
 pub mod store;
 
 pub use backend::{
-    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, StaticDirectory,
-    Store, StoreError, SystemClock,
+    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, PlatformIdentity,
+    PlatformVerifier, StaticDirectory, Store, StoreError, StoreReader, SystemClock,
+    STORE_CONTRACT_VERSION,
 };
 pub use engine::{
     AgentHandle, ApprovedAction, AuditError, AuditFinding, AuditReport, AuditStream, DecideError,
-    Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff,
-    HandoffBuilder, Health, Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal,
-    ProposeError, RawAuditStream, RunError, TicketDetails, TicketHistory, TokenPreview,
+    Decided, Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, FreezeScope, Grant,
+    Handoff, HandoffBuilder, Health, Limits, LinkError, MintedLink, PendingTicket, Permit,
+    Proposal, ProposeError, RawAuditStream, RunError, TicketDetails, TicketHistory, TokenPreview,
     TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};

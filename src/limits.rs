@@ -49,8 +49,9 @@ pub const MAX_VALUE_BYTES: usize = crate::action::limits::MAX_CANONICAL_BYTES;
 
 /// A text or a value over its bound. Nothing was written.
 ///
-/// Codes (stable, for doors that map refusals): `text_too_long`, `value_too_deep`,
-/// `value_too_large` ([`code`](Self::code)).
+/// Codes ([`code`](Self::code)): [`TOO_LARGE`](crate::codes::TOO_LARGE) for a text or a value
+/// too long, [`TOO_DEEP`](crate::codes::TOO_DEEP) for a value nested too deep — the codes of
+/// action requests over their bounds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LimitError {
@@ -85,13 +86,13 @@ pub enum LimitError {
 }
 
 impl LimitError {
-    /// The stable snake-case code of the refusal: `text_too_long`, `value_too_deep` or
-    /// `value_too_large`.
-    pub fn code(&self) -> &'static str {
+    /// The stable code (see [`codes`](crate::codes)): `too_large` or `too_deep`.
+    pub fn code(&self) -> crate::codes::Code {
         match self {
-            LimitError::TextTooLong { .. } => "text_too_long",
-            LimitError::ValueTooDeep { .. } => "value_too_deep",
-            LimitError::ValueTooLarge { .. } => "value_too_large",
+            LimitError::TextTooLong { .. } | LimitError::ValueTooLarge { .. } => {
+                crate::codes::TOO_LARGE
+            }
+            LimitError::ValueTooDeep { .. } => crate::codes::TOO_DEEP,
         }
     }
 }

@@ -64,8 +64,8 @@ use agent_handoff::ticket::{ExecutionOutcome, Verdict};
 use agent_handoff::token::VerdictKind;
 use agent_handoff::{
     AuditError, Clock, FreezeScope, Handoff, Limits, LinkError, ManualClock, Proposal,
-    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, Synchronous, TicketId,
-    Timestamp, TokenSubmission,
+    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, StoreReader, Synchronous,
+    TicketId, Timestamp, TokenSubmission,
 };
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -324,7 +324,7 @@ async fn build_history(path: &Path, rounds: u64) -> Checkpoint {
     }
     let kept = h.checkpoint().await.unwrap();
     h.verify_audit().await.unwrap();
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     kept
 }
 
@@ -909,7 +909,7 @@ async fn traffic_past(h: &Handoff, clock: &ManualClock, size: u64) {
 }
 
 /// The whole chain, read through the store's public port.
-async fn stored_chain(store: &dyn Store) -> Vec<RawEvent> {
+async fn stored_chain(store: &StoreReader) -> Vec<RawEvent> {
     let mut out: Vec<RawEvent> = Vec::new();
     loop {
         let from = out.last().map_or(1, |e| e.seq + 1);
@@ -1001,7 +1001,7 @@ async fn case(
             "{ctx}: the laundering checkpoint was {refused:?}"
         );
         // Refused, audited, and nothing signed.
-        let after = stored_chain(h.store().as_ref()).await;
+        let after = stored_chain(&h.store()).await;
         let last = agent_handoff::audit::AuditEvent::decode(after.last().unwrap().clone()).unwrap();
         assert_eq!(after.len() as u64, before + 1, "{ctx}");
         assert_eq!(last.record().data["refusal"], "checkpoint_refused", "{ctx}");
@@ -1012,11 +1012,11 @@ async fn case(
         );
     }
     let report = h.verify_audit().await;
-    let chain = stored_chain(h.store().as_ref()).await;
+    let chain = stored_chain(&h.store()).await;
     let bare = Verifier::new().verify(&chain);
     let kept_head = p.kept.verify(&[checkpoint_key()]).unwrap();
     let against_kept = Verifier::new().expect_head(kept_head).verify(&chain);
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     drop(h);
     remove_db(&path);
 
@@ -1115,12 +1115,12 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, p.size);
         assert_eq!(report.checkpoint_size, Some(p.size));
-        let chain = stored_chain(h.store().as_ref()).await;
+        let chain = stored_chain(&h.store()).await;
         Verifier::new()
             .expect_head(p.kept.verify(&[checkpoint_key()]).unwrap())
             .verify(&chain)
             .unwrap();
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 
     let mut rng = Rng::new(seed);
@@ -1193,7 +1193,7 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
             }
         }
         let h = engine(&path, &clock).await;
-        let chain = stored_chain(h.store().as_ref()).await;
+        let chain = stored_chain(&h.store()).await;
         assert_eq!(chain.len() as u64, cut - 1);
         Verifier::new()
             .verify(&chain)
@@ -1234,7 +1234,7 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
                 agent_handoff::audit::CheckpointError::WrongOrigin { .. }
             ))
         ));
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1307,7 +1307,7 @@ async fn an_edited_index_column_is_named_as_misfiled() {
             let history = h.store().ticket_audit(a).await.unwrap();
             assert!(history.iter().all(|e| e.seq() != seq as u64));
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1325,30 +1325,38 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
     let path = work.path().join("long.sqlite3");
     let ticket = TicketId::from_uuid(uuid::Uuid::from_u128(7));
     {
-        let h = engine(&path, &clock).await;
+        // The fixture is written to the store directly: the facade offers no raw commit.
+        let store = SqliteStore::open_with(
+            &path,
+            SqliteOptions::new()
+                .with_clock(Arc::new(clock.clone()))
+                .with_synchronous(Synchronous::Normal),
+        )
+        .await
+        .unwrap();
         for write in 0..EVENTS / 1000 {
             let audit = (0..1000)
-                .map(|i| AuditRecord {
-                    texts: Vec::new(),
-                    // Events of no ticket and of one ticket alternate.
-                    ticket: (i % 2 == 0).then_some(ticket),
-                    at: Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
-                    kind: "note".into(),
-                    actor: Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
-                    data: json!({ "n": write * 1000 + i }),
+                .map(|i| {
+                    AuditRecord::new(
+                        // Events of no ticket and of one ticket alternate.
+                        (i % 2 == 0).then_some(ticket),
+                        Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
+                        "note",
+                        Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
+                        json!({ "n": write * 1000 + i }),
+                    )
                 })
-                .collect();
-            h.store()
-                .commit(Write {
-                    audit,
-                    ..Write::default()
-                })
+                .collect::<Vec<_>>();
+            store
+                .commit(Write::new().with_audit_records(audit))
                 .await
                 .unwrap();
         }
+        store.shutdown().await.unwrap();
+        let h = engine(&path, &clock).await;
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, EVENTS);
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
     // (tampers, the error expected): seqs chosen on both sides of the page boundary 4 096.
     type Case = (&'static [(&'static str, i64)], fn(&VerifyError) -> bool);
@@ -1389,7 +1397,7 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
             Err(AuditError::Chain(e)) => assert!(expected(&e), "{tampers:?}: {e:?}"),
             other => panic!("{tampers:?}: {other:?}"),
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1411,7 +1419,7 @@ async fn a_routine_checkpoint_never_launders_a_cut_tail() {
         assert!(kept.size() >= 10);
         let report = h.verify_audit().await.unwrap();
         assert!(report.is_clean(), "{report}");
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
         kept
     };
     let size = kept.size();
@@ -1458,7 +1466,7 @@ async fn a_routine_checkpoint_never_launders_a_cut_tail() {
                 h.store().latest_checkpoint().await.unwrap().unwrap().size(),
                 size
             );
-            let events = stored_chain(h.store().as_ref()).await;
+            let events = stored_chain(&h.store()).await;
             let last =
                 agent_handoff::audit::AuditEvent::decode(events.last().unwrap().clone()).unwrap();
             assert_eq!(last.record().kind, "refused");
@@ -1475,8 +1483,18 @@ async fn a_routine_checkpoint_never_launders_a_cut_tail() {
             matches!(against, Err(AuditError::Chain(VerifyError::Rewritten { seq })) if seq == size),
             "{against:?}"
         );
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
+}
+
+/// Saves a checkpoint row directly in the database (as anyone who can write the file can).
+fn save_checkpoint_raw(path: &Path, checkpoint: &Checkpoint) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints (size, text) VALUES (?1, ?2)",
+        params![checkpoint.size() as i64, checkpoint.to_text()],
+    )
+    .unwrap();
 }
 
 /// `verify_audit` reports, rather than passes silently: no checkpoint at all, and a stored
@@ -1501,7 +1519,7 @@ async fn missing_foreign_and_forged_checkpoints_are_findings_or_refusals() {
     let head = h.store().audit_head().await.unwrap();
     let retired = CheckpointKey::new("test.example/retired", &[0x42; 32]).unwrap();
     let foreign = Checkpoint::sign("test.example/audit", head, &retired).unwrap();
-    h.store().save_checkpoint(&foreign).await.unwrap();
+    save_checkpoint_raw(&path, &foreign);
     let report = h.verify_audit().await.unwrap();
     assert_eq!(
         report.findings,
@@ -1527,7 +1545,7 @@ async fn missing_foreign_and_forged_checkpoints_are_findings_or_refusals() {
         &checkpoint_key(),
     )
     .unwrap();
-    h.store().save_checkpoint(&other).await.unwrap();
+    save_checkpoint_raw(&path, &other);
     assert!(matches!(
         h.verify_audit().await,
         Err(AuditError::Checkpoint(
@@ -1549,7 +1567,7 @@ async fn missing_foreign_and_forged_checkpoints_are_findings_or_refusals() {
     );
     // At the other chain's checkpoint's size, so it replaces it.
     let forged = Checkpoint::sign("test.example/audit", other.head(), &forger).unwrap();
-    h.store().save_checkpoint(&forged).await.unwrap();
+    save_checkpoint_raw(&path, &forged);
     let report = h.verify_audit().await;
     assert!(
         matches!(
@@ -1560,5 +1578,5 @@ async fn missing_foreign_and_forged_checkpoints_are_findings_or_refusals() {
         ),
         "{report:?}"
     );
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
 }

@@ -91,7 +91,7 @@ async fn a_feedback_over_its_bound_is_refused_before_anything_is_written() {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(&err, DecideError::Limit(e) if too_long(e, "feedback", MAX_FEEDBACK_LEN) && e.code() == "text_too_long"),
+                matches!(&err, DecideError::Limit(e) if too_long(e, "feedback", MAX_FEEDBACK_LEN) && e.code() == "too_large"),
                 "{err:?}"
             );
             // Refused before the credential: even a wrong one writes nothing.
@@ -191,33 +191,33 @@ async fn an_outcome_over_its_bounds_hands_the_permit_back() {
             ExecutionOutcome::Failed {
                 error: "e".repeat(MIB),
             },
-            "text_too_long",
+            "too_large",
         ),
         (
             ExecutionOutcome::Succeeded {
                 output: nested(130),
             },
-            "value_too_deep",
+            "too_deep",
         ),
         (
             ExecutionOutcome::Succeeded {
                 output: nested(MAX_VALUE_DEPTH + 1),
             },
-            "value_too_deep",
+            "too_deep",
         ),
         (
             ExecutionOutcome::Succeeded {
                 output: json!({ "blob": "b".repeat(MAX_VALUE_BYTES) }),
             },
-            "value_too_large",
+            "too_large",
         ),
     ];
     for (outcome, code) in oversized {
-        assert_eq!(outcome.check().unwrap_err().code(), code);
+        assert_eq!(outcome.check().unwrap_err().code().as_str(), code);
         let head = h.head().await;
         permit = match ops.finish(permit, outcome).await {
             Err(ExecuteError::OutcomeRefused { error, permit }) => {
-                assert_eq!(error.code(), code);
+                assert_eq!(error.code().as_str(), code);
                 *permit
             }
             other => panic!("expected the outcome refused, got {other:?}"),
@@ -560,13 +560,13 @@ proptest! {
         let outcome = ExecutionOutcome::Succeeded { output: v.clone() };
         let size = agent_handoff::action::canonical_json(&v).len();
         let expected = if depth(&v) > MAX_VALUE_DEPTH {
-            Some("value_too_deep")
+            Some("too_deep")
         } else if size > MAX_VALUE_BYTES {
-            Some("value_too_large")
+            Some("too_large")
         } else {
             None
         };
-        prop_assert_eq!(outcome.check().err().map(|e| e.code()), expected);
+        prop_assert_eq!(outcome.check().err().map(|e| e.code().as_str()), expected);
         let failed = ExecutionOutcome::Failed { error: "e".repeat(len) };
         prop_assert_eq!(failed.check().is_ok(), len <= MAX_ERROR_LEN);
     }

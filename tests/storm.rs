@@ -451,7 +451,7 @@ fn refused(code: &str) -> String {
 fn decide_result<T>(r: Result<T, DecideError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(DecideError::Refused(refusal)) => refused(refusal.code()),
+        Err(DecideError::Refused(refusal)) => refused(refusal.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -459,7 +459,7 @@ fn decide_result<T>(r: Result<T, DecideError>) -> String {
 fn execute_result<T>(r: &Result<T, ExecuteError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(ExecuteError::Refused(refusal)) => refused(refusal.code()),
+        Err(ExecuteError::Refused(refusal)) => refused(refusal.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -2191,44 +2191,29 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
     let forged = [
         (
             "an accepted decision row nobody answered",
-            agent_handoff::backend::Write {
-                decision: Some(agent_handoff::backend::DecisionRow {
-                    ticket: two,
-                    person: Some(person("dave")),
-                    verdict: "approve".into(),
-                    refusal: None,
-                    at,
-                }),
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_decision(
+                agent_handoff::backend::DecisionRow::new(two, Some(person("dave")), "approve", at),
+            ),
         ),
         (
             "a second execution_started",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    texts: Vec::new(),
-                    ticket: Some(allowed),
-                    at,
-                    kind: "execution_started".into(),
-                    actor: Actor::Agent(agent_id(AGENT)),
-                    data: json!({ "lease_expires": ms(at) + 1000 }),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                Some(allowed),
+                at,
+                "execution_started",
+                Actor::Agent(agent_id(AGENT)),
+                json!({ "lease_expires": ms(at) + 1000 }),
+            )]),
         ),
         (
             "an event about no ticket",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    texts: Vec::new(),
-                    ticket: None,
-                    at,
-                    kind: "frozen".into(),
-                    actor: Actor::System,
-                    data: json!({}),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                None,
+                at,
+                "frozen",
+                Actor::System,
+                json!({}),
+            )]),
         ),
     ];
     let mut found = 0;

@@ -144,7 +144,7 @@ pub enum CheckpointError {
         key: String,
     },
     /// The checkpoint is of another chain than the one expected (its origin line differs):
-    /// it vouches for nothing here. Code: `checkpoint_wrong_origin`.
+    /// it vouches for nothing here.
     #[error("the checkpoint is of `{found}`, not of `{expected}`")]
     WrongOrigin {
         /// The origin expected (cut to 64 characters).

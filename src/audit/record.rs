@@ -30,6 +30,7 @@ pub enum Actor {
 /// the action's committed parameters, and for free text and values the record's
 /// [`texts`](Self::texts), kept beside the event (see [`AuditText`](super::AuditText)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// The ticket it concerns, if any.
     pub ticket: Option<TicketId>,
@@ -49,7 +50,8 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// A record without texts (add them with [`with_text`](Self::with_text)).
+    /// A record of `kind` caused by `actor` at `at`, about `ticket` if any, with `data` (a
+    /// JSON object), without texts (add them with [`with_text`](Self::with_text)).
     pub fn new(
         ticket: Option<TicketId>,
         at: Timestamp,

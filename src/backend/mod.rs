@@ -2,11 +2,15 @@
 //!
 //! - [`Store`]: durable state (the bundled [`SqliteStore`](crate::SqliteStore) implements it).
 //! - [`IdentityVerifier`]: credentials to reviewers ([`StaticDirectory`] implements it).
+//! - [`PlatformVerifier`]: the one trust step through which an integrator's channel proves a
+//!   platform user ([`PlatformIdentity`]).
 //! - [`Clock`]: time ([`SystemClock`], [`ManualClock`]).
 //! - The policy port is [`PolicyEngine`](crate::policy::PolicyEngine).
 
 mod clock;
 mod identity;
+mod platform;
+mod reader;
 mod store;
 
 pub(crate) use clock::lock;
@@ -15,8 +19,10 @@ pub use identity::{
     token_hash, ApiToken, Credential, DirectoryError, IdentityError, IdentityVerifier,
     StaticDirectory,
 };
+pub use platform::{PlatformIdentity, PlatformRequest, PlatformVerifier, MAX_PLATFORM_USER_LEN};
+pub use reader::StoreReader;
 pub use store::{
     CommitListener, Committed, DecisionRow, NonceUse, OutboxEntry, OutboxOutcome, OutboxRow,
     OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
-    TicketPage, TicketWrite, Write,
+    TicketPage, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };

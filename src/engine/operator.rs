@@ -8,6 +8,7 @@ use super::error::DecideError;
 use super::{DriveError, Driven, Handoff, Inner};
 use crate::audit::{Actor, AuditRecord};
 use crate::backend::{lock, Credential, StoreError, StoreHealth};
+use crate::codes;
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
 use crate::timestamp::Timestamp;
@@ -62,7 +63,7 @@ impl Handoff {
         let record = self.inner.refusal_record(
             ticket,
             Actor::Reviewer(person.person.clone()),
-            "not_operator",
+            codes::NOT_OPERATOR,
             serde_json::Value::Null,
         );
         self.inner.audit_only(vec![record]).await?;
