@@ -1115,6 +1115,11 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, p.size);
         assert_eq!(report.checkpoint_size, Some(p.size));
+        assert_eq!(
+            report.checkpoints, 2,
+            "one checkpoint per round, each checked"
+        );
+        assert!(report.is_clean(), "{report}");
         let chain = stored_chain(&h.store()).await;
         Verifier::new()
             .expect_head(p.kept.verify(&[checkpoint_key()]).unwrap())
@@ -1138,8 +1143,10 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
     }
     println!(
         "audit tamper (SQLite): seed {seed:#x}, {cases} cases on a chain of {} events, \
-         {cases} detected (100 %), first bad event exact in every case, {:.1} s",
+         {cases} detected (100 %), first bad event exact in every case; {} routine checkpoints \
+         over a laundered cut refused (and audited), 0 signed; {:.1} s",
         p.size,
+        by_kind.get(&Tamper::Laundered).copied().unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
     for (t, n) in &by_kind {
