@@ -21,12 +21,12 @@ mod oneshot;
 pub mod store;
 
 pub use backend::{
-    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, StaticDirectory,
-    Store, StoreError, SystemClock,
+    ApiToken, Clock, Credential, FreezeScope, IdentityError, IdentityVerifier, ManualClock,
+    StaticDirectory, Store, StoreError, SystemClock,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLinks,
-    DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
+    AgentHandle, ApprovedAction, AuditError, AuditReport, ClockRebase, DecideError, Decision,
+    DecisionLinks, DeliveryReport, Error, ExecuteError, Grant, Handoff, HandoffBuilder, Health,
     Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
     TicketDetails, TokenPreview, TokenSubmission, WaitError,
 };

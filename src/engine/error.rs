@@ -10,7 +10,14 @@ use crate::token::{MalformedToken, SignError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProposeError {
-    /// Proposals are frozen by an operator's kill switch (audited).
+    /// The agent is frozen by an operator's kill switch ([`Handoff::freeze`]): nothing was
+    /// recorded but the refusal (audited, coalesced per agent: see
+    /// [`Limits::frozen_audit_per_minute`]).
+    ///
+    /// Code: `frozen`.
+    ///
+    /// [`Handoff::freeze`]: crate::Handoff::freeze
+    /// [`Limits::frozen_audit_per_minute`]: crate::Limits::frozen_audit_per_minute
     #[error("proposals are frozen: {reason}")]
     Frozen {
         /// The operator's reason.
@@ -46,6 +53,18 @@ pub enum DecideError {
     NotOperator {
         /// Who tried.
         person: String,
+    },
+    /// An approval (plain or with edits) of a ticket whose agent is frozen by an operator's
+    /// kill switch ([`Handoff::freeze`](crate::Handoff::freeze)): not counted; the refusal
+    /// is audited with a refused decision row (coalesced per agent, see
+    /// [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// Rejections and change requests are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
     },
     /// No such ticket.
     #[error("ticket {0} not found")]
@@ -124,6 +143,17 @@ pub enum LinkError {
     /// The token was used before.
     #[error("token was already used")]
     Replayed,
+    /// An approval of a ticket whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): not counted, audited as for
+    /// [`DecideError::Frozen`]. The token was not spent: it can be used once the freeze is
+    /// lifted.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
     /// The token names a ticket the store does not hold.
     #[error("ticket {0} not found")]
     NotFound(TicketId),
@@ -167,6 +197,18 @@ pub enum ExecuteError {
     /// The action has preconditions but none were observed (use `run_with`).
     #[error("the action has preconditions; observe them and use `run_with`")]
     PreconditionsNotObserved,
+    /// `begin` of a grant whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): no permit was issued and the ticket is
+    /// still approved (until its grant ends); the refusal is audited (coalesced per agent,
+    /// see [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// `renew` and `finish` are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("execution is frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
     /// The store failed. For `finish`, the outcome was not recorded: call it again.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -261,4 +303,12 @@ pub enum Error {
     /// The builder was missing a part.
     #[error("handoff builder: {0}")]
     Build(&'static str),
+    /// The clock given to the builder is not the one the store stamps commits with (see
+    /// [`HandoffBuilder::clock`](crate::HandoffBuilder::clock)): open the store with it
+    /// (e.g. `SqliteOptions::with_clock`), or leave it out of the builder, which then takes
+    /// the store's.
+    ///
+    /// Code: `clock_mismatch`.
+    #[error("handoff builder: the store stamps commits with another clock than the engine's")]
+    ClockMismatch,
 }

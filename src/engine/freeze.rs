@@ -1,0 +1,347 @@
+//! The kill switch: freezing and unfreezing (one write with its audit row), which writes a
+//! freeze refuses, and the refusals' audit rows, coalesced per agent.
+//!
+//! A freeze lives in the store and is checked by the store inside each guarded write's
+//! transaction ([`Write::unless_frozen`]): proposals, approvals (plain and with edits) and
+//! `begin` commit either before the freeze's own write or not at all, in every process sharing
+//! the store. Rejections, change requests, cancels, revokes, renewals, finishes, expiries and
+//! resolutions are never guarded, so outcomes are never lost and nothing is pushed into
+//! `Unknown`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::error::DecideError;
+use super::{Handoff, Inner};
+use crate::audit::{Actor, AuditRecord};
+use crate::backend::{lock, Credential, DecisionRow, FreezeChange, FreezeScope, StoreError, Write};
+use crate::id::{AgentId, PersonId, TicketId};
+use crate::ticket::{Event, Ticket, Verdict};
+use crate::timestamp::Timestamp;
+
+/// The agent whose freeze refuses this event on this ticket, if a freeze refuses it at all:
+/// approvals (plain and with edits) and `begin`. Set as the accepted write's
+/// [`Write::unless_frozen`].
+pub(crate) fn guard(event: &Event, ticket: &Ticket) -> Option<AgentId> {
+    match event {
+        Event::Vote {
+            verdict: Verdict::Approve,
+            ..
+        }
+        | Event::Edit { .. }
+        | Event::Begin { .. } => Some(ticket.requester().agent().clone()),
+        _ => None,
+    }
+}
+
+impl Handoff {
+    /// Kill switch: from the commit of this call on, proposals, approvals (plain and with
+    /// edits) and `begin` of the agents in `scope` are refused ([`ProposeError::Frozen`],
+    /// [`DecideError::Frozen`], [`ExecuteError::Frozen`], [`LinkError::Frozen`]) and
+    /// audited, until [`unfreeze`](Self::unfreeze). Rejections, change requests, cancels,
+    /// revokes, renewals, finishes and resolutions go on.
+    ///
+    /// The freeze is held in the store and set in the same write as its audit row: it holds
+    /// across restarts and for every process sharing the store, and an operation racing it
+    /// either commits before it or is refused.
+    ///
+    /// [`ProposeError::Frozen`]: crate::ProposeError::Frozen
+    /// [`ExecuteError::Frozen`]: crate::ExecuteError::Frozen
+    /// [`LinkError::Frozen`]: crate::LinkError::Frozen
+    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
+    pub async fn freeze(
+        &self,
+        credential: &Credential,
+        scope: FreezeScope,
+        reason: &str,
+    ) -> Result<(), DecideError> {
+        let op = self.operator(None, credential).await?;
+        let change = FreezeChange::set(scope.clone(), reason, Some(op.person.clone()));
+        self.record_freeze(&op.person, change, &scope, Some(reason))
+            .await
+    }
+
+    /// Lifts a freeze (from the commit of this call on; nothing if `scope` is not frozen).
+    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
+    pub async fn unfreeze(
+        &self,
+        credential: &Credential,
+        scope: FreezeScope,
+    ) -> Result<(), DecideError> {
+        let op = self.operator(None, credential).await?;
+        let change = FreezeChange::lift(scope.clone());
+        self.record_freeze(&op.person, change, &scope, None).await
+    }
+
+    async fn record_freeze(
+        &self,
+        operator: &PersonId,
+        change: FreezeChange,
+        scope: &FreezeScope,
+        reason: Option<&str>,
+    ) -> Result<(), DecideError> {
+        let record = AuditRecord {
+            ticket: None,
+            at: self.inner.clock.now(),
+            kind: if reason.is_some() {
+                crate::audit::kind::FROZEN
+            } else {
+                crate::audit::kind::UNFROZEN
+            }
+            .to_owned(),
+            actor: Actor::Operator(operator.clone()),
+            data: json!({ "scope": scope, "reason": reason }),
+        };
+        let mut write = Write::default().with_freeze_change(change);
+        write.audit.push(record);
+        self.inner.store.commit(write).await?;
+        Ok(())
+    }
+}
+
+/// What a frozen refusal concerns, for its audit row.
+pub(crate) enum Refused<'a> {
+    /// A proposal (no ticket was made).
+    Proposal {
+        kind: &'a str,
+        idempotency_key: &'a str,
+        digest: String,
+    },
+    /// An event on a ticket: an approval (`vote`, `edit`, with the reviewer's decision row)
+    /// or `begin`.
+    Event {
+        ticket: TicketId,
+        event: &'static str,
+        /// The state the machine accepted the event in.
+        state: &'static str,
+        /// The reviewer and their verdict, for approvals.
+        decision: Option<(&'a PersonId, &'a str)>,
+    },
+}
+
+impl Inner {
+    /// Audits a refusal by a freeze of `agent`'s actions: one row each up to
+    /// [`Limits::frozen_audit_per_minute`](super::Limits) per agent, then counted and written
+    /// as one summary row, so a frozen agent looping on proposals cannot fill the disk.
+    pub(crate) async fn refused_frozen(
+        &self,
+        agent: &AgentId,
+        what: Refused<'_>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let limit = self.limits.frozen_audit_per_minute;
+        let summary = {
+            let mut flood = lock(&self.frozen);
+            match flood.admit(agent, now, limit) {
+                Admit::Count => return Ok(()),
+                Admit::Write { suppressed } => suppressed,
+            }
+        };
+        let mut write = Write::default();
+        if let Some((count, since)) = summary {
+            write.audit.push(summary_record(agent, count, since, now));
+        }
+        match what {
+            Refused::Proposal {
+                kind,
+                idempotency_key,
+                digest,
+            } => write.audit.push(self.refusal_record(
+                None,
+                Actor::Agent(agent.clone()),
+                "frozen",
+                json!({
+                    "kind": kind,
+                    "idempotency_key": idempotency_key,
+                    "digest": digest,
+                    "reason": reason,
+                }),
+            )),
+            Refused::Event {
+                ticket,
+                event,
+                state,
+                decision,
+            } => {
+                let actor = match decision {
+                    Some((person, _)) => Actor::Reviewer(person.clone()),
+                    None => Actor::Agent(agent.clone()),
+                };
+                // The shape of the ticket machine's refusals.
+                write.audit.push(AuditRecord {
+                    ticket: Some(ticket),
+                    at: now,
+                    kind: crate::audit::kind::REFUSED.to_owned(),
+                    actor,
+                    data: json!({
+                        "event": event,
+                        "refusal": "frozen",
+                        "message": format!("frozen by an operator: {reason}"),
+                        "state": state,
+                        "reason": reason,
+                    }),
+                });
+                write.decision = decision.map(|(person, verdict)| DecisionRow {
+                    ticket,
+                    person: Some(person.clone()),
+                    verdict: verdict.to_owned(),
+                    refusal: Some("frozen".to_owned()),
+                    at: now,
+                });
+            }
+        }
+        self.store.commit(write).await.map(|_| ())
+    }
+
+    /// The summary rows of frozen refusals counted but not written, for agents whose window
+    /// is over at `now` (written by the sweep, so a flood that stopped is still audited).
+    pub(crate) fn frozen_summaries_due(&self, now: Timestamp) -> Vec<AuditRecord> {
+        lock(&self.frozen)
+            .due(now)
+            .into_iter()
+            .map(|(agent, count, since)| summary_record(&agent, count, since, now))
+            .collect()
+    }
+}
+
+fn summary_record(agent: &AgentId, count: u64, since: Timestamp, now: Timestamp) -> AuditRecord {
+    AuditRecord {
+        ticket: None,
+        at: now,
+        kind: crate::audit::kind::REFUSED.to_owned(),
+        actor: Actor::Agent(agent.clone()),
+        data: json!({
+            "refusal": "frozen",
+            "detail": { "coalesced": count, "since": since.as_unix_millis() },
+        }),
+    }
+}
+
+/// The one-minute windows of refusals, per key: how many were written, how many only counted.
+#[derive(Debug)]
+pub(crate) struct Coalescer<K> {
+    windows: HashMap<K, Window>,
+}
+
+impl<K> Default for Coalescer<K> {
+    fn default() -> Self {
+        Self {
+            windows: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Timestamp,
+    written: u32,
+    /// Counted but not written, since `since`.
+    suppressed: u64,
+    since: Option<Timestamp>,
+}
+
+/// What to do with one refusal.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Write its row, preceded by a summary of the refusals counted before (count, since).
+    Write {
+        suppressed: Option<(u64, Timestamp)>,
+    },
+    /// The window's budget is spent: count it for the next summary.
+    Count,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl<K: Hash + Eq + Clone> Coalescer<K> {
+    /// One refusal for `key` at `now`, with `limit` rows per window (0: every one written).
+    pub(crate) fn admit(&mut self, key: &K, now: Timestamp, limit: u32) -> Admit {
+        if limit == 0 {
+            return Admit::Write { suppressed: None };
+        }
+        let window = self.windows.entry(key.clone()).or_insert(Window {
+            start: now,
+            written: 0,
+            suppressed: 0,
+            since: None,
+        });
+        if now >= window.start.saturating_add(WINDOW) {
+            window.start = now;
+            window.written = 0;
+        }
+        if window.written >= limit {
+            window.suppressed += 1;
+            window.since.get_or_insert(now);
+            return Admit::Count;
+        }
+        window.written += 1;
+        let suppressed = (window.suppressed > 0).then(|| {
+            let count = std::mem::take(&mut window.suppressed);
+            (count, window.since.take().unwrap_or(now))
+        });
+        Admit::Write { suppressed }
+    }
+
+    /// The counts of windows over at `now` that hold refusals not written (key, count,
+    /// since); windows over with nothing counted are forgotten.
+    pub(crate) fn due(&mut self, now: Timestamp) -> Vec<(K, u64, Timestamp)> {
+        let mut out = Vec::new();
+        self.windows.retain(|key, window| {
+            if now < window.start.saturating_add(WINDOW) {
+                return true;
+            }
+            if window.suppressed > 0 {
+                let count = std::mem::take(&mut window.suppressed);
+                out.push((key.clone(), count, window.since.take().unwrap_or(now)));
+            }
+            false
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_unix_millis(ms)
+    }
+
+    #[test]
+    fn a_window_writes_its_budget_then_counts_and_the_next_write_carries_the_count() {
+        let mut c = Coalescer::default();
+        for _ in 0..3 {
+            assert_eq!(c.admit(&"a", ts(0), 3), Admit::Write { suppressed: None });
+        }
+        assert_eq!(c.admit(&"a", ts(10), 3), Admit::Count);
+        assert_eq!(c.admit(&"a", ts(20), 3), Admit::Count);
+        assert_eq!(
+            c.admit(&"b", ts(20), 3),
+            Admit::Write { suppressed: None },
+            "another key has its own budget"
+        );
+        assert!(c.due(ts(59_999)).is_empty(), "the window is not over");
+        assert_eq!(
+            c.admit(&"a", ts(60_000), 3),
+            Admit::Write {
+                suppressed: Some((2, ts(10)))
+            }
+        );
+    }
+
+    #[test]
+    fn a_window_that_is_over_yields_its_count_once_and_is_forgotten() {
+        let mut c = Coalescer::default();
+        assert_eq!(c.admit(&"a", ts(0), 1), Admit::Write { suppressed: None });
+        assert_eq!(c.admit(&"a", ts(5), 1), Admit::Count);
+        assert_eq!(c.due(ts(60_000)), vec![("a", 1, ts(5))]);
+        assert!(c.due(ts(120_000)).is_empty());
+        assert!(c.windows.is_empty());
+        assert_eq!(c.admit(&"a", ts(0), 0), Admit::Write { suppressed: None });
+    }
+}
