@@ -437,8 +437,12 @@ impl Writer {
 fn scope_key(scope: &FreezeScope) -> String {
     match scope {
         FreezeScope::All => "all".to_owned(),
-        FreezeScope::Agent(agent) => format!("agent:{}", agent.as_str()),
+        FreezeScope::Agent(agent) => agent_scope_key(agent),
     }
+}
+
+fn agent_scope_key(agent: &AgentId) -> String {
+    format!("agent:{}", agent.as_str())
 }
 
 fn scope_of(key: &str) -> Result<FreezeScope, StoreError> {
@@ -475,11 +479,8 @@ fn freeze_covering(conn: &Connection, agent: &AgentId) -> Result<Option<Freeze>,
          ORDER BY scope = 'all' DESC LIMIT 1",
     )
     .and_then(|mut s| {
-        s.query_row(
-            params![scope_key(&FreezeScope::Agent(agent.clone()))],
-            |r| freeze_from_row(r),
-        )
-        .optional()
+        s.query_row(params![agent_scope_key(agent)], freeze_from_row)
+            .optional()
     })
     .map_err(sql_err)?
     .transpose()
