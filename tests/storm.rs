@@ -481,12 +481,12 @@ async fn freeze_op(node: &Node, proc: usize, on: bool, scope: &str) -> FreezeRec
 
 /// The kill switch during the decision storm: (freeze?, scope), each once this share (in
 /// percent) of the driving process's immediate operations is done — in the thick of the
-/// approvals and begins.
+/// approvals and begins, and short, so that most of the storm runs unfrozen.
 const FREEZES: [(bool, &str, usize); 4] = [
-    (true, "agent", 20),
-    (false, "agent", 40),
-    (true, "all", 55),
-    (false, "all", 75),
+    (true, "agent", 70),
+    (false, "agent", 71),
+    (true, "all", 90),
+    (false, "all", 91),
 ];
 
 /// The driving process's operator: works the kill switch as [`FREEZES`] says.

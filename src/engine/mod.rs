@@ -4,6 +4,7 @@
 
 mod agent;
 mod clock;
+mod coalesce;
 mod error;
 #[cfg(feature = "feishu")]
 mod feishu;
@@ -123,7 +124,7 @@ pub(crate) struct Inner {
     digest_key: Option<DigestKey>,
     channels: Vec<outbox::Channel>,
     waiters: Arc<Waiters>,
-    frozen: Mutex<freeze::Coalescer<AgentId>>,
+    frozen: Mutex<coalesce::Coalescer<AgentId>>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
     unauthenticated: Mutex<review::Flood>,
 }

@@ -14,6 +14,14 @@
 //!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed.
+//! - **Time**: commits are stamped by [`CommitClock`] with the clock of
+//!   [`SqliteOptions::with_clock`] (the `Handoff`'s); the floor is the commit time of the newest
+//!   audit event, read under the write lock, so it holds across reopens and processes; a rebase
+//!   is recorded in `clock_rebases`, which tells every writer on the file to drop the floor it
+//!   remembers.
+//! - **Freezes** live in the `freezes` table: a guarded write reads it inside its own
+//!   transaction, so a freeze made by any process refuses the next guarded write of every
+//!   other, and a restart keeps it.
 
 mod checkpoint;
 mod codec;
