@@ -559,11 +559,9 @@ fn writes(policy: &ReviewEverything, count: usize) -> Vec<Write> {
     (0..count)
         .map(|_| {
             let (ticket, audit) = opened(policy, request(next_n()), now);
-            Write {
-                ticket: Some(TicketWrite::Insert(Box::new(ticket))),
-                audit,
-                ..Write::default()
-            }
+            Write::new()
+                .with_ticket(TicketWrite::Insert(Box::new(ticket)))
+                .with_audit_records(audit)
         })
         .collect()
 }
@@ -1133,10 +1131,10 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ],
         );
         rt.block_on(store_n.shutdown()).unwrap();
-        rt.block_on(facade_n.handoff.store().shutdown()).unwrap();
+        rt.block_on(facade_n.handoff.shutdown()).unwrap();
     }
     rt.block_on(store.shutdown()).unwrap();
-    rt.block_on(facade.handoff.store().shutdown()).unwrap();
+    rt.block_on(facade.handoff.shutdown()).unwrap();
     check_same_writes(&dir.join("bare-1.sqlite3"), &dir.join("facade-1.sqlite3"));
     check_same_writes(&dir.join("bare-1.sqlite3"), &dir.join("commit-1.sqlite3"));
 }
@@ -1277,7 +1275,7 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             None,
         );
     }
-    rt.block_on(facade.handoff.store().shutdown()).unwrap();
+    rt.block_on(facade.handoff.shutdown()).unwrap();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1303,7 +1301,7 @@ fn wakeup(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
                 (sync == Synchronous::Full).then_some("decide → same-process waiter, FULL"),
             );
         }
-        rt.block_on(o.handoff.store().shutdown()).unwrap();
+        rt.block_on(o.handoff.shutdown()).unwrap();
     }
 }
 
@@ -1456,9 +1454,9 @@ fn at_scale(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
             );
         }
     }
-    rt.block_on(o_empty.handoff.store().shutdown()).unwrap();
+    rt.block_on(o_empty.handoff.shutdown()).unwrap();
     for o in &o_stored {
-        rt.block_on(o.handoff.store().shutdown()).unwrap();
+        rt.block_on(o.handoff.shutdown()).unwrap();
     }
 }
 
@@ -1502,7 +1500,7 @@ fn profile(spec: &str, dir: &Path) {
             let rt = current_thread();
             let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
             let took = facade_serial(&rt, &o.agent, ops);
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             took
         }
         "concurrent" => {
@@ -1513,7 +1511,7 @@ fn profile(spec: &str, dir: &Path) {
                 _ => Agents::PerCaller,
             };
             let took = facade_concurrent(&rt, &o.handoff, callers, ops, agents);
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             took
         }
         "read" => {
@@ -1565,7 +1563,7 @@ fn profile(spec: &str, dir: &Path) {
             let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
             let (mut wake, mut decide): (Vec<_>, Vec<_>) =
                 (0..ops).map(|_| wake_once(&rt, &o)).unzip();
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             wake.sort();
             decide.sort();
             println!(

@@ -5,6 +5,7 @@
 // The pure core: no I/O, no clock reads, no async runtime.
 pub mod action;
 pub mod audit;
+pub mod codes;
 mod id;
 pub mod policy;
 pub mod ticket;
@@ -22,12 +23,13 @@ pub mod store;
 
 pub use backend::{
     ApiToken, Clock, Credential, FreezeScope, IdentityError, IdentityVerifier, ManualClock,
-    StaticDirectory, Store, StoreError, SystemClock,
+    PlatformIdentity, PlatformVerifier, StaticDirectory, Store, StoreError, StoreReader,
+    SystemClock, STORE_CONTRACT_VERSION,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, ClockRebase, DecideError, Decision,
-    DecisionLinks, DeliveryReport, Error, ExecuteError, Grant, Handoff, HandoffBuilder, Health,
-    Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
+    AgentHandle, ApprovedAction, AuditError, AuditReport, ClockRebase, DecideError, Decided,
+    Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, Grant, Handoff, HandoffBuilder,
+    Health, Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
     TicketDetails, TokenPreview, TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};

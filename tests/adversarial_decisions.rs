@@ -68,8 +68,8 @@ use agent_handoff::token::{
     MalformedToken, TokenClaims, TokenError, TokenKey, TokenKeyRing, TokenNonce, VerdictKind,
 };
 use agent_handoff::{
-    AgentHandle, Clock, Credential, DecideError, Handoff, Limits, LinkError, ManualClock, PersonId,
-    Proposal, SqliteOptions, SqliteStore, Store, TicketId, Timestamp, TokenSubmission,
+    AgentHandle, Clock, Credential, DecideError, Decided, Handoff, Limits, LinkError, ManualClock,
+    PersonId, Proposal, SqliteOptions, SqliteStore, Store, TicketId, Timestamp, TokenSubmission,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -205,8 +205,59 @@ struct Env {
     digest_key: DigestKey,
     alias_agent: AgentHandle,
     direct_agent: AgentHandle,
+    /// Genuine credentials of the signed chat channel for people the directory does not know
+    /// on it: a stranger, and alice (known on Feishu only).
+    chat_unmapped: [Credential; 2],
     #[cfg(feature = "feishu")]
     feishu: FeishuSide,
+}
+
+/// The key of the test's signed chat channel.
+const CHAT_KEY: &[u8] = b"chat-channel-signing-key-0123456789";
+
+/// `x-chat-signature` for `user`: HMAC-SHA256 of the user id under `key`, in hex.
+fn chat_signature(key: &[u8], user: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(user.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A chat channel that signs the user id of every request (`x-chat-user`,
+/// `x-chat-signature`): the integrator's verifier, registered as the trust step.
+#[derive(Debug)]
+struct SignedChat;
+
+#[async_trait::async_trait]
+impl agent_handoff::PlatformVerifier for SignedChat {
+    fn platform(&self) -> &str {
+        "chat"
+    }
+
+    async fn verify(
+        &self,
+        request: &agent_handoff::backend::PlatformRequest<'_>,
+    ) -> Result<String, agent_handoff::IdentityError> {
+        let user = request.header("x-chat-user");
+        let signature = request.header("x-chat-signature");
+        match (user, signature) {
+            (Some(user), Some(signature)) if chat_signature(CHAT_KEY, user) == signature => {
+                Ok(user.to_owned())
+            }
+            _ => Err(agent_handoff::IdentityError::Unknown),
+        }
+    }
+}
+
+fn chat_headers(user: &str, signature: &str) -> Vec<(String, String)> {
+    vec![
+        ("x-chat-user".into(), user.into()),
+        ("x-chat-signature".into(), signature.into()),
+    ]
 }
 
 impl Env {
@@ -241,9 +292,21 @@ impl Env {
             .checkpoint_key("test.example/audit", checkpoint_key())
             .decision_links(decision_links())
             .digest_key(digest_key())
+            .platform_verifier(SignedChat)
             .build()
             .unwrap();
         assert_eq!(decision_links().token_ttl, TOKEN_TTL);
+        let mut chat_unmapped = Vec::new();
+        for user in ["ou_stranger", "ou_alice"] {
+            let headers = chat_headers(user, &chat_signature(CHAT_KEY, user));
+            chat_unmapped.push(
+                handoff
+                    .platform_credential("chat", &headers, b"{}")
+                    .await
+                    .unwrap(),
+            );
+        }
+        let chat_unmapped: [Credential; 2] = chat_unmapped.try_into().unwrap();
         let alias_agent = handoff.agent(agent_id("agent-alias"), Some(person("pat@example.com")));
         let direct_agent = handoff.agent(agent_id("agent-direct"), Some(person("pat")));
         #[cfg(feature = "feishu")]
@@ -265,6 +328,7 @@ impl Env {
             digest_key: digest_key(),
             alias_agent,
             direct_agent,
+            chat_unmapped,
             #[cfg(feature = "feishu")]
             feishu,
         }
@@ -889,18 +953,9 @@ impl Run {
                 Credential::token(format!("{:x}", self.rng.next())),
                 "short junk token",
             ),
-            2 => (
-                Credential::Platform {
-                    platform: "feishu".into(),
-                    user: format!("ou_{:x}", self.rng.next()),
-                },
-                "unknown platform user",
-            ),
+            2 => (self.env.chat_unmapped[0].clone(), "unknown platform user"),
             _ => (
-                Credential::Platform {
-                    platform: "slack".into(),
-                    user: "ou_alice".into(),
-                },
+                self.env.chat_unmapped[1].clone(),
                 "known user id on another platform",
             ),
         }
@@ -1176,7 +1231,7 @@ impl Run {
                     },
                     Want::DecideRefused(refusal.clone()),
                     Aud::Auth {
-                        code: refusal.code(),
+                        code: refusal.code().as_str(),
                         person: who,
                         ticket: id,
                         decision_row: true,
@@ -1231,7 +1286,7 @@ impl Run {
                         expected_version: None,
                     },
                     Want::DecideRefused(refusal.clone()),
-                    auth(refusal.code(), who, id),
+                    auth(refusal.code().as_str(), who, id),
                     vec![id],
                 ))
             }
@@ -1272,7 +1327,7 @@ impl Run {
                         expected_version: None,
                     },
                     Want::DecideRefused(refusal.clone()),
-                    auth(refusal.code(), "pat", id),
+                    auth(refusal.code().as_str(), "pat", id),
                     vec![id],
                 ))
             }
@@ -1658,7 +1713,7 @@ impl Run {
                     "group link used outside the required groups",
                     op,
                     self.want_link(entry, WantLink::Refused(refusal.clone())),
-                    auth(refusal.code(), who, id),
+                    auth(refusal.code().as_str(), who, id),
                     vec![id],
                 );
                 a.spends = Some((link, who));
@@ -1694,7 +1749,7 @@ impl Run {
                     },
                     op,
                     self.want_link(entry, WantLink::Refused(refusal.clone())),
-                    auth(refusal.code(), "pat", id),
+                    auth(refusal.code().as_str(), "pat", id),
                     vec![id],
                 );
                 a.spends = Some((link, "pat"));
@@ -2152,7 +2207,8 @@ impl Run {
                 self.env
                     .handoff
                     .decide(*ticket, cred, verdict.clone(), *expected_version)
-                    .await,
+                    .await
+                    .map(Decided::into_ticket),
             ),
             Op::Token { token, cred } => {
                 let submission = TokenSubmission::new();
@@ -2160,7 +2216,8 @@ impl Run {
                     self.env
                         .handoff
                         .decide_with_token(token, cred, submission)
-                        .await,
+                        .await
+                        .map(Decided::into_ticket),
                 )
             }
             #[cfg(feature = "feishu")]
@@ -2463,7 +2520,8 @@ impl Run {
                     None,
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .into_ticket();
             assert!(matches!(t.state(), TicketState::Pending));
             assert!(t.material_version() > 1);
             b.votes
@@ -2682,6 +2740,99 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
     }
     for ((entry, how), n) in &s.by_how {
         println!("    {entry:?} / {how}: {n}");
+    }
+}
+
+/// Forged platform credentials: a platform identity cannot be constructed from request data
+/// (no public constructor; see the `compile_fail` example on `Credential`), so an attacker's
+/// only way is a channel request. Requests the registered verifier refuses (a forged,
+/// missing or wrong-key signature, a signature of another user, headers repeated), and
+/// requests naming a platform nobody registered (the Feishu user ids the directory maps
+/// included), yield no credential; each is audited as unauthenticated, and nothing else is
+/// written.
+#[tokio::test]
+async fn forged_platform_requests_yield_no_credential_and_are_audited() {
+    let cases = (env_u64("ADVERSARIAL_CASES", 2_000) / 10).max(200);
+    let mut rng = Rng::new(env_u64("ADVERSARIAL_SEED", 0x00ad_5eed));
+    let env = Env::new(0).await;
+    let head_before = env.store.audit_head().await.unwrap();
+    let mut by_how: BTreeMap<&str, u64> = BTreeMap::new();
+    for _ in 0..cases {
+        let user = ["ou_alice", "ou_bob", "ou_pat", "ou_stranger"][rng.index(4)];
+        let (platform, headers, how) = match rng.index(6) {
+            0 => (
+                "chat",
+                chat_headers(user, &format!("{:064x}", rng.next())),
+                "random signature",
+            ),
+            1 => (
+                "chat",
+                chat_headers(
+                    user,
+                    &chat_signature(b"a-key-the-attacker-chose-himself", user),
+                ),
+                "signed with another key",
+            ),
+            2 => (
+                "chat",
+                chat_headers(user, &chat_signature(CHAT_KEY, "ou_someone_else")),
+                "another user's signature",
+            ),
+            3 => (
+                "chat",
+                vec![("x-chat-user".to_owned(), user.to_owned())],
+                "no signature",
+            ),
+            4 => {
+                let mut headers =
+                    chat_headers("ou_stranger", &chat_signature(CHAT_KEY, "ou_stranger"));
+                headers.push(("x-chat-user".into(), user.into()));
+                ("chat", headers, "user header repeated")
+            }
+            _ => (
+                ["feishu", "slack", "proxy"][rng.index(3)],
+                vec![("x-user".to_owned(), user.to_owned())],
+                "platform nobody registered",
+            ),
+        };
+        match env
+            .handoff
+            .platform_credential(platform, &headers, b"{}")
+            .await
+        {
+            Err(DecideError::Unauthenticated(_)) => {}
+            other => panic!("{how}: a forged platform request was answered {other:?}"),
+        }
+        *by_how.entry(how).or_default() += 1;
+    }
+    // Exactly one `refused` row per attempt (the budget is off), nothing else.
+    let mut events = Vec::new();
+    loop {
+        let from = events
+            .last()
+            .map_or(head_before.seq, |e: &AuditEvent| e.seq())
+            + 1;
+        let page = env.store.audit_events(from, 512).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page.into_iter().map(|raw| AuditEvent::decode(raw).unwrap()));
+    }
+    assert_eq!(
+        events.len() as u64,
+        cases,
+        "one audit row per forged request"
+    );
+    for event in &events {
+        let record = event.record();
+        assert_eq!(record.kind, "refused");
+        assert_eq!(record.actor, Actor::Unauthenticated);
+        assert_eq!(record.data["refusal"], "unauthenticated");
+        assert_eq!(record.ticket, None);
+    }
+    println!("forged platform requests: {cases}, 0 credentials, {cases} audited");
+    for (how, n) in by_how {
+        println!("  {how}: {n}");
     }
 }
 

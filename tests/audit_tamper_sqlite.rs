@@ -59,8 +59,8 @@ use agent_handoff::ticket::{ExecutionOutcome, Verdict};
 use agent_handoff::token::VerdictKind;
 use agent_handoff::{
     AuditError, Clock, FreezeScope, Handoff, Limits, LinkError, ManualClock, Proposal,
-    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, Synchronous, TicketId,
-    Timestamp, TokenSubmission,
+    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, StoreReader, Synchronous,
+    TicketId, Timestamp, TokenSubmission,
 };
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -319,7 +319,7 @@ async fn build_history(path: &Path, rounds: u64) -> Checkpoint {
     }
     let kept = h.checkpoint().await.unwrap();
     h.verify_audit().await.unwrap();
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     kept
 }
 
@@ -815,7 +815,7 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
 }
 
 /// The whole chain, read through the store's public port.
-async fn stored_chain(store: &dyn Store) -> Vec<RawEvent> {
+async fn stored_chain(store: &StoreReader) -> Vec<RawEvent> {
     let mut out: Vec<RawEvent> = Vec::new();
     loop {
         let from = out.last().map_or(1, |e| e.seq + 1);
@@ -895,11 +895,11 @@ async fn case(
     let clock = ManualClock::new(Timestamp::from_unix_millis(START));
     let h = engine(&path, &clock).await;
     let report = h.verify_audit().await;
-    let chain = stored_chain(h.store().as_ref()).await;
+    let chain = stored_chain(&h.store()).await;
     let bare = Verifier::new().verify(&chain);
     let kept_head = p.kept.verify(&[checkpoint_key()]).unwrap();
     let against_kept = Verifier::new().expect_head(kept_head).verify(&chain);
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     drop(h);
     remove_db(&path);
 
@@ -970,12 +970,12 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, p.size);
         assert_eq!(report.checkpoint_size, Some(p.size));
-        let chain = stored_chain(h.store().as_ref()).await;
+        let chain = stored_chain(&h.store()).await;
         Verifier::new()
             .expect_head(p.kept.verify(&[checkpoint_key()]).unwrap())
             .verify(&chain)
             .unwrap();
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 
     let mut rng = Rng::new(seed);
@@ -1048,7 +1048,7 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
             }
         }
         let h = engine(&path, &clock).await;
-        let chain = stored_chain(h.store().as_ref()).await;
+        let chain = stored_chain(&h.store()).await;
         assert_eq!(chain.len() as u64, cut - 1);
         Verifier::new()
             .verify(&chain)
@@ -1070,7 +1070,7 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
             Err(VerifyError::Truncated { checkpoint_size, chain_size })
                 if checkpoint_size == p.size && chain_size == cut - 1
         ));
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1143,7 +1143,7 @@ async fn an_edited_index_column_is_named_as_misfiled() {
             let history = h.store().ticket_audit(a).await.unwrap();
             assert!(history.iter().all(|e| e.seq() != seq as u64));
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1161,29 +1161,38 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
     let path = work.path().join("long.sqlite3");
     let ticket = TicketId::from_uuid(uuid::Uuid::from_u128(7));
     {
-        let h = engine(&path, &clock).await;
+        // The fixture is written to the store directly: the facade offers no raw commit.
+        let store = SqliteStore::open_with(
+            &path,
+            SqliteOptions::new()
+                .with_clock(Arc::new(clock.clone()))
+                .with_synchronous(Synchronous::Normal),
+        )
+        .await
+        .unwrap();
         for write in 0..EVENTS / 1000 {
             let audit = (0..1000)
-                .map(|i| AuditRecord {
-                    // Events of no ticket and of one ticket alternate.
-                    ticket: (i % 2 == 0).then_some(ticket),
-                    at: Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
-                    kind: "note".into(),
-                    actor: Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
-                    data: json!({ "n": write * 1000 + i }),
+                .map(|i| {
+                    AuditRecord::new(
+                        // Events of no ticket and of one ticket alternate.
+                        (i % 2 == 0).then_some(ticket),
+                        Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
+                        "note",
+                        Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
+                        json!({ "n": write * 1000 + i }),
+                    )
                 })
-                .collect();
-            h.store()
-                .commit(Write {
-                    audit,
-                    ..Write::default()
-                })
+                .collect::<Vec<_>>();
+            store
+                .commit(Write::new().with_audit_records(audit))
                 .await
                 .unwrap();
         }
+        store.shutdown().await.unwrap();
+        let h = engine(&path, &clock).await;
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, EVENTS);
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
     // (tampers, the error expected): seqs chosen on both sides of the page boundary 4 096.
     type Case = (&'static [(&'static str, i64)], fn(&VerifyError) -> bool);
@@ -1224,6 +1233,6 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
             Err(AuditError::Chain(e)) => assert!(expected(&e), "{tampers:?}: {e:?}"),
             other => panic!("{tampers:?}: {other:?}"),
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }

@@ -26,22 +26,22 @@ fn key() -> CheckpointKey {
 fn appending_the_golden_records_yields_the_golden_bytes_and_hashes() {
     let mut chain = Chain::new();
     let first = chain
-        .append(AuditRecord {
-            ticket: None,
-            at: Timestamp::from_unix_millis(1_700_000_000_000),
-            kind: "proposed".into(),
-            actor: Actor::System,
-            data: serde_json::json!({"n": 1}),
-        })
+        .append(AuditRecord::new(
+            None,
+            Timestamp::from_unix_millis(1_700_000_000_000),
+            "proposed",
+            Actor::System,
+            serde_json::json!({"n": 1}),
+        ))
         .unwrap();
     let second = chain
-        .append(AuditRecord {
-            ticket: Some("01890a5d-ac96-774b-bcce-b302099a8057".parse().unwrap()),
-            at: Timestamp::from_unix_millis(1_700_000_001_000),
-            kind: "voted".into(),
-            actor: Actor::Reviewer(PersonId::new("alice").unwrap()),
-            data: serde_json::json!({}),
-        })
+        .append(AuditRecord::new(
+            Some("01890a5d-ac96-774b-bcce-b302099a8057".parse().unwrap()),
+            Timestamp::from_unix_millis(1_700_000_001_000),
+            "voted",
+            Actor::Reviewer(PersonId::new("alice").unwrap()),
+            serde_json::json!({}),
+        ))
         .unwrap();
     assert_eq!(first.bytes(), BYTES_1.as_bytes());
     assert_eq!(second.bytes(), BYTES_2.as_bytes());

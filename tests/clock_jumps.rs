@@ -153,7 +153,7 @@ async fn a_clock_a_year_ahead_is_refused_and_once_corrected_reviews_work() {
             .await
             .unwrap();
         assert_eq!(
-            t.state().name(),
+            t.ticket().state().name(),
             StateName::Approved,
             "a review approved in time is approved, not expired"
         );
@@ -294,7 +294,7 @@ async fn a_poisoned_floor_is_detected_and_an_operator_rebases_it_audited() {
         .decide(p.id, &creds["alice"], Verdict::Approve, None)
         .await
         .unwrap();
-    assert_eq!(t.state().name(), StateName::Approved);
+    assert_eq!(t.ticket().state().name(), StateName::Approved);
     handoff.verify_audit().await.unwrap();
     store.shutdown().await.unwrap();
     drop(handoff);
@@ -309,7 +309,7 @@ async fn a_poisoned_floor_is_detected_and_an_operator_rebases_it_audited() {
         .decide(p.id, &creds["bob"], Verdict::Approve, None)
         .await
         .unwrap();
-    assert_eq!(t.state().name(), StateName::Approved);
+    assert_eq!(t.ticket().state().name(), StateName::Approved);
     store.shutdown().await.unwrap();
 }
 

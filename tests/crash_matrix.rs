@@ -687,7 +687,7 @@ impl Worker {
                     .await
                 {
                     Ok(_) => None,
-                    Err(DecideError::Refused(r)) => Some(r.code().to_owned()),
+                    Err(DecideError::Refused(r)) => Some(r.code().as_str().to_owned()),
                     Err(e) => panic!("decide {ticket} by {who}: {e}"),
                 };
                 (n, refusal)
@@ -721,7 +721,7 @@ impl Worker {
                     .await
                 {
                     Ok(_) => None,
-                    Err(LinkError::Refused(r)) => Some(r.code().to_owned()),
+                    Err(LinkError::Refused(r)) => Some(r.code().as_str().to_owned()),
                     Err(e) => panic!("decide {ticket} by {who} with a link: {e}"),
                 };
                 (n, refusal)

@@ -189,7 +189,7 @@ async fn a_freeze_refuses_approvals_plain_and_with_edits() {
         .decide(p.id, h.cred("alice"), Verdict::Approve, None)
         .await
         .unwrap();
-    assert_eq!(approved.state().name(), StateName::Approved);
+    assert_eq!(approved.ticket().state().name(), StateName::Approved);
     assert_audit_ok(&h).await;
 }
 
@@ -300,7 +300,7 @@ async fn an_approval_through_a_link_while_frozen_is_refused_without_spending_the
         .decide_with_token(&approve.token, h.cred("alice"), TokenSubmission::new())
         .await
         .unwrap();
-    assert_eq!(t.state().name(), StateName::Approved);
+    assert_eq!(t.ticket().state().name(), StateName::Approved);
     assert_audit_ok(&h).await;
 }
 

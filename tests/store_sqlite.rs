@@ -302,17 +302,11 @@ async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
     let behind = ahead.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
     let a = file_store(&ahead).await;
     let b = file_store(&behind).await;
-    let marker_write = |n| Write {
-        audit: vec![marker(n, ts(T0))],
-        ..Write::default()
-    };
+    let marker_write = |n| Write::new().with_audit_records(vec![marker(n, ts(T0))]);
     let first = a.commit(marker_write(1)).await.unwrap();
     let second = b.commit(marker_write(2)).await.unwrap();
     assert!(second.at >= first.at, "{second:?} after {first:?}");
-    let late = Write {
-        valid_before: Some(ts(T0 + 7_000)),
-        ..marker_write(3)
-    };
+    let late = Write::new().with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         b.commit(late).await,
         Err(StoreError::TooLate { .. })
@@ -364,10 +358,7 @@ async fn a_rebase_through_one_store_is_seen_by_another_on_the_file() {
     let env_a = env_b.with_clock(Arc::new(right.clone()));
     let b = file_store(&env_b).await;
     let a = file_store(&env_a).await;
-    let marker_write = |n| Write {
-        audit: vec![marker(n, ts(T0))],
-        ..Write::default()
-    };
+    let marker_write = |n| Write::new().with_audit(marker(n, ts(T0)));
     // B's clock was a day ahead when it committed; then it is corrected.
     assert_eq!(b.commit(marker_write(1)).await.unwrap().at, ts(T0 + DAY));
     wrong.step_wall(ts(T0));
@@ -428,10 +419,7 @@ async fn the_commit_listener_hears_each_changed_ticket_once_durable() {
     // A refused write and a write without a ticket are not heard.
     store.commit(update(&p.ticket, &next)).await.unwrap_err();
     store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert_eq!(*heard.lock().unwrap(), vec![p.ticket.id(), p.ticket.id()]);

@@ -524,8 +524,8 @@ fn refused(code: &str) -> String {
 fn decide_result<T>(r: Result<T, DecideError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(DecideError::Refused(refusal)) => refused(refusal.code()),
-        Err(DecideError::Frozen { .. }) => refused("frozen"),
+        Err(DecideError::Refused(refusal)) => refused(refusal.code().as_str()),
+        Err(e @ DecideError::Frozen { .. }) => refused(e.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -533,8 +533,8 @@ fn decide_result<T>(r: Result<T, DecideError>) -> String {
 fn execute_result<T>(r: &Result<T, ExecuteError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(ExecuteError::Refused(refusal)) => refused(refusal.code()),
-        Err(ExecuteError::Frozen { .. }) => refused("frozen"),
+        Err(ExecuteError::Refused(refusal)) => refused(refusal.code().as_str()),
+        Err(e @ ExecuteError::Frozen { .. }) => refused(e.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -2457,42 +2457,29 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
     let forged = [
         (
             "an accepted decision row nobody answered",
-            agent_handoff::backend::Write {
-                decision: Some(agent_handoff::backend::DecisionRow {
-                    ticket: two,
-                    person: Some(person("dave")),
-                    verdict: "approve".into(),
-                    refusal: None,
-                    at,
-                }),
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_decision(
+                agent_handoff::backend::DecisionRow::new(two, Some(person("dave")), "approve", at),
+            ),
         ),
         (
             "a second execution_started",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    ticket: Some(allowed),
-                    at,
-                    kind: "execution_started".into(),
-                    actor: Actor::Agent(agent_id(AGENT)),
-                    data: json!({ "lease_expires": ms(at) + 1000 }),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                Some(allowed),
+                at,
+                "execution_started",
+                Actor::Agent(agent_id(AGENT)),
+                json!({ "lease_expires": ms(at) + 1000 }),
+            )]),
         ),
         (
             "an event about no ticket",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    ticket: None,
-                    at,
-                    kind: "frozen".into(),
-                    actor: Actor::System,
-                    data: json!({}),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                None,
+                at,
+                "frozen",
+                Actor::System,
+                json!({}),
+            )]),
         ),
     ];
     let mut found = 0;
@@ -2504,14 +2491,13 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
     }
     // A permit issued while frozen (every agent is, to the end): written past the engine's
     // guard, as a store ignoring freezes would.
-    let mut forged_begin = agent_handoff::backend::Write::default();
-    forged_begin.audit.push(AuditRecord {
-        ticket: Some(ticket(3)),
+    let forged_begin = agent_handoff::backend::Write::new().with_audit(AuditRecord::new(
+        Some(ticket(3)),
         at,
-        kind: "execution_started".into(),
-        actor: Actor::Agent(agent_id(AGENT)),
-        data: json!({ "lease_expires": ms(at) + 1000 }),
-    });
+        "execution_started",
+        Actor::Agent(agent_id(AGENT)),
+        json!({ "lease_expires": ms(at) + 1000 }),
+    ));
     node.store.commit(forged_begin).await.unwrap();
     let report = check(&node, &cfg, &evidence, false).await;
     assert!(

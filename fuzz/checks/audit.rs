@@ -282,14 +282,14 @@ fn record(input: &mut Input<'_>, i: usize) -> AuditRecord {
         4 => Actor::Unauthenticated,
         _ => Actor::System,
     };
-    AuditRecord {
-        ticket: (ticket_bytes[0] % 2 == 0)
+    AuditRecord::new(
+        (ticket_bytes[0] % 2 == 0)
             .then(|| TicketId::from_uuid(uuid::Uuid::from_bytes(ticket_bytes))),
-        at: Timestamp::from_unix_millis(input.i64()),
-        kind: input.text(),
+        Timestamp::from_unix_millis(input.i64()),
+        input.text(),
         actor,
-        data: serde_json::json!({ "note": input.text(), "i": i }),
-    }
+        serde_json::json!({ "note": input.text(), "i": i }),
+    )
 }
 
 fn export(events: &[RawEvent]) -> Vec<Vec<u8>> {

@@ -28,6 +28,7 @@ pub enum Actor {
 ///
 /// `data` must never hold sensitive parameter values: use salted commitments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// The ticket it concerns, if any.
     pub ticket: Option<TicketId>,
@@ -39,6 +40,26 @@ pub struct AuditRecord {
     pub actor: Actor,
     /// Details (a JSON object).
     pub data: Value,
+}
+
+impl AuditRecord {
+    /// A record of `kind` caused by `actor` at `at`, about `ticket` if any, with `data` (a
+    /// JSON object).
+    pub fn new(
+        ticket: Option<TicketId>,
+        at: Timestamp,
+        kind: impl Into<String>,
+        actor: Actor,
+        data: Value,
+    ) -> Self {
+        Self {
+            ticket,
+            at,
+            kind: kind.into(),
+            actor,
+            data,
+        }
+    }
 }
 
 /// The audit event kinds the library writes.

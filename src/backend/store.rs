@@ -13,6 +13,7 @@ use super::commit_clock::ClockAlarm;
 use super::freeze::{Freeze, FreezeChange, FreezeScope};
 use crate::action::IdempotencyKey;
 use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent};
+use crate::codes::{self, Code};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
 use crate::ticket::{StateName, Ticket};
 use crate::timestamp::Timestamp;
@@ -39,8 +40,21 @@ use crate::timestamp::Timestamp;
 /// same transaction as the write's audit rows; [`freezes`](Store::freezes) lists them.
 ///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
+///
+/// Every object in a [`Write`] this store does not know how to apply must refuse the whole
+/// write with [`StoreError::InvalidWrite`] (the parts are `#[non_exhaustive]`: match them with
+/// a refusing wildcard arm), and a store states the contract version it implements
+/// ([`contract_version`](Store::contract_version)), so a store written against an older
+/// contract is refused at build instead of silently ignoring what it does not know.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
+    /// The version of the store contract this store implements (see
+    /// [`STORE_CONTRACT_VERSION`]): return the number of the contract you implemented and
+    /// tested, as a literal — never the constant itself, which would claim whatever the crate
+    /// you are compiled against requires. [`HandoffBuilder::build`](crate::HandoffBuilder::build)
+    /// refuses a store older than the engine needs.
+    fn contract_version(&self) -> u32;
+
     /// Commits one write atomically, or nothing.
     ///
     /// The store decides the commit time: the later of its clock and every earlier commit (it
@@ -154,11 +168,50 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 }
 
+/// The version of the [`Store`] contract this crate's engine speaks: the parts of a [`Write`] a
+/// store must apply and what each store method must answer.
+///
+/// A store states the version it implements ([`Store::contract_version`]);
+/// [`HandoffBuilder::build`](crate::HandoffBuilder::build) refuses a store that implements an
+/// older one. Every new obligation — a new part of [`Write`] to apply (a store that silently
+/// ignored grant counts or freezes would fail open), a new method, a new refusal a store must
+/// give — raises it, and the conformance suite checks a store against the current one.
+///
+/// | version | the contract |
+/// |---|---|
+/// | 1 | tickets inserted or replaced by compare-and-swap on their version, decisions, audit records chained onto the head at commit, outbox rows and delivery outcomes, single-use nonces, `valid_before` judged at the commit time, which never goes backwards |
+/// | 2 | 1, and: the store names its clock (`clock`); commit times follow [`CommitClock`](crate::backend::CommitClock) (a jumped clock and a floor ahead of the clock refuse the commit, `rebase_clock` steps the floor onto the clock, seen by every process); freezes held by the store (`freezes`), set or lifted with their write (`freeze`), and `unless_frozen` checked inside the committing transaction |
+pub const STORE_CONTRACT_VERSION: u32 = 2;
+
 /// Called with the ids of the tickets a durable commit changed.
 pub type CommitListener = std::sync::Arc<dyn Fn(&[TicketId]) + Send + Sync>;
 
 /// One atomic write.
+///
+/// Build one with [`Write::new`] and the `with_*` methods; a store reads the fields. New parts
+/// come with a new [`STORE_CONTRACT_VERSION`], so a store that does not know them is refused
+/// instead of ignoring them.
+///
+/// ```
+/// use agent_handoff::backend::{NonceUse, Write};
+/// use agent_handoff::Timestamp;
+///
+/// let expires = Timestamp::from_unix_millis(1_700_000_060_000);
+/// let write = Write::new()
+///     .with_nonce(NonceUse::new([7; 16], expires))
+///     .with_valid_before(expires);
+/// assert_eq!(write.nonces.len(), 1);
+/// assert!(write.ticket.is_none());
+/// ```
+///
+/// Outside this crate a struct literal does not compile, so code written today keeps
+/// compiling when a part is added:
+///
+/// ```compile_fail
+/// let write = agent_handoff::backend::Write { valid_before: None, ..Default::default() };
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Write {
     /// The ticket change, if any.
     pub ticket: Option<TicketWrite>,
@@ -194,6 +247,88 @@ pub struct Write {
 }
 
 impl Write {
+    /// A write with nothing in it (committing it still takes a commit time).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the ticket change.
+    #[must_use]
+    pub fn with_ticket(mut self, change: TicketWrite) -> Self {
+        self.ticket = Some(change);
+        self
+    }
+
+    /// Sets the decision row to record.
+    #[must_use]
+    pub fn with_decision(mut self, row: DecisionRow) -> Self {
+        self.decision = Some(row);
+        self
+    }
+
+    /// Appends one audit record (records are chained in the order added).
+    #[must_use]
+    pub fn with_audit(mut self, record: AuditRecord) -> Self {
+        self.audit.push(record);
+        self
+    }
+
+    /// Appends audit records, in order.
+    #[must_use]
+    pub fn with_audit_records(mut self, records: impl IntoIterator<Item = AuditRecord>) -> Self {
+        self.audit.extend(records);
+        self
+    }
+
+    /// Appends one outbox row.
+    #[must_use]
+    pub fn with_outbox(mut self, row: OutboxRow) -> Self {
+        self.outbox.push(row);
+        self
+    }
+
+    /// Appends outbox rows, in order.
+    #[must_use]
+    pub fn with_outbox_rows(mut self, rows: impl IntoIterator<Item = OutboxRow>) -> Self {
+        self.outbox.extend(rows);
+        self
+    }
+
+    /// Appends the outcome of a delivery attempt.
+    #[must_use]
+    pub fn with_outbox_update(mut self, update: OutboxUpdate) -> Self {
+        self.outbox_updates.push(update);
+        self
+    }
+
+    /// Appends outcomes of delivery attempts.
+    #[must_use]
+    pub fn with_outbox_updates(mut self, updates: impl IntoIterator<Item = OutboxUpdate>) -> Self {
+        self.outbox_updates.extend(updates);
+        self
+    }
+
+    /// Appends a single-use nonce to consume.
+    #[must_use]
+    pub fn with_nonce(mut self, nonce: NonceUse) -> Self {
+        self.nonces.push(nonce);
+        self
+    }
+
+    /// Appends single-use nonces to consume.
+    #[must_use]
+    pub fn with_nonces(mut self, nonces: impl IntoIterator<Item = NonceUse>) -> Self {
+        self.nonces.extend(nonces);
+        self
+    }
+
+    /// Makes the write valid only if committed strictly before `limit`.
+    #[must_use]
+    pub fn with_valid_before(mut self, limit: Timestamp) -> Self {
+        self.valid_before = Some(limit);
+        self
+    }
+
     /// Refuses the write if a freeze covers `agent` when it commits
     /// ([`unless_frozen`](Self::unless_frozen)).
     pub fn with_freeze_guard(mut self, agent: AgentId) -> Self {
@@ -216,7 +351,10 @@ impl Write {
 }
 
 /// Insert a new ticket, or replace one at an expected version.
+///
+/// A store refuses a kind of ticket change it does not know with [`StoreError::InvalidWrite`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TicketWrite {
     /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if the agent already
     /// has a ticket under the same idempotency key.
@@ -231,8 +369,24 @@ pub enum TicketWrite {
     },
 }
 
+impl TicketWrite {
+    /// A new ticket (version 1).
+    pub fn insert(ticket: Ticket) -> Self {
+        TicketWrite::Insert(Box::new(ticket))
+    }
+
+    /// Replaces the stored ticket if its version is `expected_version`.
+    pub fn update(ticket: Ticket, expected_version: u64) -> Self {
+        TicketWrite::Update {
+            ticket: Box::new(ticket),
+            expected_version,
+        }
+    }
+}
+
 /// A recorded decision (accepted or refused).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DecisionRow {
     /// The ticket.
     pub ticket: TicketId,
@@ -247,8 +401,38 @@ pub struct DecisionRow {
     pub at: Timestamp,
 }
 
+impl DecisionRow {
+    /// An accepted decision on `ticket` by `person` (`None`: not authenticated), asking for
+    /// `verdict`, at `at`.
+    pub fn new(
+        ticket: TicketId,
+        person: Option<PersonId>,
+        verdict: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            ticket,
+            person,
+            verdict: verdict.into(),
+            refusal: None,
+            at,
+        }
+    }
+
+    /// Marks the decision refused, with the refusal's code (see [`codes`](crate::codes)).
+    #[must_use]
+    pub fn with_refusal(mut self, code: impl Into<String>) -> Self {
+        self.refusal = Some(code.into());
+        self
+    }
+}
+
 /// A notification to deliver after commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` does not show the payload: a review card carries decision links, whose tokens are
+/// live credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OutboxRow {
     /// Stable id: channels use it to deduplicate deliveries.
     pub id: Uuid,
@@ -260,6 +444,37 @@ pub struct OutboxRow {
     pub payload: Value,
     /// Earliest delivery time.
     pub due: Timestamp,
+}
+
+impl OutboxRow {
+    /// A row delivering `payload` about `ticket` on `channel`, not before `due`.
+    pub fn new(
+        id: Uuid,
+        ticket: TicketId,
+        channel: impl Into<String>,
+        payload: Value,
+        due: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            ticket,
+            channel: channel.into(),
+            payload,
+            due,
+        }
+    }
+}
+
+impl fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("id", &self.id)
+            .field("ticket", &self.ticket)
+            .field("channel", &self.channel)
+            .field("due", &self.due)
+            .field("payload", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Where an outbox row stands.
@@ -286,7 +501,10 @@ impl OutboxStatus {
 }
 
 /// A stored outbox row with its delivery state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows neither the payload (see [`OutboxRow`]) nor the receipt's contents (a
+/// channel's receipt may hold what lets a card be updated).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     /// The row as written (`due` is the current due time: a claim moves it to the lease end).
     pub row: OutboxRow,
@@ -300,8 +518,21 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+impl fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("row", &self.row)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("receipt", &self.receipt.as_ref().map(|_| "<redacted>"))
+            .field("last_error", &self.last_error)
+            .finish()
+    }
+}
+
 /// The outcome of one delivery attempt, recorded on an outbox row.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OutboxUpdate {
     /// The row.
     pub id: Uuid,
@@ -312,8 +543,21 @@ pub struct OutboxUpdate {
     pub outcome: OutboxOutcome,
 }
 
-/// What a delivery attempt came to.
+impl OutboxUpdate {
+    /// The outcome of an attempt on row `id`, claimed with `attempts` failed attempts.
+    pub fn new(id: Uuid, attempts: u32, outcome: OutboxOutcome) -> Self {
+        Self {
+            id,
+            attempts,
+            outcome,
+        }
+    }
+}
+
+/// What a delivery attempt came to. A store refuses an outcome it does not know with
+/// [`StoreError::InvalidWrite`].
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum OutboxOutcome {
     /// The channel accepted it: status `delivered`, receipt kept.
     Delivered {
@@ -336,11 +580,19 @@ pub enum OutboxOutcome {
 
 /// A nonce consumed by a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct NonceUse {
     /// The nonce.
     pub nonce: [u8; 16],
     /// After this it may be forgotten (the token carrying it has expired).
     pub expires: Timestamp,
+}
+
+impl NonceUse {
+    /// Consumes `nonce`, which may be forgotten after `expires`.
+    pub fn new(nonce: [u8; 16], expires: Timestamp) -> Self {
+        Self { nonce, expires }
+    }
 }
 
 /// What a successful commit did.
@@ -374,6 +626,19 @@ pub struct TicketFilter {
 /// An opaque position in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketCursor(pub(crate) TicketId);
+
+impl TicketCursor {
+    /// The position after `ticket`, the last one of a page (for stores answering
+    /// [`Store::list_tickets`]).
+    pub fn after(ticket: TicketId) -> Self {
+        Self(ticket)
+    }
+
+    /// The last ticket of the page before.
+    pub fn ticket(&self) -> TicketId {
+        self.0
+    }
+}
 
 /// One page of tickets.
 #[derive(Debug, Clone)]
@@ -526,5 +791,26 @@ impl StoreError {
     /// Wraps a backend error, keeping it as the source.
     pub fn backend(e: impl StdError + Send + Sync + 'static) -> Self {
         StoreError::Backend(Box::new(e))
+    }
+
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            StoreError::VersionConflict { .. } => codes::VERSION_CONFLICT,
+            StoreError::DuplicateKey { .. } => codes::DUPLICATE_KEY,
+            StoreError::NonceReused => codes::NONCE_REUSED,
+            StoreError::TooLate { .. } => codes::TOO_LATE,
+            StoreError::OutboxConflict { .. } => codes::OUTBOX_CONFLICT,
+            StoreError::NotFound(_) => codes::NOT_FOUND,
+            StoreError::Frozen { .. } => codes::FROZEN,
+            StoreError::ClockJump { .. } => codes::CLOCK_JUMP,
+            StoreError::FloorAhead { .. } => codes::FLOOR_AHEAD,
+            StoreError::Closed => codes::STORE_CLOSED,
+            StoreError::SchemaTooNew { .. } => codes::STORE_SCHEMA_TOO_NEW,
+            StoreError::InvalidWrite(_) => codes::INVALID_WRITE,
+            StoreError::MisfiledAuditEvent { .. } => codes::AUDIT_MISFILED,
+            StoreError::Corrupt(_) => codes::STORE_CORRUPT,
+            StoreError::Backend(_) => codes::STORE_UNAVAILABLE,
+        }
     }
 }

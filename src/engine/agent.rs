@@ -91,6 +91,17 @@ pub enum Proposal {
     },
 }
 
+impl Proposal {
+    /// The ticket that records the proposal, whatever the answer.
+    pub fn ticket(&self) -> TicketId {
+        match self {
+            Proposal::Allowed(grant) => grant.ticket(),
+            Proposal::Pending(pending) => pending.id,
+            Proposal::Denied { ticket, .. } | Proposal::Closed { ticket, .. } => *ticket,
+        }
+    }
+}
+
 /// A ticket waiting for reviewers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTicket {
@@ -194,6 +205,14 @@ impl Grant {
     pub fn approved_by(&self) -> &ApprovedBy {
         &self.approved_by
     }
+
+    /// Whether `request` is the action this grant approves: the same action digest (kind,
+    /// targets, parameters as approved — with any reviewer edits —, facts, attributes and
+    /// preconditions; not the justification or the idempotency key). A gateway that holds a
+    /// grant checks with it that the call it is about to forward is the approved one.
+    pub fn covers(&self, request: &ActionRequest) -> bool {
+        self.action.covers(request)
+    }
 }
 
 /// The exact action that was approved: the proposal, with a reviewer's edited parameters if
@@ -232,6 +251,11 @@ impl ApprovedAction {
     /// Whether a reviewer changed the parameters.
     pub fn was_edited(&self) -> bool {
         self.edited
+    }
+
+    /// Whether `request` is this action (see [`Grant::covers`]).
+    pub fn covers(&self, request: &ActionRequest) -> bool {
+        request.digest() == self.digest
     }
 }
 
@@ -930,7 +954,7 @@ impl Handoff {
                 )))),
             },
             Err(refusal) => {
-                tracing::info!(refusal = refusal.code(), "begin refused");
+                tracing::info!(refusal = %refusal.code(), "begin refused");
                 Err(ExecuteError::Refused(refusal))
             }
         }

@@ -1,6 +1,7 @@
 //! Errors of the facade, one enum per operation, all converting into [`Error`].
 
 use crate::backend::{IdentityError, StoreError};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::ticket::{Refusal, StateName};
 use crate::timestamp::Timestamp;
@@ -303,12 +304,146 @@ pub enum Error {
     /// The builder was missing a part.
     #[error("handoff builder: {0}")]
     Build(&'static str),
+    /// The store implements an older store contract than this engine needs (see
+    /// [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)): it would ignore
+    /// parts of the writes it is given.
+    #[error("the store implements store contract version {implemented}; this engine needs version {required}")]
+    StoreContract {
+        /// The version the store states.
+        implemented: u32,
+        /// The version the engine needs.
+        required: u32,
+    },
     /// The clock given to the builder is not the one the store stamps commits with (see
     /// [`HandoffBuilder::clock`](crate::HandoffBuilder::clock)): open the store with it
     /// (e.g. `SqliteOptions::with_clock`), or leave it out of the builder, which then takes
     /// the store's.
     ///
-    /// Code: `clock_mismatch`.
+    /// Code: [`clock_mismatch`](crate::codes::CLOCK_MISMATCH).
     #[error("handoff builder: the store stamps commits with another clock than the engine's")]
     ClockMismatch,
+}
+
+impl ProposeError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            ProposeError::Frozen { .. } => codes::FROZEN,
+            ProposeError::RateLimited => codes::RATE_LIMITED,
+            ProposeError::IdempotencyConflict { .. } => codes::IDEMPOTENCY_CONFLICT,
+            ProposeError::Identity(e) => e.code(),
+            ProposeError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl DecideError {
+    /// The stable code (see [`codes`](crate::codes)); a refusal of the ticket machine answers
+    /// its own code.
+    pub fn code(&self) -> Code {
+        match self {
+            DecideError::Unauthenticated(e) => e.code(),
+            DecideError::NotOperator { .. } => codes::NOT_OPERATOR,
+            DecideError::Frozen { .. } => codes::FROZEN,
+            DecideError::NotFound(_) => codes::NOT_FOUND,
+            DecideError::StaleVersion { .. } => codes::STALE_VERSION,
+            DecideError::Refused(r) => r.code(),
+            DecideError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl LinkError {
+    /// The stable code (see [`codes`](crate::codes)); the same code names the refusal in the
+    /// audit trail.
+    pub fn code(&self) -> Code {
+        match self {
+            LinkError::NotConfigured(_) => codes::NOT_CONFIGURED,
+            LinkError::Malformed(_) => codes::TOKEN_MALFORMED,
+            LinkError::UnknownKey { .. } => codes::TOKEN_UNKNOWN_KEY,
+            LinkError::BadSignature => codes::TOKEN_BAD_SIGNATURE,
+            LinkError::Expired { .. } => codes::TOKEN_EXPIRED,
+            LinkError::NotYetValid { .. } => codes::TOKEN_NOT_YET_VALID,
+            LinkError::Unauthenticated(e) => e.code(),
+            LinkError::WrongReviewer { .. } => codes::WRONG_REVIEWER,
+            LinkError::DigestChanged => codes::DIGEST_CHANGED,
+            LinkError::Replayed => codes::REPLAYED,
+            LinkError::Frozen { .. } => codes::FROZEN,
+            LinkError::NotFound(_) => codes::NOT_FOUND,
+            LinkError::InvalidSubmission(_) => codes::INVALID_SUBMISSION,
+            LinkError::NotPending { .. } => codes::NOT_PENDING,
+            LinkError::Refused(r) => r.code(),
+            LinkError::Sign(_) => codes::TOKEN_SIGN_FAILED,
+            LinkError::Random(_) => codes::RANDOM_FAILED,
+            LinkError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl ExecuteError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            ExecuteError::NotFound(_) => codes::NOT_FOUND,
+            ExecuteError::Refused(r) => r.code(),
+            ExecuteError::PreconditionsNotObserved => codes::PRECONDITIONS_NOT_OBSERVED,
+            ExecuteError::Frozen { .. } => codes::FROZEN,
+            ExecuteError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl WaitError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            WaitError::NotFound(_) => codes::NOT_FOUND,
+            WaitError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl AuditError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            AuditError::Chain(_) => codes::AUDIT_CHAIN_BROKEN,
+            AuditError::Checkpoint(_) => codes::AUDIT_CHECKPOINT_INVALID,
+            AuditError::NoCheckpointKey => codes::NOT_CONFIGURED,
+            AuditError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl<E> RunError<E> {
+    /// The stable code (see [`codes`](crate::codes)); the action's own failure is
+    /// [`ACTION_FAILED`](crate::codes::ACTION_FAILED).
+    pub fn code(&self) -> Code {
+        match self {
+            RunError::Propose(e) => e.code(),
+            RunError::NotApproved { .. } => codes::NOT_APPROVED,
+            RunError::StillPending(_) => codes::STILL_PENDING,
+            RunError::Wait(e) => e.code(),
+            RunError::Execute(e) => e.code(),
+            RunError::Action(_) => codes::ACTION_FAILED,
+        }
+    }
+}
+
+impl Error {
+    /// The stable code of the error inside (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Propose(e) => e.code(),
+            Error::Decide(e) => e.code(),
+            Error::Execute(e) => e.code(),
+            Error::Wait(e) => e.code(),
+            Error::Audit(e) => e.code(),
+            Error::Link(e) => e.code(),
+            Error::Store(e) => e.code(),
+            Error::Build(_) => codes::INVALID_CONFIGURATION,
+            Error::StoreContract { .. } => codes::STORE_CONTRACT_TOO_OLD,
+            Error::ClockMismatch => codes::CLOCK_MISMATCH,
+        }
+    }
 }

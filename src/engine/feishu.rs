@@ -7,9 +7,11 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::error::LinkError;
+use super::review::Decided;
 use super::Handoff;
 use crate::audit::Actor;
-use crate::backend::{Credential, NonceUse, StoreError, Write};
+use crate::backend::{Credential, NonceUse, PlatformIdentity, StoreError, Write};
+use crate::codes::{self, Code};
 use crate::notify::feishu::{
     Callback, CardAction, FeishuCallbackVerifier, FeishuCardRenderer, FeishuResponse,
     DECISION_TOKEN_KEY,
@@ -39,8 +41,10 @@ impl Handoff {
     /// 2. `url_verification`: `200 {"challenge": …}`.
     /// 3. `card.action.trigger`: its `header.event_id` is consumed in the store's nonce table
     ///    (durable, shared by every process on the store, remembered for a day); a repeat is
-    ///    refused and audited. The operator's `open_id` becomes
-    ///    `Credential::Platform { platform: "feishu", user: open_id }`, and the button's
+    ///    refused and audited. The operator's `open_id` becomes a
+    ///    [`Credential::Platform`] for platform `feishu` (this verified handler is one of the
+    ///    only producers of platform identities, see
+    ///    [`PlatformIdentity`](crate::backend::PlatformIdentity)), and the button's
     ///    [`DECISION_TOKEN_KEY`] goes to [`Handoff::decide_with_token`], which authenticates the
     ///    operator through the [`IdentityVerifier`](crate::IdentityVerifier), applies the
     ///    decision and audits every refusal.
@@ -81,11 +85,11 @@ impl Handoff {
             Ok(Callback::CardAction(action)) => action,
             Err(e) => {
                 tracing::info!(
-                    refusal = "feishu_callback_refused",
+                    refusal = codes::FEISHU_CALLBACK_REFUSED.as_str(),
                     "feishu callback refused"
                 );
                 self.audit_unauthenticated(
-                    "feishu_callback_refused",
+                    codes::FEISHU_CALLBACK_REFUSED,
                     json!({ "error": e.to_string() }),
                 )
                 .await;
@@ -97,11 +101,11 @@ impl Handoff {
             Ok(()) => {}
             Err(StoreError::NonceReused) => {
                 tracing::info!(
-                    refusal = "feishu_event_replayed",
+                    refusal = codes::FEISHU_EVENT_REPLAYED.as_str(),
                     "feishu callback replayed"
                 );
                 self.audit_unauthenticated(
-                    "feishu_event_replayed",
+                    codes::FEISHU_EVENT_REPLAYED,
                     json!({
                         "event_id": action.event_id,
                         "operator": action.operator_open_id,
@@ -123,23 +127,28 @@ impl Handoff {
             .filter(|t| !t.is_empty())
         else {
             self.audit_unauthenticated(
-                "feishu_no_decision_token",
+                codes::FEISHU_NO_DECISION_TOKEN,
                 json!({ "event_id": action.event_id }),
             )
             .await;
             return toast("error", "This button does not carry a decision.", None);
         };
 
-        let credential = Credential::Platform {
-            platform: PLATFORM.to_owned(),
-            user: action.operator_open_id.clone(),
-        };
+        // The callback's signature, time window and Verification Token were checked above:
+        // this handler is one of the verified ones that may vouch for a platform user.
+        let credential = Credential::Platform(PlatformIdentity::verified(
+            PLATFORM,
+            action.operator_open_id.clone(),
+        ));
         let outcome = self
             .decide_with_token(token, &credential, TokenSubmission::new())
             .await;
         let card = self.updated_card(renderer, token).await;
         match outcome {
-            Ok(ticket) => {
+            Ok(Decided::Repeated(_)) => {
+                toast("success", "Your decision was already recorded.", card)
+            }
+            Ok(Decided::Recorded(ticket)) => {
                 let text = match ticket.state() {
                     TicketState::Pending => "Your decision was recorded; the review continues.",
                     _ => "Your decision was recorded.",
@@ -161,17 +170,14 @@ impl Handoff {
         let expires = self.inner.clock.now().saturating_add(EVENT_MEMORY);
         self.inner
             .store
-            .commit(Write {
-                nonces: vec![NonceUse { nonce, expires }],
-                ..Write::default()
-            })
+            .commit(Write::new().with_nonce(NonceUse::new(nonce, expires)))
             .await
             .map(|_| ())
     }
 
     /// Audits a refusal of a request whose sender is not authenticated, coalesced under the
     /// flood limit. A store failure is logged: the request is refused either way.
-    async fn audit_unauthenticated(&self, code: &str, detail: Value) {
+    async fn audit_unauthenticated(&self, code: Code, detail: Value) {
         let inner = &self.inner;
         let record = inner.refusal_record(None, Actor::Unauthenticated, code, detail);
         let records = inner.flood_records(record);
@@ -186,10 +192,10 @@ impl Handoff {
     /// pending, the outcome otherwise. `None` if the token leads nowhere or the card cannot be
     /// built.
     async fn updated_card(&self, renderer: &FeishuCardRenderer, token: &str) -> Option<Value> {
-        let preview = self.preview_token(token).await.ok()?;
+        let (preview, ticket) = self.inner.preview(token).await.ok()?;
         let now = self.inner.clock.now();
         let (_, key) = self.inner.link_config().ok()?;
-        let ticket: &Ticket = &preview.ticket;
+        let ticket: &Ticket = &ticket;
         let (links, kind) = if preview.pending {
             let minted = self
                 .mint_links(ticket, preview.reviewer.clone(), now)

@@ -16,6 +16,7 @@ use super::error::DecideError;
 use super::{Handoff, Inner};
 use crate::audit::{Actor, AuditRecord};
 use crate::backend::{lock, Credential, DecisionRow, FreezeChange, FreezeScope, StoreError, Write};
+use crate::codes;
 use crate::id::{AgentId, PersonId, TicketId};
 use crate::ticket::{Event, Ticket, Verdict};
 use crate::timestamp::Timestamp;
@@ -151,7 +152,7 @@ impl Inner {
             } => write.audit.push(self.refusal_record(
                 None,
                 Actor::Agent(agent.clone()),
-                "frozen",
+                codes::FROZEN,
                 json!({
                     "kind": kind,
                     "idempotency_key": idempotency_key,
@@ -177,7 +178,7 @@ impl Inner {
                     actor,
                     data: json!({
                         "event": event,
-                        "refusal": "frozen",
+                        "refusal": codes::FROZEN.as_str(),
                         "message": format!("frozen by an operator: {reason}"),
                         "state": state,
                         "reason": reason,
@@ -187,7 +188,7 @@ impl Inner {
                     ticket,
                     person: Some(person.clone()),
                     verdict: verdict.to_owned(),
-                    refusal: Some("frozen".to_owned()),
+                    refusal: Some(codes::FROZEN.as_str().to_owned()),
                     at: now,
                 });
             }
@@ -213,7 +214,7 @@ fn summary_record(agent: &AgentId, count: u64, since: Timestamp, now: Timestamp)
         kind: crate::audit::kind::REFUSED.to_owned(),
         actor: Actor::Agent(agent.clone()),
         data: json!({
-            "refusal": "frozen",
+            "refusal": codes::FROZEN.as_str(),
             "detail": { "coalesced": count, "since": since.as_unix_millis() },
         }),
     }

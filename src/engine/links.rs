@@ -24,12 +24,14 @@ use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
 use super::error::{Error, LinkError};
-use super::review::{verdict_event, verdict_name, AuthError};
+use super::review::{verdict_event, verdict_name, AuthError, Decided};
 use super::{DriveError, Driven, Handoff, Inner, Spend};
 use crate::action::{DigestKey, KeyedDigest};
 use crate::audit::Actor;
 use crate::backend::{Credential, DecisionRow, NonceUse, StoreError, Write};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
+use crate::notify::ReviewCard;
 use crate::ticket::{Reviewer, StateName, Ticket, TicketState, Verdict};
 use crate::timestamp::Timestamp;
 use crate::token::{
@@ -117,10 +119,16 @@ impl fmt::Debug for MintedLink {
 }
 
 /// What a confirmation page needs to show for a token, from [`Handoff::preview_token`].
+///
+/// Whoever holds a link can preview it, so it shows what a channel shows — the redacted
+/// [`ReviewCard`] — never the stored ticket: sensitive parameters stay hidden until the reviewer
+/// signs in (and decides through [`Handoff::decide_with_token`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenPreview {
-    /// The ticket as stored now (render its card from it).
-    pub ticket: Ticket,
+    /// The ticket as a channel shows it now: redacted, keyed digest, no decision links (the
+    /// page offers the confirmation instead).
+    pub card: ReviewCard,
     /// The verdict the token submits, if the action is still the one it was issued for;
     /// `None` once the action changed (the token reveals its verdict only for the current
     /// action), in which case the page should send the reviewer to the current version.
@@ -248,18 +256,6 @@ fn hex(nonce: &TokenNonce) -> String {
         .collect()
 }
 
-/// Stable codes of token refusals in audit records.
-fn token_error_code(e: &TokenError) -> &'static str {
-    match e {
-        TokenError::Malformed(_) => "token_malformed",
-        TokenError::UnknownKey { .. } => "token_unknown_key",
-        TokenError::BadSignature => "token_bad_signature",
-        TokenError::Expired { .. } => "token_expired",
-        TokenError::NotYetValid { .. } => "token_not_yet_valid",
-        TokenError::DigestMismatch => "digest_changed",
-    }
-}
-
 impl From<TokenError> for LinkError {
     fn from(e: TokenError) -> Self {
         match e {
@@ -280,7 +276,7 @@ struct Recorded<'a> {
     ticket: TicketId,
     person: &'a PersonId,
     verdict: &'a str,
-    code: &'static str,
+    code: Code,
     detail: Value,
     token: &'a AuthenticToken,
     spend: bool,
@@ -330,31 +326,12 @@ impl Handoff {
     /// already used previews like a fresh one; submitting it is refused.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn preview_token(&self, token: &str) -> Result<TokenPreview, LinkError> {
-        let (links, key) = self.links()?;
-        let now = self.inner.clock.now();
-        let authentic = links.ring.open(token, now)?;
-        let ticket = self
-            .inner
-            .store
-            .ticket(authentic.ticket())
-            .await?
-            .ok_or(LinkError::NotFound(authentic.ticket()))?;
-        let verdict = authentic
-            .check_digest(&key.keyed(&ticket.action_digest()))
-            .ok()
-            .map(|claims| claims.verdict);
-        Ok(TokenPreview {
-            pending: matches!(ticket.state_at(now), TicketState::Pending),
-            verdict,
-            digest_current: verdict.is_some(),
-            reviewer: authentic.reviewer().cloned(),
-            expires_at: authentic.expires_at(),
-            ticket,
-        })
+        self.inner.preview(token).await.map(|(preview, _)| preview)
     }
 
     /// Decides with a token and the reviewer's credential: the confirmation page's explicit
-    /// submission, never the mere following of a link. Returns the ticket after the decision.
+    /// submission, never the mere following of a link. Returns the ticket after the decision,
+    /// as [`Decided::Repeated`] if it repeated a vote already on record.
     ///
     /// Checks, in this order:
     ///
@@ -391,7 +368,7 @@ impl Handoff {
         token: &str,
         credential: &Credential,
         submission: TokenSubmission,
-    ) -> Result<Ticket, LinkError> {
+    ) -> Result<Decided, LinkError> {
         let _op = crate::failpoint::operation("decide_token");
         let span = tracing::info_span!(
             "decide_with_token",
@@ -408,7 +385,7 @@ impl Handoff {
         token: &str,
         credential: &Credential,
         submission: TokenSubmission,
-    ) -> Result<Ticket, LinkError> {
+    ) -> Result<Decided, LinkError> {
         let inner = &self.inner;
         let (links, key) = self.links()?;
 
@@ -416,11 +393,11 @@ impl Handoff {
         let authentic = match links.ring.open(token, inner.clock.now()) {
             Ok(t) => t,
             Err(e) => {
-                tracing::info!(refusal = token_error_code(&e), "token refused");
+                tracing::info!(refusal = %e.code(), "token refused");
                 let record = inner.refusal_record(
                     None,
                     Actor::Unauthenticated,
-                    token_error_code(&e),
+                    e.code(),
                     json!({ "error": e.to_string() }),
                 );
                 let records = inner.flood_records(record);
@@ -458,7 +435,7 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: "token",
-                        code: "not_found",
+                        code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
                         spend: true,
@@ -486,7 +463,7 @@ impl Handoff {
                             ticket: id,
                             person: &person,
                             verdict: asked,
-                            code: "wrong_reviewer",
+                            code: codes::WRONG_REVIEWER,
                             detail: json!({ "bound": bound.as_str() }),
                             token: &authentic,
                             spend: true,
@@ -526,12 +503,12 @@ impl Handoff {
             )
             .await;
         match driven {
-            Ok(Driven::Applied { ticket }) => {
+            Ok(Driven::Applied { ticket, repeated }) => {
                 crate::failpoint::failpoint("decide_token.committed");
-                Ok(ticket)
+                Ok(Decided::of(ticket, repeated))
             }
             Ok(Driven::Refused(refusal)) => {
-                tracing::info!(refusal = refusal.code(), "token decision refused");
+                tracing::info!(refusal = %refusal.code(), "token decision refused");
                 Err(LinkError::Refused(refusal))
             }
             Err(DriveError::Pre(Pre::DigestChanged)) => {
@@ -543,7 +520,7 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: &verdict_label,
-                        code: "token_expired",
+                        code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
                         token: &authentic,
                         spend: false,
@@ -558,7 +535,7 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: &verdict_label,
-                        code: "not_found",
+                        code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
                         spend: true,
@@ -599,7 +576,7 @@ impl Handoff {
                 ticket: id,
                 person,
                 verdict: "token",
-                code: "digest_changed",
+                code: codes::DIGEST_CHANGED,
                 detail: Value::Null,
                 token,
                 spend: true,
@@ -623,7 +600,7 @@ impl Handoff {
                 ticket: id,
                 person,
                 verdict,
-                code: "replayed",
+                code: codes::REPLAYED,
                 detail: Value::Null,
                 token,
                 spend: false,
@@ -659,7 +636,7 @@ impl Handoff {
                 ticket: r.ticket,
                 person: Some(r.person.clone()),
                 verdict: r.verdict.to_owned(),
-                refusal: Some(r.code.to_owned()),
+                refusal: Some(r.code.as_str().to_owned()),
                 at: record.at,
             }),
             audit: vec![record],
@@ -674,7 +651,7 @@ impl Handoff {
             valid_before: r.spend.then(|| r.token.expires_at()),
             ..Write::default()
         };
-        tracing::info!(refusal = r.code, "token decision refused");
+        tracing::info!(refusal = r.code.as_str(), "token decision refused");
         match inner.store.commit(write).await {
             Ok(_) => err,
             Err(StoreError::NonceReused) if r.spend => {
@@ -684,7 +661,7 @@ impl Handoff {
                 let expires_at = r.token.expires_at();
                 Box::pin(self.record_link_refusal(
                     Recorded {
-                        code: "token_expired",
+                        code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
                         spend: false,
                         ..r
@@ -709,6 +686,32 @@ fn kind_name(kind: VerdictKind) -> &'static str {
 }
 
 impl Inner {
+    /// [`Handoff::preview_token`], with the stored ticket for the crate's own handlers (which
+    /// mint fresh links for it).
+    pub(crate) async fn preview(&self, token: &str) -> Result<(TokenPreview, Ticket), LinkError> {
+        let (links, key) = self.link_config()?;
+        let now = self.clock.now();
+        let authentic = links.ring.open(token, now)?;
+        let ticket = self
+            .store
+            .ticket(authentic.ticket())
+            .await?
+            .ok_or(LinkError::NotFound(authentic.ticket()))?;
+        let verdict = authentic
+            .check_digest(&key.keyed(&ticket.action_digest()))
+            .ok()
+            .map(|claims| claims.verdict);
+        let preview = TokenPreview {
+            card: ReviewCard::from_ticket(&ticket, now, key, &[]),
+            pending: matches!(ticket.state_at(now), TicketState::Pending),
+            verdict,
+            digest_current: verdict.is_some(),
+            reviewer: authentic.reviewer().cloned(),
+            expires_at: authentic.expires_at(),
+        };
+        Ok((preview, ticket))
+    }
+
     pub(crate) fn link_config(&self) -> Result<(&DecisionLinks, &DigestKey), LinkError> {
         let links = self
             .links

@@ -12,6 +12,7 @@ mod freeze;
 mod links;
 mod operator;
 mod outbox;
+mod platform;
 mod review;
 mod waiters;
 
@@ -23,8 +24,10 @@ use std::time::Duration;
 use crate::action::DigestKey;
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
-    Clock, DecisionRow, IdentityVerifier, NonceUse, Store, StoreError, TicketWrite, Write,
+    Clock, DecisionRow, IdentityVerifier, NonceUse, PlatformVerifier, Store, StoreError,
+    StoreReader, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };
+use crate::codes::Code;
 use crate::id::{AgentId, GroupName, TicketId};
 use crate::notify::Notifier;
 use crate::policy::PolicyEngine;
@@ -39,7 +42,7 @@ pub use error::{
 pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
 pub use operator::{AuditReport, Health};
 pub use outbox::DeliveryReport;
-pub use review::TicketDetails;
+pub use review::{Decided, TicketDetails};
 
 use waiters::Waiters;
 
@@ -123,6 +126,7 @@ pub(crate) struct Inner {
     links: Option<DecisionLinks>,
     digest_key: Option<DigestKey>,
     channels: Vec<outbox::Channel>,
+    platforms: Vec<Arc<dyn PlatformVerifier>>,
     waiters: Arc<Waiters>,
     frozen: Mutex<coalesce::Coalescer<AgentId>>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
@@ -154,6 +158,7 @@ pub struct HandoffBuilder {
     links: Option<DecisionLinks>,
     digest_key: Option<DigestKey>,
     channels: Vec<outbox::Channel>,
+    platforms: Vec<Arc<dyn PlatformVerifier>>,
 }
 
 impl fmt::Debug for HandoffBuilder {
@@ -177,6 +182,7 @@ impl Handoff {
             links: None,
             digest_key: None,
             channels: Vec::new(),
+            platforms: Vec::new(),
         }
     }
 
@@ -185,9 +191,17 @@ impl Handoff {
         &self.inner.clock
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Read access to the store. Every change goes through the facade's operations, which
+    /// keep the ticket machine's, the policy's and the audit chain's invariants: a raw commit
+    /// is not offered.
+    pub fn store(&self) -> StoreReader {
+        StoreReader::new(Arc::clone(&self.inner.store))
+    }
+
+    /// Flushes the store's pending writes and stops it accepting new ones (for every clone of
+    /// this `Handoff`, and anything else sharing the store). Idempotent.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.inner.store.shutdown().await
     }
 }
 
@@ -290,9 +304,30 @@ impl HandoffBuilder {
         self
     }
 
+    /// Trusts `verifier` to prove users of its platform: the one explicit step through which
+    /// an integrator's channel (a Slack or Teams callback handler, a trusted proxy's identity
+    /// header) produces platform credentials, with [`Handoff::platform_credential`]. See
+    /// [`PlatformVerifier`] for what it must check. At most one per platform.
+    pub fn platform_verifier(mut self, verifier: impl PlatformVerifier + 'static) -> Self {
+        self.platforms.push(Arc::new(verifier));
+        self
+    }
+
     /// Builds the engine and subscribes to the store's commit notifications.
+    ///
+    /// Refused with [`Error::StoreContract`] if the store implements an older store contract
+    /// than [`STORE_CONTRACT_VERSION`] (it would ignore parts of the writes it is given), and
+    /// with [`Error::Build`] for a missing part or an inconsistent configuration, and with
+    /// [`Error::ClockMismatch`] for a clock that is not the store's.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
+        let implemented = store.contract_version();
+        if implemented < STORE_CONTRACT_VERSION {
+            return Err(Error::StoreContract {
+                implemented,
+                required: STORE_CONTRACT_VERSION,
+            });
+        }
         let policy = self
             .policy
             .ok_or(Error::Build("a policy engine is required"))?;
@@ -307,6 +342,7 @@ impl HandoffBuilder {
             links.check()?;
         }
         outbox::check(&self.channels, self.digest_key.is_some())?;
+        platform::check(&self.platforms)?;
         let store_clock = store.clock();
         let clock = match self.clock {
             None => store_clock,
@@ -329,6 +365,7 @@ impl HandoffBuilder {
                 links: self.links,
                 digest_key: self.digest_key,
                 channels: self.channels,
+                platforms: self.platforms,
                 waiters,
                 frozen: Mutex::default(),
                 buckets: Mutex::default(),
@@ -342,8 +379,9 @@ impl HandoffBuilder {
 // Returned once per transition and immediately taken apart.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Driven {
-    /// Committed (or a no-op repeat, which writes nothing).
-    Applied { ticket: Ticket },
+    /// Committed, or — `repeated` — a repeat of what the ticket already records, which
+    /// changes nothing (it writes only the spent nonce, if any).
+    Applied { ticket: Ticket, repeated: bool },
     /// Refused by the machine; the refusal (and any forced change) was recorded.
     Refused(Refusal),
 }
@@ -431,7 +469,7 @@ impl Inner {
                     ticket: id,
                     person: person.clone(),
                     verdict: verdict.clone(),
-                    refusal: refusal.map(|r| r.code().to_owned()),
+                    refusal: refusal.map(|r| r.code().as_str().to_owned()),
                     at: now,
                 })
             };
@@ -443,7 +481,10 @@ impl Inner {
                 }) => {
                     if next.version() == ticket.version() {
                         if nonces.is_empty() {
-                            return Ok(Driven::Applied { ticket: next });
+                            return Ok(Driven::Applied {
+                                ticket: next,
+                                repeated: true,
+                            });
                         }
                         // An accepted repeat: nothing changes, but the token is spent, and
                         // its use goes into the chain with it.
@@ -467,7 +508,13 @@ impl Inner {
                             valid_before: earliest(limit, nonce_limit),
                             ..Write::default()
                         };
-                        (write, Driven::Applied { ticket: next })
+                        (
+                            write,
+                            Driven::Applied {
+                                ticket: next,
+                                repeated: true,
+                            },
+                        )
                     } else {
                         let write = Write {
                             outbox: self
@@ -484,7 +531,13 @@ impl Inner {
                             unless_frozen,
                             ..Write::default()
                         };
-                        (write, Driven::Applied { ticket: next })
+                        (
+                            write,
+                            Driven::Applied {
+                                ticket: next,
+                                repeated: false,
+                            },
+                        )
                     }
                 }
                 Err(refused) => {
@@ -541,7 +594,7 @@ impl Inner {
         &self,
         ticket: Option<TicketId>,
         actor: Actor,
-        reason: &str,
+        reason: Code,
         detail: serde_json::Value,
     ) -> AuditRecord {
         AuditRecord {

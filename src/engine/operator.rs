@@ -10,6 +10,7 @@ use super::error::{AuditError, DecideError};
 use super::{DriveError, Driven, Handoff};
 use crate::audit::{Actor, ChainHead, Checkpoint, RawEvent, Verifier, VerifyError};
 use crate::backend::{Credential, Freeze, FreezeScope, StoreError, StoreHealth};
+use crate::codes;
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
 use crate::timestamp::Timestamp;
@@ -57,7 +58,7 @@ impl Handoff {
         let record = self.inner.refusal_record(
             ticket,
             Actor::Reviewer(person.person.clone()),
-            "not_operator",
+            codes::NOT_OPERATOR,
             serde_json::Value::Null,
         );
         self.inner.audit_only(vec![record]).await?;

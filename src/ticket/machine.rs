@@ -25,6 +25,7 @@ use super::state::{
 use super::Ticket;
 use crate::action::{ActionDigest, ActionRequest, Requester, ValidationError};
 use crate::audit::{kind, Actor, AuditRecord};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::policy::{MatchedRule, Outcome, ReviewPlan, Ruling};
 use crate::timestamp::Timestamp;
@@ -160,26 +161,27 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A stable snake-case code for audit records and metrics (`not_pending`, …).
-    pub fn code(&self) -> &'static str {
+    /// The stable code (see [`codes`](crate::codes)), also written into audit records and
+    /// decision rows (`not_pending`, …).
+    pub fn code(&self) -> Code {
         match self {
-            Refusal::NotPending { .. } => "not_pending",
-            Refusal::DeadlinePassed { .. } => "deadline_passed",
-            Refusal::NotDue { .. } => "not_due",
-            Refusal::NotEligible { .. } => "not_eligible",
-            Refusal::SelfApproval { .. } => "self_approval",
-            Refusal::PrincipalUnresolved => "principal_unresolved",
-            Refusal::ConflictingVote { .. } => "conflicting_vote",
-            Refusal::EditNotRuled => "edit_not_ruled",
-            Refusal::EditDenied { .. } => "edit_denied",
-            Refusal::EditInvalid { .. } => "edit_invalid",
-            Refusal::DigestMismatch => "digest_mismatch",
-            Refusal::PreconditionsChanged { .. } => "preconditions_changed",
-            Refusal::PolicyStricter => "policy_stricter",
-            Refusal::GrantExpired { .. } => "grant_expired",
-            Refusal::LeaseMismatch => "lease_mismatch",
-            Refusal::LeaseExpired { .. } => "lease_expired",
-            Refusal::NotApplicable { .. } => "not_applicable",
+            Refusal::NotPending { .. } => codes::NOT_PENDING,
+            Refusal::DeadlinePassed { .. } => codes::DEADLINE_PASSED,
+            Refusal::NotDue { .. } => codes::NOT_DUE,
+            Refusal::NotEligible { .. } => codes::NOT_ELIGIBLE,
+            Refusal::SelfApproval { .. } => codes::SELF_APPROVAL,
+            Refusal::PrincipalUnresolved => codes::PRINCIPAL_UNRESOLVED,
+            Refusal::ConflictingVote { .. } => codes::CONFLICTING_VOTE,
+            Refusal::EditNotRuled => codes::EDIT_NOT_RULED,
+            Refusal::EditDenied { .. } => codes::EDIT_DENIED,
+            Refusal::EditInvalid { .. } => codes::EDIT_INVALID,
+            Refusal::DigestMismatch => codes::DIGEST_MISMATCH,
+            Refusal::PreconditionsChanged { .. } => codes::PRECONDITIONS_CHANGED,
+            Refusal::PolicyStricter => codes::POLICY_STRICTER,
+            Refusal::GrantExpired { .. } => codes::GRANT_EXPIRED,
+            Refusal::LeaseMismatch => codes::LEASE_MISMATCH,
+            Refusal::LeaseExpired { .. } => codes::LEASE_EXPIRED,
+            Refusal::NotApplicable { .. } => codes::NOT_APPLICABLE,
         }
     }
 }

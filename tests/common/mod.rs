@@ -190,64 +190,51 @@ pub fn begin(ticket: &Ticket, lease_expires: Timestamp, now: Timestamp) -> Trans
 
 /// An audit record that identifies write number `n` in the chain.
 pub fn marker(n: u64, at: Timestamp) -> AuditRecord {
-    AuditRecord {
-        ticket: None,
+    AuditRecord::new(
+        None,
         at,
-        kind: "test.marker".into(),
-        actor: Actor::System,
-        data: json!({ "write": n }),
-    }
+        "test.marker",
+        Actor::System,
+        json!({ "write": n }),
+    )
 }
 
 /// A fresh single-use nonce.
 pub fn nonce() -> NonceUse {
-    NonceUse {
-        nonce: random16(),
-        expires: ts(T0 + 3_600_000),
-    }
+    NonceUse::new(random16(), ts(T0 + 3_600_000))
 }
 
 /// An outbox row for `ticket`.
 pub fn outbox(ticket: TicketId, at: Timestamp) -> OutboxRow {
-    OutboxRow {
-        id: Uuid::from_bytes(random16()),
+    OutboxRow::new(
+        Uuid::from_bytes(random16()),
         ticket,
-        channel: "test".into(),
-        payload: json!({ "ticket": ticket.to_string() }),
-        due: at,
-    }
+        "test",
+        json!({ "ticket": ticket.to_string() }),
+        at,
+    )
 }
 
 /// A decision row for `ticket`.
 pub fn decision(ticket: TicketId, who: &str, verdict: &str, at: Timestamp) -> DecisionRow {
-    DecisionRow {
-        ticket,
-        person: Some(person(who)),
-        verdict: verdict.into(),
-        refusal: None,
-        at,
-    }
+    DecisionRow::new(ticket, Some(person(who)), verdict, at)
 }
 
 /// Inserting a new ticket with the audit records of its proposal.
 pub fn insert(transition: &Transition) -> Write {
-    Write {
-        ticket: Some(TicketWrite::Insert(Box::new(transition.ticket.clone()))),
-        audit: transition.audit.clone(),
-        ..Write::default()
-    }
+    Write::new()
+        .with_ticket(TicketWrite::Insert(Box::new(transition.ticket.clone())))
+        .with_audit_records(transition.audit.clone())
 }
 
 /// Replacing `from` by the transition's ticket, with its audit records.
 pub fn update(from: &Ticket, transition: &Transition) -> Write {
-    Write {
-        ticket: Some(TicketWrite::Update {
+    Write::new()
+        .with_ticket(TicketWrite::Update {
             ticket: Box::new(transition.ticket.clone()),
             expected_version: from.version(),
-        }),
-        audit: transition.audit.clone(),
-        ..Write::default()
-    }
+        })
+        .with_audit_records(transition.audit.clone())
 }
 
 /// Every stored audit event, read in pages.

@@ -19,7 +19,8 @@
 //! });
 //! ```
 //!
-//! What a store must do, each as a test below: atomic writes (a refused write leaves no ticket,
+//! What a store must do, each as a test below: state the store contract version it implements
+//! (this suite is the contract of `STORE_CONTRACT_VERSION`); atomic writes (a refused write leaves no ticket,
 //! decision, audit, outbox or nonce row, whatever step refused it); group commits in which one
 //! caller's failure never touches another's; compare-and-swap on the ticket version;
 //! idempotency keys unique per agent, also under races; `TooLate` judged against a commit time
@@ -72,6 +73,7 @@ macro_rules! store_conformance {
             #[allow(unused_imports)]
             use super::*;
             store_conformance!(@tests $open;
+                states_the_store_contract_version_it_implements,
                 insert_then_read_back,
                 update_is_a_compare_and_swap_on_the_version,
                 refused_write_writes_nothing,
@@ -226,6 +228,23 @@ async fn assert_unchanged<S: Store + ?Sized>(store: &S, ticket: TicketId, before
 
 /// A committed insert reads back by id and by key with its audit records, stamped with the
 /// store clock's time and chained onto the head.
+/// A store states the contract version it implements, and this suite is the contract of
+/// [`STORE_CONTRACT_VERSION`]: a store that passes it implements that version (the engine
+/// refuses a store that states an older one).
+pub async fn states_the_store_contract_version_it_implements<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    assert_eq!(
+        store.contract_version(),
+        agent_handoff::STORE_CONTRACT_VERSION,
+        "the store states another contract version than the one this suite checks"
+    );
+}
+
 pub async fn insert_then_read_back<S, Fut>(open: impl Fn(Env) -> Fut)
 where
     S: Store + 'static,
@@ -290,15 +309,13 @@ where
 
     // A new version that does not follow the expected one.
     for (ticket, expected) in [(&v3.ticket, 1), (&v1, 1), (&approved.ticket, 0)] {
-        let write = Write {
-            ticket: Some(TicketWrite::Update {
+        let write = Write::new()
+            .with_ticket(TicketWrite::Update {
                 ticket: Box::new(ticket.clone()),
                 expected_version: expected,
-            }),
-            audit: approved.audit.clone(),
-            decision: Some(decision(id, "alice", "approve", now)),
-            ..Write::default()
-        };
+            })
+            .with_audit_records(approved.audit.clone())
+            .with_decision(decision(id, "alice", "approve", now));
         let err = store.commit(write).await.unwrap_err();
         assert!(
             matches!(err, StoreError::InvalidWrite(_)),
@@ -371,11 +388,11 @@ where
     store.commit(update(&v1, &v2)).await.unwrap();
     let used = nonce();
     store
-        .commit(Write {
-            nonces: vec![used],
-            audit: vec![marker(0, now)],
-            ..Write::default()
-        })
+        .commit(
+            Write::new()
+                .with_nonces(vec![used])
+                .with_audit_records(vec![marker(0, now)]),
+        )
         .await
         .unwrap();
 
@@ -455,11 +472,11 @@ where
 
     // None of the refused writes consumed its nonce.
     store
-        .commit(Write {
-            nonces: fresh,
-            audit: vec![marker(7, now)],
-            ..Write::default()
-        })
+        .commit(
+            Write::new()
+                .with_nonces(fresh)
+                .with_audit_records(vec![marker(7, now)]),
+        )
         .await
         .expect("the nonces of refused writes are still unused");
     let summary = verify_chain(&*store).await;
@@ -733,19 +750,13 @@ where
 
         // The winners consumed their nonces, the losers did not.
         for w in &winners {
-            let reuse = Write {
-                nonces: vec![w.own_nonce],
-                ..Write::default()
-            };
+            let reuse = Write::new().with_nonces(vec![w.own_nonce]);
             assert!(matches!(
                 store.commit(reuse).await,
                 Err(StoreError::NonceReused)
             ));
         }
-        let unused = Write {
-            nonces: losers.iter().map(|l| l.own_nonce).collect(),
-            ..Write::default()
-        };
+        let unused = Write::new().with_nonces(losers.iter().map(|l| l.own_nonce));
         store
             .commit(unused)
             .await
@@ -905,30 +916,22 @@ where
     let env = Env::with(Arc::new(clock.clone()));
     let store = open_in(&open, &env).await;
     let first = store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert_eq!(first.at, ts(T0 + 10_000));
 
     clock.set(ts(T0 + 5_000));
     let second = store
-        .commit(Write {
-            audit: vec![marker(2, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(2, ts(T0))]))
         .await
         .unwrap();
     assert!(second.at >= first.at, "{second:?} after {first:?}");
 
     // A limit the clock has not reached, but the commit time has.
-    let late = Write {
-        audit: vec![marker(3, ts(T0))],
-        valid_before: Some(ts(T0 + 7_000)),
-        ..Write::default()
-    };
+    let late = Write::new()
+        .with_audit_records(vec![marker(3, ts(T0))])
+        .with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         store.commit(late).await,
         Err(StoreError::TooLate { at, .. }) if at >= first.at
@@ -1286,14 +1289,11 @@ where
         (&a, anonymous),
     ] {
         store
-            .commit(Write {
-                decision: Some(d),
-                audit: vec![AuditRecord {
-                    ticket: Some(ticket.id()),
-                    ..marker(0, now)
-                }],
-                ..Write::default()
-            })
+            .commit(Write::new().with_decision(d).with_audit({
+                let mut record = marker(0, now);
+                record.ticket = Some(ticket.id());
+                record
+            }))
             .await
             .unwrap();
     }
@@ -1614,18 +1614,13 @@ where
     let env = env.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
     let store = open_in(&open, &env).await;
     let again = store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert!(again.at >= first.at, "{again:?} after {first:?}");
-    let late = Write {
-        audit: vec![marker(2, ts(T0))],
-        valid_before: Some(ts(T0 + 7_000)),
-        ..Write::default()
-    };
+    let late = Write::new()
+        .with_audit_records(vec![marker(2, ts(T0))])
+        .with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         store.commit(late).await,
         Err(StoreError::TooLate { at, .. }) if at >= first.at
@@ -1635,10 +1630,9 @@ where
 
 /// An outbox row of `ticket` on `channel`, due at `due`.
 fn outbox_on(ticket: TicketId, channel: &str, due: Timestamp) -> OutboxRow {
-    OutboxRow {
-        channel: channel.into(),
-        ..outbox(ticket, due)
-    }
+    let mut row = outbox(ticket, due);
+    row.channel = channel.into();
+    row
 }
 
 /// Claims return due pending rows, oldest due first, at most `limit`; a claim leases them
@@ -1757,16 +1751,13 @@ where
         .find(|e| e.row.id == rows[0].id)
         .unwrap();
     store
-        .commit(Write {
-            outbox_updates: vec![OutboxUpdate {
-                id: rows[0].id,
-                attempts: ops_first.attempts,
-                outcome: OutboxOutcome::Delivered {
-                    receipt: json!({ "channel_message_id": "m-1" }),
-                },
-            }],
-            ..Write::default()
-        })
+        .commit(Write::new().with_outbox_updates(vec![OutboxUpdate::new(
+            rows[0].id,
+            ops_first.attempts,
+            OutboxOutcome::Delivered {
+                receipt: json!({ "channel_message_id": "m-1" }),
+            },
+        )]))
         .await
         .unwrap();
     let next = store.claim_outbox(after_lease, lease, 10).await.unwrap();
@@ -1800,14 +1791,10 @@ pub async fn outbox_outcomes_are_recorded_once_with_their_audit_rows<S, Fut>(
     store.commit(w).await.unwrap();
     assert_eq!(store.outbox_receipt(id, "ops").await.unwrap(), None);
 
-    let outcome = |row: &OutboxRow, attempts: u32, outcome: OutboxOutcome, n: u64| Write {
-        outbox_updates: vec![OutboxUpdate {
-            id: row.id,
-            attempts,
-            outcome,
-        }],
-        audit: vec![marker(n, ts(T0 + 1))],
-        ..Write::default()
+    let outcome = |row: &OutboxRow, attempts: u32, outcome: OutboxOutcome, n: u64| {
+        Write::new()
+            .with_outbox_updates(vec![OutboxUpdate::new(row.id, attempts, outcome)])
+            .with_audit_records(vec![marker(n, ts(T0 + 1))])
     };
     let receipt = json!({ "channel_message_id": "m-ops" });
     store
@@ -1957,10 +1944,7 @@ where
     // A correction of a minute: accepted.
     clock.step_wall(ts(T0 + 120_000));
     let small = store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit(marker(1, ts(T0))))
         .await
         .unwrap();
     assert_eq!(small.at, ts(T0 + 120_000));
@@ -2234,13 +2218,7 @@ where
     let env = Env::new();
     let store = open_in(&open, &env).await;
     let used = nonce();
-    store
-        .commit(Write {
-            nonces: vec![used],
-            ..Write::default()
-        })
-        .await
-        .unwrap();
+    store.commit(Write::new().with_nonce(used)).await.unwrap();
     let head = store.audit_head().await.unwrap();
     let mut write = freeze_write(FreezeScope::All, "incident", 1);
     write.nonces.push(used);

@@ -176,6 +176,29 @@ pub fn directory() -> (StaticDirectory, BTreeMap<&'static str, Credential>) {
     (dir, creds)
 }
 
+/// A chat channel the tests trust blindly: the user it proves is the `x-test-user` header.
+/// A real verifier checks the platform's signature first; the harness registers this one for
+/// `feishu`, so tests can present a platform credential without building callbacks.
+#[derive(Debug)]
+pub struct TestChannel(pub &'static str);
+
+#[async_trait]
+impl agent_handoff::PlatformVerifier for TestChannel {
+    fn platform(&self) -> &str {
+        self.0
+    }
+
+    async fn verify(
+        &self,
+        request: &agent_handoff::backend::PlatformRequest<'_>,
+    ) -> Result<String, agent_handoff::IdentityError> {
+        request
+            .header("x-test-user")
+            .map(str::to_owned)
+            .ok_or(agent_handoff::IdentityError::Unknown)
+    }
+}
+
 /// Adds `n` DBAs named `dba-00` … with a token each.
 pub fn add_dbas(dir: &mut StaticDirectory, n: usize) -> Vec<Credential> {
     (0..n)
@@ -311,7 +334,8 @@ impl Harness {
             .identity(directory)
             .shared_clock(shared)
             .limits(setup.limits)
-            .checkpoint_key("test.example/audit", checkpoint_key());
+            .checkpoint_key("test.example/audit", checkpoint_key())
+            .platform_verifier(TestChannel("feishu"));
         if let Some(links) = links.links {
             builder = builder.decision_links(links);
         }
@@ -329,6 +353,14 @@ impl Harness {
             interpose,
             _dir: dir,
         }
+    }
+
+    /// The credential the test channel of `platform` proves for `user`.
+    pub async fn platform_cred(&self, platform: &str, user: &str) -> Credential {
+        self.handoff
+            .platform_credential(platform, &[("x-test-user".into(), user.into())], b"")
+            .await
+            .unwrap()
     }
 
     pub fn cred(&self, person: &str) -> &Credential {
@@ -483,6 +515,9 @@ impl Interpose {
 
 #[async_trait]
 impl Store for Interpose {
+    fn contract_version(&self) -> u32 {
+        self.inner.contract_version()
+    }
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let hook = if write.ticket.is_some() {
             self.hook.lock().unwrap().take()

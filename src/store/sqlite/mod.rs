@@ -449,6 +449,12 @@ const SELECT_TICKET: &str = "SELECT body FROM tickets";
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Version 2 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
+    /// raise it here only together with what the new contract asks of this store.
+    fn contract_version(&self) -> u32 {
+        2
+    }
+
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let (tx, rx) = oneshot::channel();
         // Encoding the ticket row here keeps JSON work off the single writer thread.
