@@ -23,13 +23,13 @@ mod oneshot;
 pub mod store;
 
 pub use backend::{
-    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, PlatformIdentity,
-    PlatformVerifier, StaticDirectory, Store, StoreError, StoreReader, SystemClock,
-    STORE_CONTRACT_VERSION,
+    ApiToken, Clock, Credential, FreezeScope, IdentityError, IdentityVerifier, ManualClock,
+    PlatformIdentity, PlatformVerifier, StaticDirectory, Store, StoreError, StoreReader,
+    SystemClock, STORE_CONTRACT_VERSION,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditFinding, AuditReport, AuditStream, DecideError,
-    Decided, Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, FreezeScope, Grant,
+    AgentHandle, ApprovedAction, AuditError, AuditFinding, AuditReport, AuditStream, ClockRebase,
+    DecideError, Decided, Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, Grant,
     Handoff, HandoffBuilder, Health, Limits, LinkError, MintedLink, PendingTicket, Permit,
     Proposal, ProposeError, RawAuditStream, RunError, TicketDetails, TicketHistory, TokenPreview,
     TokenSubmission, WaitError,

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | reject / request-changes feedback | [`MAX_FEEDBACK_LEN`] bytes (4 KiB) |
 //! | an execution's error text (`finish`, `resolve`) | [`MAX_ERROR_LEN`] bytes (16 KiB) |
-//! | a cancel, revoke, freeze or erase reason | [`MAX_REASON_LEN`] bytes (1 KiB) |
+//! | a cancel, revoke, freeze, clock-rebase or erase reason | [`MAX_REASON_LEN`] bytes (1 KiB) |
 //! | an execution's output (`finish`, `resolve`) | [`MAX_VALUE_DEPTH`] levels, [`MAX_VALUE_BYTES`] bytes of canonical JSON |
 //! | the observed values of an action's preconditions (`begin`), taken as one object | [`MAX_VALUE_DEPTH`] levels each, [`MAX_VALUE_BYTES`] bytes of canonical JSON |
 //!
@@ -35,7 +35,8 @@ pub const MAX_FEEDBACK_LEN: usize = 4 * 1024;
 /// longer error of the action at a character boundary to fit (ending it with `…`).
 pub const MAX_ERROR_LEN: usize = 16 * 1024;
 
-/// Longest reason of a cancellation, a revocation, a freeze or an erasure, in bytes (1 KiB).
+/// Longest reason of a cancellation, a revocation, a freeze, a clock rebase or an erasure, in
+/// bytes (1 KiB).
 /// (Not the action's justification: see [`action::limits::MAX_REASON_LEN`](crate::action::limits::MAX_REASON_LEN).)
 pub const MAX_REASON_LEN: usize = 1024;
 

@@ -119,6 +119,27 @@ fn store_errors() -> Vec<(StoreError, &'static str)> {
             "outbox_conflict",
         ),
         (StoreError::NotFound(id()), "not_found"),
+        (
+            StoreError::Frozen {
+                scope: agent_handoff::FreezeScope::All,
+                reason: "x".into(),
+            },
+            "frozen",
+        ),
+        (
+            StoreError::ClockJump {
+                clock: t(),
+                expected: t(),
+            },
+            "clock_jump",
+        ),
+        (
+            StoreError::FloorAhead {
+                floor: t(),
+                clock: t(),
+            },
+            "floor_ahead",
+        ),
         (StoreError::Closed, "store_closed"),
         (
             StoreError::SchemaTooNew {
@@ -308,6 +329,7 @@ fn link_errors() -> Vec<(LinkError, &'static str)> {
         ),
         (LinkError::DigestChanged, "digest_changed"),
         (LinkError::Replayed, "replayed"),
+        (LinkError::Frozen { reason: "x".into() }, "frozen"),
         (LinkError::NotFound(id()), "not_found"),
         (LinkError::InvalidSubmission("x"), "invalid_submission"),
         (
@@ -470,6 +492,7 @@ fn table() -> Vec<(String, Code, &'static str)> {
             "not_operator"
         ),
         (DecideError::NotFound(id()), "not_found"),
+        (DecideError::Frozen { reason: "x".into() }, "frozen"),
         (
             DecideError::StaleVersion {
                 expected: 1,
@@ -516,6 +539,7 @@ fn table() -> Vec<(String, Code, &'static str)> {
             ExecuteError::PreconditionsNotObserved,
             "preconditions_not_observed"
         ),
+        (ExecuteError::Frozen { reason: "x".into() }, "frozen"),
         (ExecuteError::Store(StoreError::Closed), "store_closed"),
         (ExecuteError::Limit(text_too_long()), "too_large"),
     ]);
@@ -582,6 +606,7 @@ fn table() -> Vec<(String, Code, &'static str)> {
             },
             "store_contract_too_old"
         ),
+        (Error::ClockMismatch, "clock_mismatch"),
         (Error::Link(LinkError::Replayed), "replayed"),
         (Error::Store(StoreError::NonceReused), "nonce_reused"),
     ]);

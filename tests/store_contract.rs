@@ -38,6 +38,12 @@ impl Store for OlderStore {
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         self.inner.commit(write).await
     }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    async fn freezes(&self) -> Result<Vec<agent_handoff::backend::Freeze>, StoreError> {
+        self.inner.freezes().await
+    }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         self.inner.ticket(id).await
     }

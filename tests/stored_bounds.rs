@@ -416,6 +416,10 @@ async fn reasons_over_their_bound_are_refused_everywhere() {
         h.handoff.freeze(olga, FreezeScope::All, &reason).await,
         Err(DecideError::Limit(e)) if is_reason(&e)
     ));
+    assert!(matches!(
+        h.handoff.rebase_clock(olga, &reason).await,
+        Err(DecideError::Limit(e)) if is_reason(&e)
+    ));
     h.handoff
         .decide(id, h.cred("alice"), Verdict::Approve, None)
         .await

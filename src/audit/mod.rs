@@ -40,7 +40,7 @@
 //! | event kind | texts |
 //! |---|---|
 //! | `voted` | `feedback` (reject, request changes) |
-//! | `cancelled`, `revoked`, `frozen`, `text_erased` | `reason` |
+//! | `cancelled`, `revoked`, `frozen`, `clock_rebased`, `text_erased`, `rejected` by a freeze | `reason` |
 //! | `execution_finished`, `resolved` | `error` (failed) or `output` (succeeded, unless `null`) |
 //! | `stale` (`reason: "preconditions"`) | `expected`, `observed`: the action's precondition values and the values observed for the same names, each as one object |
 //!

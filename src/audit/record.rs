@@ -117,4 +117,12 @@ pub mod kind {
     /// Delivery of a review card was given up (retries exhausted, or a failure retrying
     /// cannot fix); the outbox row is dead.
     pub const GAVE_UP: &str = "gave_up";
+    /// An operator froze proposals, approvals and `begin` (the data names the scope and the
+    /// reason); written in the same transaction that sets the freeze.
+    pub const FROZEN: &str = "frozen";
+    /// An operator lifted a freeze (the data names the scope).
+    pub const UNFROZEN: &str = "unfrozen";
+    /// An operator rebased the commit floor onto the clock (the data gives the floor before,
+    /// the clock's reading, the alarm if one was raised, and the reason).
+    pub const CLOCK_REBASED: &str = "clock_rebased";
 }

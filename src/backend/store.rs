@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::clock::Clock;
+use super::commit_clock::ClockAlarm;
+use super::freeze::{Freeze, FreezeChange, FreezeScope};
 use crate::action::IdempotencyKey;
 use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent, TextRef, TextRow};
 use crate::codes::{self, Code};
@@ -20,13 +23,25 @@ use crate::timestamp::Timestamp;
 ///
 /// One [`commit`](Store::commit) is one atomic write: the ticket (insert, or compare-and-swap
 /// on its version), the audit records (chained onto the current head by the store) with their
-/// texts, erasures of texts, outbox rows and single-use nonces — all or nothing.
-/// Implementations must pass the conformance suite in `tests/common/store_conformance.rs`
-/// unchanged.
+/// texts, erasures of texts, outbox rows and single-use nonces, freezes set or lifted — all or
+/// nothing. Implementations must pass the conformance suite in
+/// `tests/common/store_conformance.rs` unchanged.
 ///
-/// # Texts beside the chain
+/// **Time.** A store is opened with the `Handoff`'s clock ([`clock`](Store::clock)) and stamps
+/// every commit with [`CommitClock`](crate::backend::CommitClock)'s rule: the later of the
+/// clock and the latest commit time stored, never backwards; a clock that jumped ahead of its
+/// monotonic time, or a stored floor far ahead of the clock, refuses the commit
+/// ([`StoreError::ClockJump`], [`StoreError::FloorAhead`]) and shows in
+/// [`health`](Store::health), until the clock reads sensibly or a write with
+/// [`Write::rebase_clock`] steps the floor onto the clock.
 ///
-/// An audit record's [`texts`](AuditRecord::texts) (free text and values, see
+/// **Freezes** live in the store, so they hold across restarts and every process sharing it: a
+/// write with [`Write::unless_frozen`] is refused whole ([`StoreError::Frozen`]) when a freeze
+/// covering that agent is in force *at its commit*, checked inside the committing transaction
+/// against the store's own records (never a cache); [`Write::freeze`] sets or lifts one in the
+/// same transaction as the write's audit rows; [`freezes`](Store::freezes) lists them.
+///
+/// **Texts beside the chain.** An audit record's [`texts`](AuditRecord::texts) (free text and values, see
 /// [`AuditText`](crate::audit::AuditText)) never enter the hashed bytes: the record's data
 /// holds their salted commitments. A store keeps each text in a side table beside its event —
 /// name, value (its JSON text), salt — in the same transaction as the event, after checking
@@ -38,6 +53,7 @@ use crate::timestamp::Timestamp;
 /// records which event erased it; the chain is never touched, so it still verifies.
 ///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
+///
 /// Every object in a [`Write`] this store does not know how to apply must refuse the whole
 /// write with [`StoreError::InvalidWrite`] (the parts are `#[non_exhaustive]`: match them with
 /// a refusing wildcard arm), and a store states the contract version it implements
@@ -57,7 +73,28 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The store decides the commit time: the later of its clock and every earlier commit (it
     /// never goes backwards). A write whose [`Write::valid_before`] is not after the commit
     /// time is refused with [`StoreError::TooLate`], so deadlines are judged at commit.
+    ///
+    /// The clock reading is checked first, as [`CommitClock::stamp`] does: a jump refuses the
+    /// commit with [`StoreError::ClockJump`], a floor more than the tolerance ahead of the
+    /// clock with [`StoreError::FloorAhead`]; neither writes anything nor moves the floor. A
+    /// write with [`Write::rebase_clock`] is stamped with the clock's reading as it is
+    /// ([`CommitClock::rebase`]) and every later commit, by any process, continues from it.
+    ///
+    /// Then [`Write::unless_frozen`] is checked against the freezes in force in the same
+    /// transaction ([`StoreError::Frozen`]), so a write committed after a freeze's commit is
+    /// refused, one committed before it is not.
+    ///
+    /// [`CommitClock::stamp`]: crate::backend::CommitClock::stamp
+    /// [`CommitClock::rebase`]: crate::backend::CommitClock::rebase
     async fn commit(&self, write: Write) -> Result<Committed, StoreError>;
+
+    /// The clock that stamps this store's commits. The `Handoff` builder takes it (or checks
+    /// that the engine's clock is the same one, by [`Clock::id`]), so one `Handoff` reads one
+    /// clock.
+    fn clock(&self) -> std::sync::Arc<dyn Clock>;
+
+    /// The freezes in force, global first, then by agent.
+    async fn freezes(&self) -> Result<Vec<Freeze>, StoreError>;
 
     /// A ticket by id.
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
@@ -187,8 +224,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// | version | the contract |
 /// |---|---|
 /// | 1 | tickets inserted or replaced by compare-and-swap on their version, decisions, audit records chained onto the head at commit, outbox rows and delivery outcomes, single-use nonces, `valid_before` judged at the commit time, which never goes backwards |
-/// | 2 | 1, and the texts of audit records kept beside their events only when the chain commits to them ([`AuditRecord::check_texts`]), read back with the events (`ticket_audit_page`, `audit_texts`); erasures of texts ([`Write::erase`], [`StoreError::NoSuchText`]); every checkpoint listed by size (`checkpoints`) |
-pub const STORE_CONTRACT_VERSION: u32 = 2;
+/// | 2 | 1, and: the store names its clock (`clock`); commit times follow [`CommitClock`](crate::backend::CommitClock) (a jumped clock and a floor ahead of the clock refuse the commit, `rebase_clock` steps the floor onto the clock, seen by every process); freezes held by the store (`freezes`), set or lifted with their write (`freeze`), and `unless_frozen` checked inside the committing transaction |
+/// | 3 | 2, and the texts of audit records kept beside their events only when the chain commits to them ([`AuditRecord::check_texts`]), read back with the events (`ticket_audit_page`, `audit_texts`); erasures of texts ([`Write::erase`], [`StoreError::NoSuchText`]); every checkpoint listed by size (`checkpoints`) |
+pub const STORE_CONTRACT_VERSION: u32 = 3;
 
 /// Called with the ids of the tickets a durable commit changed.
 pub type CommitListener = std::sync::Arc<dyn Fn(&[TicketId]) + Send + Sync>;
@@ -238,6 +276,19 @@ pub struct Write {
     /// The write is valid only if committed strictly before this instant (a review deadline,
     /// a grant's end); otherwise [`StoreError::TooLate`] and nothing is written.
     pub valid_before: Option<Timestamp>,
+    /// The write is valid only if, when it commits, no freeze covers this agent (a freeze of
+    /// every agent, or of this one); otherwise [`StoreError::Frozen`] and nothing is written.
+    /// Checked inside the committing transaction against the store's own freeze records. The
+    /// engine sets it on what a freeze refuses: proposals, approvals, `begin`.
+    pub unless_frozen: Option<AgentId>,
+    /// A freeze to set or lift, in the same transaction as the rest of the write (its audit
+    /// record): a write guarded by [`unless_frozen`](Self::unless_frozen) commits either
+    /// before the freeze or not at all.
+    pub freeze: Option<FreezeChange>,
+    /// An operator vouched for the clock: commit at its reading even when it jumped or the
+    /// stored floor is ahead of it ([`StoreError::ClockJump`], [`StoreError::FloorAhead`]),
+    /// stepping the floor back onto the clock.
+    pub rebase_clock: bool,
     /// Texts to erase: each must be kept (not erased) in the side table, else the whole write
     /// is refused with [`StoreError::NoSuchText`]. Its value and salt are dropped and it is
     /// recorded as erased by the write's first audit record (the `text_erased` event), which
@@ -333,6 +384,26 @@ impl Write {
     #[must_use]
     pub fn with_valid_before(mut self, limit: Timestamp) -> Self {
         self.valid_before = Some(limit);
+        self
+    }
+
+    /// Refuses the write if a freeze covers `agent` when it commits
+    /// ([`unless_frozen`](Self::unless_frozen)).
+    pub fn with_freeze_guard(mut self, agent: AgentId) -> Self {
+        self.unless_frozen = Some(agent);
+        self
+    }
+
+    /// Sets or lifts a freeze with the write ([`freeze`](Self::freeze)).
+    pub fn with_freeze_change(mut self, change: FreezeChange) -> Self {
+        self.freeze = Some(change);
+        self
+    }
+
+    /// Commits at the clock's reading, rebasing the floor onto it
+    /// ([`rebase_clock`](Self::rebase_clock)).
+    pub fn with_clock_rebase(mut self) -> Self {
+        self.rebase_clock = true;
         self
     }
 }
@@ -650,6 +721,11 @@ pub struct StoreHealth {
     pub outbox_dead: u64,
     /// Number of audit events.
     pub audit_events: u64,
+    /// The latest commit time stored (the floor later commits never go below), if any.
+    pub commit_floor: Option<Timestamp>,
+    /// Why commits are being refused because of the clock, if they are (see
+    /// [`ClockAlarm`]): an alarm for operators.
+    pub clock_alarm: Option<ClockAlarm>,
 }
 
 /// A store failure.
@@ -691,6 +767,42 @@ pub enum StoreError {
     /// An update named a ticket that does not exist.
     #[error("ticket {0} not found")]
     NotFound(TicketId),
+    /// A freeze covering the write's [`Write::unless_frozen`] agent was in force when it
+    /// would have committed. Nothing was written.
+    ///
+    /// Code: `frozen`.
+    #[error("frozen by an operator: {reason}")]
+    Frozen {
+        /// The freeze that refused it.
+        scope: FreezeScope,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The clock jumped: it read more than the store's tolerance ahead of the last commit's
+    /// time plus the monotonic time since ([`ClockAlarm::Jumped`]). Nothing was written and
+    /// the floor did not move; retry once the clock is fixed, or have an operator vouch for
+    /// it (`Handoff::rebase_clock`).
+    ///
+    /// Code: `clock_jump`.
+    #[error("the clock jumped to {clock} (expected about {expected}): commit refused")]
+    ClockJump {
+        /// What the clock read.
+        clock: Timestamp,
+        /// What monotonic time says it should read.
+        expected: Timestamp,
+    },
+    /// The latest commit time stored is more than the store's tolerance ahead of the clock
+    /// ([`ClockAlarm::FloorAhead`]): a poisoned floor, or a clock behind. Nothing was written;
+    /// an operator rebases the floor (`Handoff::rebase_clock`) or fixes the clock.
+    ///
+    /// Code: `floor_ahead`.
+    #[error("the commit floor {floor} is ahead of the clock {clock}: commit refused")]
+    FloorAhead {
+        /// The latest commit time stored.
+        floor: Timestamp,
+        /// What the clock read.
+        clock: Timestamp,
+    },
     /// The store was shut down.
     #[error("store is shut down")]
     Closed,
@@ -728,6 +840,15 @@ pub enum StoreError {
     Backend(#[source] Box<dyn StdError + Send + Sync>),
 }
 
+impl From<ClockAlarm> for StoreError {
+    fn from(alarm: ClockAlarm) -> Self {
+        match alarm {
+            ClockAlarm::Jumped { clock, expected } => StoreError::ClockJump { clock, expected },
+            ClockAlarm::FloorAhead { floor, clock } => StoreError::FloorAhead { floor, clock },
+        }
+    }
+}
+
 impl StoreError {
     /// Wraps a backend error, keeping it as the source.
     pub fn backend(e: impl StdError + Send + Sync + 'static) -> Self {
@@ -743,6 +864,9 @@ impl StoreError {
             StoreError::TooLate { .. } => codes::TOO_LATE,
             StoreError::OutboxConflict { .. } => codes::OUTBOX_CONFLICT,
             StoreError::NotFound(_) => codes::NOT_FOUND,
+            StoreError::Frozen { .. } => codes::FROZEN,
+            StoreError::ClockJump { .. } => codes::CLOCK_JUMP,
+            StoreError::FloorAhead { .. } => codes::FLOOR_AHEAD,
             StoreError::Closed => codes::STORE_CLOSED,
             StoreError::SchemaTooNew { .. } => codes::STORE_SCHEMA_TOO_NEW,
             StoreError::InvalidWrite(_) => codes::INVALID_WRITE,

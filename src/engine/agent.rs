@@ -15,7 +15,6 @@ use super::{DriveError, Driven, Handoff, Inner};
 use crate::action::{ActionDigest, ActionRequest, Requester};
 use crate::audit::Actor;
 use crate::backend::{lock, StoreError, TicketWrite, Write};
-use crate::codes;
 use crate::id::{AgentId, PersonId, TicketId};
 use crate::policy::Ruling;
 use crate::ticket::{
@@ -333,25 +332,18 @@ impl AgentHandle {
     async fn propose_inner(&self, request: ActionRequest) -> Result<Proposal, ProposeError> {
         let inner = self.inner();
         let agent = self.requester.agent();
-        if let Some(reason) = inner.frozen(agent) {
-            let record = inner.refusal_record(
-                None,
-                Actor::Agent(agent.clone()),
-                codes::FROZEN,
-                serde_json::json!({
-                    "kind": request.kind().as_str(),
-                    "idempotency_key": request.idempotency_key().as_str(),
-                    "digest": request.digest().to_string(),
-                }),
-            );
-            inner.audit_only(vec![record]).await?;
-            return Err(ProposeError::Frozen { reason });
-        }
         // No read before the insert: the store's unique (agent, key) constraint finds a
         // repeated key in the same transaction (`DuplicateKey` below), which saves a round
         // trip to the store on every new proposal. Replays cost no rate-limit token: a
         // limited agent retrying after a crash still gets its answer.
         if let Err(limited) = self.take_token() {
+            // A frozen agent is answered `Frozen`, limited or not (the store's freezes are
+            // read here; an unlimited proposal has them checked by its own write).
+            let freezes = inner.store.freezes().await?;
+            if let Some(freeze) = crate::backend::covering(&freezes, agent) {
+                let reason = freeze.reason.clone();
+                return Err(self.frozen(&request, request.digest(), reason).await);
+            }
             return match inner
                 .store
                 .ticket_by_key(agent, request.idempotency_key())
@@ -372,6 +364,8 @@ impl AgentHandle {
         let ruling = inner.policy.evaluate(&request);
         let now = inner.clock.now();
         let id = new_ticket_id(now)?;
+        // Kept for the audit row of a refusal by a freeze (the request moves into the ticket).
+        let (kind, key) = (request.kind().clone(), request.idempotency_key().clone());
         tracing::Span::current().record("ticket", tracing::field::display(id));
         let transition = open(id, self.requester.clone(), principal, request, ruling, now);
         let ticket = transition.ticket;
@@ -383,6 +377,8 @@ impl AgentHandle {
             outbox: inner.notifications(&ticket, &transition.effects, now)?,
             ticket: Some(TicketWrite::Insert(Box::new(ticket))),
             audit: transition.audit,
+            // A freeze is checked by the store inside this write's transaction.
+            unless_frozen: Some(agent.clone()),
             ..Write::default()
         };
         match inner.store.commit(write).await {
@@ -398,7 +394,43 @@ impl AgentHandle {
                     None => Err(StoreError::NotFound(existing).into()),
                 }
             }
+            Err(StoreError::Frozen { reason, .. }) => {
+                self.refund_token();
+                let refused = super::freeze::Refused::Proposal {
+                    kind: kind.as_str(),
+                    idempotency_key: key.as_str(),
+                    digest: digest.to_string(),
+                };
+                Err(self.refused_frozen(refused, reason).await)
+            }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Audits a proposal refused by a freeze (coalesced) and returns the refusal.
+    async fn frozen(
+        &self,
+        request: &ActionRequest,
+        digest: ActionDigest,
+        reason: String,
+    ) -> ProposeError {
+        let refused = super::freeze::Refused::Proposal {
+            kind: request.kind().as_str(),
+            idempotency_key: request.idempotency_key().as_str(),
+            digest: digest.to_string(),
+        };
+        self.refused_frozen(refused, reason).await
+    }
+
+    async fn refused_frozen(
+        &self,
+        refused: super::freeze::Refused<'_>,
+        reason: String,
+    ) -> ProposeError {
+        let agent = self.requester.agent();
+        match self.inner().refused_frozen(agent, refused).await {
+            Ok(()) => ProposeError::Frozen { reason },
+            Err(e) => e.into(),
         }
     }
 
@@ -899,6 +931,19 @@ impl Handoff {
                 })
             })
             .await;
+        if let Err(DriveError::Store(StoreError::Frozen { reason, .. })) = &driven {
+            let refused = super::freeze::Refused::Event {
+                ticket: grant.ticket,
+                event: "begin",
+                state: StateName::Approved.as_str(),
+                decision: None,
+            };
+            inner.refused_frozen(requester.agent(), refused).await?;
+            tracing::info!(refusal = "frozen", "begin refused");
+            return Err(ExecuteError::Frozen {
+                reason: reason.clone(),
+            });
+        }
         match execute_result(driven)? {
             Ok(ticket) => match ticket.state() {
                 TicketState::Executing {

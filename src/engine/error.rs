@@ -13,7 +13,14 @@ use crate::token::{MalformedToken, SignError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProposeError {
-    /// Proposals are frozen by an operator's kill switch (audited).
+    /// The agent is frozen by an operator's kill switch ([`Handoff::freeze`]): nothing was
+    /// recorded but the refusal (audited, coalesced per agent: see
+    /// [`Limits::frozen_audit_per_minute`]).
+    ///
+    /// Code: `frozen`.
+    ///
+    /// [`Handoff::freeze`]: crate::Handoff::freeze
+    /// [`Limits::frozen_audit_per_minute`]: crate::Limits::frozen_audit_per_minute
     #[error("proposals are frozen: {reason}")]
     Frozen {
         /// The operator's reason.
@@ -49,6 +56,18 @@ pub enum DecideError {
     NotOperator {
         /// Who tried.
         person: String,
+    },
+    /// An approval (plain or with edits) of a ticket whose agent is frozen by an operator's
+    /// kill switch ([`Handoff::freeze`](crate::Handoff::freeze)): not counted; the refusal
+    /// is audited with a refused decision row (coalesced per agent, see
+    /// [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// Rejections and change requests are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
     },
     /// No such ticket.
     #[error("ticket {0} not found")]
@@ -135,6 +154,17 @@ pub enum LinkError {
     /// The token was used before.
     #[error("token was already used")]
     Replayed,
+    /// An approval of a ticket whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): not counted, audited as for
+    /// [`DecideError::Frozen`]. The token was not spent: it can be used once the freeze is
+    /// lifted.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
     /// The token names a ticket the store does not hold.
     #[error("ticket {0} not found")]
     NotFound(TicketId),
@@ -196,6 +226,18 @@ pub enum ExecuteError {
         error: LimitError,
         /// The permit, unused.
         permit: Box<super::Permit>,
+    },
+    /// `begin` of a grant whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): no permit was issued and the ticket is
+    /// still approved (until its grant ends); the refusal is audited (coalesced per agent,
+    /// see [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// `renew` and `finish` are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("execution is frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
     },
     /// The store failed. For `finish`, the outcome was not recorded: call it again.
     #[error(transparent)]
@@ -313,6 +355,14 @@ pub enum Error {
         /// The version the engine needs.
         required: u32,
     },
+    /// The clock given to the builder is not the one the store stamps commits with (see
+    /// [`HandoffBuilder::clock`](crate::HandoffBuilder::clock)): open the store with it
+    /// (e.g. `SqliteOptions::with_clock`), or leave it out of the builder, which then takes
+    /// the store's.
+    ///
+    /// Code: [`clock_mismatch`](crate::codes::CLOCK_MISMATCH).
+    #[error("handoff builder: the store stamps commits with another clock than the engine's")]
+    ClockMismatch,
 }
 
 impl ProposeError {
@@ -335,6 +385,7 @@ impl DecideError {
         match self {
             DecideError::Unauthenticated(e) => e.code(),
             DecideError::NotOperator { .. } => codes::NOT_OPERATOR,
+            DecideError::Frozen { .. } => codes::FROZEN,
             DecideError::NotFound(_) => codes::NOT_FOUND,
             DecideError::StaleVersion { .. } => codes::STALE_VERSION,
             DecideError::Refused(r) => r.code(),
@@ -360,6 +411,7 @@ impl LinkError {
             LinkError::WrongReviewer { .. } => codes::WRONG_REVIEWER,
             LinkError::DigestChanged => codes::DIGEST_CHANGED,
             LinkError::Replayed => codes::REPLAYED,
+            LinkError::Frozen { .. } => codes::FROZEN,
             LinkError::NotFound(_) => codes::NOT_FOUND,
             LinkError::InvalidSubmission(_) => codes::INVALID_SUBMISSION,
             LinkError::NotPending { .. } => codes::NOT_PENDING,
@@ -380,6 +432,7 @@ impl ExecuteError {
             ExecuteError::Refused(r) => r.code(),
             ExecuteError::PreconditionsNotObserved => codes::PRECONDITIONS_NOT_OBSERVED,
             ExecuteError::Limit(e) | ExecuteError::OutcomeRefused { error: e, .. } => e.code(),
+            ExecuteError::Frozen { .. } => codes::FROZEN,
             ExecuteError::Store(e) => e.code(),
         }
     }
@@ -436,6 +489,7 @@ impl Error {
             Error::Store(e) => e.code(),
             Error::Build(_) => codes::INVALID_CONFIGURATION,
             Error::StoreContract { .. } => codes::STORE_CONTRACT_TOO_OLD,
+            Error::ClockMismatch => codes::CLOCK_MISMATCH,
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::backend::{Credential, DecisionRow, NonceUse, StoreError, Write};
 use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::notify::ReviewCard;
-use crate::ticket::{Reviewer, Ticket, TicketState, Verdict};
+use crate::ticket::{Reviewer, StateName, Ticket, TicketState, Verdict};
 use crate::timestamp::Timestamp;
 use crate::token::{
     AuthenticToken, TokenClaims, TokenError, TokenKeyRing, TokenNonce, VerdictKind,
@@ -569,6 +569,20 @@ impl Handoff {
                 .await),
             Err(DriveError::Store(StoreError::NonceReused)) => {
                 Err(self.replayed(id, &person, &verdict_label, &authentic).await)
+            }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                // The write was refused whole: the token is not spent.
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: super::review::frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_label)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "token decision refused");
+                Err(LinkError::Frozen { reason })
             }
             Err(DriveError::Store(e)) => Err(LinkError::Store(e)),
         }

@@ -4,9 +4,12 @@
 
 mod agent;
 mod audit;
+mod clock;
+mod coalesce;
 mod error;
 #[cfg(feature = "feishu")]
 mod feishu;
+mod freeze;
 mod history;
 mod links;
 mod operator;
@@ -24,7 +27,7 @@ use crate::action::DigestKey;
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
     Clock, DecisionRow, IdentityVerifier, NonceUse, PlatformVerifier, Store, StoreError,
-    StoreReader, SystemClock, TicketWrite, Write, STORE_CONTRACT_VERSION,
+    StoreReader, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };
 use crate::codes::Code;
 use crate::id::{AgentId, GroupName, TicketId};
@@ -35,12 +38,13 @@ use crate::timestamp::Timestamp;
 
 pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
 pub use audit::{AuditFinding, AuditReport};
+pub use clock::ClockRebase;
 pub use error::{
     AuditError, DecideError, Error, ExecuteError, LinkError, ProposeError, RunError, WaitError,
 };
 pub use history::{AuditStream, RawAuditStream, TicketHistory};
 pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
-pub use operator::{FreezeScope, Health};
+pub use operator::Health;
 pub use outbox::DeliveryReport;
 pub use review::{Decided, TicketDetails};
 
@@ -68,6 +72,13 @@ pub struct Limits {
     /// A count not yet written when the process stops is lost (at most the refusals of the
     /// last window): run the sweeper.
     pub unauthenticated_audit_per_minute: u32,
+    /// Refusals by a freeze (see [`Handoff::freeze`]) audited one row each per minute and per
+    /// agent (default 60; 0 audits every one). Beyond it the refusals — of the agent's
+    /// proposals, of approvals and begins of its tickets — are still refused but only
+    /// counted, and the count is written as one `refused` row of the agent (`coalesced: n`)
+    /// as for unauthenticated refusals, so a frozen agent retrying in a loop cannot fill the
+    /// disk with fsync'd rows.
+    pub frozen_audit_per_minute: u32,
     /// Delivery attempts per outbox row, the first included, before it is marked dead and
     /// counted in [`Health`] (default 8; at least 1 is made).
     pub delivery_max_attempts: u32,
@@ -90,6 +101,7 @@ impl Default for Limits {
             proposals_per_minute: 600,
             max_poll_interval: Duration::from_secs(2),
             unauthenticated_audit_per_minute: 60,
+            frozen_audit_per_minute: 60,
             delivery_max_attempts: 8,
             delivery_backoff_base: Duration::from_secs(5),
             delivery_backoff_max: Duration::from_secs(600),
@@ -120,7 +132,7 @@ pub(crate) struct Inner {
     channels: Vec<outbox::Channel>,
     platforms: Vec<Arc<dyn PlatformVerifier>>,
     waiters: Arc<Waiters>,
-    freezes: Mutex<operator::Freezes>,
+    frozen: Mutex<coalesce::Coalescer<AgentId>>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
     unauthenticated: Mutex<review::Flood>,
 }
@@ -142,7 +154,7 @@ pub struct HandoffBuilder {
     store: Option<Arc<dyn Store>>,
     policy: Option<Arc<dyn PolicyEngine>>,
     identity: Option<Arc<dyn IdentityVerifier>>,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
     limits: Limits,
     operator_group: Option<GroupName>,
     checkpoint_key: Option<CheckpointKey>,
@@ -166,7 +178,7 @@ impl Handoff {
             store: None,
             policy: None,
             identity: None,
-            clock: Arc::new(SystemClock),
+            clock: None,
             limits: Limits::default(),
             operator_group: None,
             checkpoint_key: None,
@@ -178,7 +190,7 @@ impl Handoff {
         }
     }
 
-    /// The clock the engine reads.
+    /// The clock the engine reads: the one its store stamps commits with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -222,15 +234,22 @@ impl HandoffBuilder {
         self
     }
 
-    /// The clock (default [`SystemClock`]). Use the same clock for the store.
+    /// The clock. Optional: by default the engine reads the clock its store stamps commits
+    /// with ([`Store::clock`]; the bundled store's is set by
+    /// [`SqliteOptions::with_clock`](crate::SqliteOptions::with_clock), default
+    /// [`SystemClock`](crate::SystemClock)). Given here, it must be that same clock — the
+    /// same [`Clock::id`]: clones of one [`ManualClock`](crate::ManualClock), or one
+    /// `Arc<dyn Clock>` given to both — or [`build`](Self::build) refuses with
+    /// [`Error::ClockMismatch`] (a store stamping another time would judge every deadline
+    /// the engine computes against a clock it never read).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
-    /// A clock shared with the store.
+    /// Like [`clock`](Self::clock), with a clock shared with other components.
     pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -302,7 +321,8 @@ impl HandoffBuilder {
     ///
     /// Refused with [`Error::StoreContract`] if the store implements an older store contract
     /// than [`STORE_CONTRACT_VERSION`] (it would ignore parts of the writes it is given), and
-    /// with [`Error::Build`] for a missing part or an inconsistent configuration.
+    /// with [`Error::Build`] for a missing part or an inconsistent configuration, and with
+    /// [`Error::ClockMismatch`] for a clock that is not the store's.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
         let implemented = store.contract_version();
@@ -327,6 +347,12 @@ impl HandoffBuilder {
         }
         outbox::check(&self.channels, self.digest_key.is_some())?;
         platform::check(&self.platforms)?;
+        let store_clock = store.clock();
+        let clock = match self.clock {
+            None => store_clock,
+            Some(clock) if clock.id() == store_clock.id() => clock,
+            Some(_) => return Err(Error::ClockMismatch),
+        };
         let waiters = Arc::new(Waiters::default());
         let w = Arc::clone(&waiters);
         store.on_commit(Arc::new(move |ids: &[TicketId]| w.changed(ids)));
@@ -335,7 +361,7 @@ impl HandoffBuilder {
                 store,
                 policy,
                 identity,
-                clock: self.clock,
+                clock,
                 limits: self.limits,
                 operator_group,
                 checkpoint_key: self.checkpoint_key,
@@ -345,7 +371,7 @@ impl HandoffBuilder {
                 channels: self.channels,
                 platforms: self.platforms,
                 waiters,
-                freezes: Mutex::default(),
+                frozen: Mutex::default(),
                 buckets: Mutex::default(),
                 unauthenticated: Mutex::default(),
             }),
@@ -439,6 +465,8 @@ impl Inner {
             };
             let now = floor.map_or_else(|| self.clock.now(), |f| self.clock.now().max(f));
             let event = event_for(&ticket, now).map_err(DriveError::Pre)?;
+            // What a freeze refuses (approvals, begin) carries its check into the write.
+            let unless_frozen = freeze::guard(&event, &ticket);
             let limit = time_limit(&ticket).filter(|l| now < *l);
             let decision_row = |refusal: Option<&Refusal>| {
                 decision.as_ref().map(|(person, verdict)| DecisionRow {
@@ -505,6 +533,7 @@ impl Inner {
                             audit: annotate(audit),
                             nonces: nonces.clone(),
                             valid_before: earliest(limit, nonce_limit),
+                            unless_frozen,
                             ..Write::default()
                         };
                         (

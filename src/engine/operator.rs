@@ -1,53 +1,31 @@
-//! The operator side: kill switch, revoke, resolve, sweeping, audit verification, health.
-
-use std::collections::BTreeMap;
+//! The operator side: revoke, resolve, sweeping, health (the kill switch is in `freeze.rs`,
+//! the clock rebase in `clock.rs`, audit verification, checkpoints and erasure in `audit.rs`).
 
 use serde::{Deserialize, Serialize};
 
 use super::error::DecideError;
-use super::{DriveError, Driven, Handoff, Inner};
-use crate::audit::{Actor, AuditRecord};
-use crate::backend::{lock, Credential, StoreError, StoreHealth};
+use super::{DriveError, Driven, Handoff};
+use crate::audit::Actor;
+use crate::backend::{Credential, Freeze, FreezeScope, StoreError, StoreHealth};
 use crate::codes;
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
 use crate::timestamp::Timestamp;
 
-/// What a kill switch freezes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "scope", content = "agent", rename_all = "snake_case")]
-pub enum FreezeScope {
-    /// Every agent.
-    All,
-    /// One agent.
-    Agent(AgentId),
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Freezes {
-    all: Option<String>,
-    agents: BTreeMap<AgentId, String>,
-}
-
-impl Inner {
-    /// The freeze reason that applies to this agent, if any.
-    pub(crate) fn frozen(&self, agent: &AgentId) -> Option<String> {
-        let f = lock(&self.freezes);
-        f.all.clone().or_else(|| f.agents.get(agent).cloned())
-    }
-}
-
 /// Engine health, for probes and dashboards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Store figures (pending, oldest pending, outbox backlog and dead rows, audit size).
+    /// Store figures (pending, oldest pending, outbox backlog and dead rows, audit size, the
+    /// commit floor and the clock alarm, if commits are refused because of the clock).
     pub store: StoreHealth,
     /// Age of the oldest pending ticket, in milliseconds.
     pub oldest_pending_age_ms: Option<u64>,
-    /// Whether all proposals are frozen.
+    /// Whether every agent is frozen (read from the store: every process sees it).
     pub frozen_all: bool,
     /// Agents frozen individually.
     pub frozen_agents: Vec<AgentId>,
+    /// The freezes in force, with reasons, since when and by whom.
+    pub freezes: Vec<Freeze>,
 }
 
 impl Handoff {
@@ -70,74 +48,6 @@ impl Handoff {
         Err(DecideError::NotOperator {
             person: person.person.to_string(),
         })
-    }
-
-    /// Kill switch: from now on, proposals in `scope` are denied (and audited) until
-    /// [`unfreeze`](Self::unfreeze). Held in this process's memory: configure it again after a
-    /// restart (the audit trail records every change, the reason as a text beside the chain).
-    /// A reason over [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
-    /// [`DecideError::Limit`] before anything is written.
-    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
-    pub async fn freeze(
-        &self,
-        credential: &Credential,
-        scope: FreezeScope,
-        reason: &str,
-    ) -> Result<(), DecideError> {
-        check_reason(reason)?;
-        let op = self.operator(None, credential).await?;
-        self.record_freeze(&op, &scope, Some(reason)).await?;
-        let mut f = lock(&self.inner.freezes);
-        match scope {
-            FreezeScope::All => f.all = Some(reason.to_owned()),
-            FreezeScope::Agent(a) => {
-                f.agents.insert(a, reason.to_owned());
-            }
-        }
-        Ok(())
-    }
-
-    /// Lifts a freeze.
-    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
-    pub async fn unfreeze(
-        &self,
-        credential: &Credential,
-        scope: FreezeScope,
-    ) -> Result<(), DecideError> {
-        let op = self.operator(None, credential).await?;
-        self.record_freeze(&op, &scope, None).await?;
-        let mut f = lock(&self.inner.freezes);
-        match scope {
-            FreezeScope::All => f.all = None,
-            FreezeScope::Agent(a) => {
-                f.agents.remove(&a);
-            }
-        }
-        Ok(())
-    }
-
-    async fn record_freeze(
-        &self,
-        op: &Reviewer,
-        scope: &FreezeScope,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let record = AuditRecord::new(
-            None,
-            self.inner.clock.now(),
-            if reason.is_some() {
-                "frozen"
-            } else {
-                "unfrozen"
-            },
-            Actor::Operator(op.person.clone()),
-            serde_json::json!({ "scope": scope, "reason": serde_json::Value::Null }),
-        );
-        let record = match reason {
-            Some(reason) => record.with_text("reason", reason),
-            None => record,
-        };
-        self.inner.audit_only(vec![record]).await
     }
 
     /// Withdraws an approval that has not been used. A reason over
@@ -241,6 +151,10 @@ impl Handoff {
         if let Some(summary) = self.inner.flood_summary_due(self.inner.clock.now()) {
             self.inner.audit_only(vec![summary]).await?;
         }
+        let frozen = self.inner.frozen_summaries_due(self.inner.clock.now());
+        if !frozen.is_empty() {
+            self.inner.audit_only(frozen).await?;
+        }
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();
@@ -286,20 +200,27 @@ impl Handoff {
     /// Store reachability, backlog and freeze status.
     pub async fn health(&self) -> Result<Health, StoreError> {
         let store = self.inner.store.health().await?;
+        let freezes = self.inner.store.freezes().await?;
         let now: Timestamp = self.inner.clock.now();
-        let f = lock(&self.inner.freezes);
         Ok(Health {
             oldest_pending_age_ms: store
                 .oldest_pending
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             store,
-            frozen_all: f.all.is_some(),
-            frozen_agents: f.agents.keys().cloned().collect(),
+            frozen_all: freezes.iter().any(|f| f.scope == FreezeScope::All),
+            frozen_agents: freezes
+                .iter()
+                .filter_map(|f| match &f.scope {
+                    FreezeScope::Agent(a) => Some(a.clone()),
+                    FreezeScope::All => None,
+                })
+                .collect(),
+            freezes,
         })
     }
 }
 
-/// A cancel, revoke, freeze or erase reason within [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN).
+/// A cancel, revoke, freeze, clock-rebase or erase reason within [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN).
 pub(crate) fn check_reason(reason: &str) -> Result<(), crate::limits::LimitError> {
     crate::limits::check_text("reason", reason, crate::limits::MAX_REASON_LEN)
 }

@@ -251,6 +251,24 @@ impl Handoff {
                 }
                 Err(e)
             }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                let ticket = inner
+                    .store
+                    .ticket(id)
+                    .await?
+                    .ok_or(DecideError::NotFound(id))?;
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_name)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "decision refused");
+                Err(DecideError::Frozen { reason })
+            }
             Err(DriveError::Store(e)) => Err(DecideError::Store(e)),
         }
     }
@@ -430,6 +448,14 @@ pub(crate) fn verdict_event(
             reviewer: reviewer.clone(),
             verdict: other.clone(),
         },
+    }
+}
+
+/// The machine event of a verdict, as refusal rows name it.
+pub(crate) fn frozen_event(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::ApproveWithEdits { .. } => "edit",
+        _ => "vote",
     }
 }
 

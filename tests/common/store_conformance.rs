@@ -28,7 +28,11 @@
 //! due time, decisions and per-ticket audit; health figures; checkpoints (the newest, and all of
 //! them in pages); texts kept beside their events only when the chain commits to them, read back
 //! with the events, erased by an audited write; shutdown that refuses later writes and keeps
-//! every acknowledged one; an audit chain that verifies and continues across a reopen.
+//! every acknowledged one; an audit chain that verifies and continues across a reopen; the clock
+//! the store was opened with, a clock jump refused without moving the floor, a floor ahead of
+//! the clock refused until a rebase (also after a reopen), the health alarm of each; freezes
+//! checked inside the committing write (refused whole while in force, set with their audit row
+//! or not at all, racing writes before or refused), held across a reopen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -40,11 +44,11 @@ use agent_handoff::audit::{
     TextRow, TextState,
 };
 use agent_handoff::backend::{
-    Committed, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, TicketFilter, TicketWrite,
-    Write,
+    ClockAlarm, Committed, FreezeChange, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate,
+    TicketFilter, TicketWrite, Write,
 };
 use agent_handoff::ticket::{Event, StateName, Ticket};
-use agent_handoff::{Clock, ManualClock, Store, StoreError, TicketId, Timestamp};
+use agent_handoff::{Clock, FreezeScope, ManualClock, Store, StoreError, TicketId, Timestamp};
 use serde_json::json;
 
 use super::*;
@@ -64,6 +68,8 @@ macro_rules! store_conformance {
             shutdown_keeps_every_acknowledged_commit,
             chain_continues_across_reopen,
             commit_time_never_goes_backwards_across_reopen,
+            a_poisoned_floor_is_refused_after_reopen_until_rebased,
+            freezes_hold_across_reopen,
         ]);
     };
     (@suite $name:ident, $open:expr, [$($extra:ident),* $(,)?]) => {
@@ -97,6 +103,13 @@ macro_rules! store_conformance {
                 outbox_claims_due_rows_oldest_first_and_leases_them,
                 outbox_claims_a_tickets_rows_per_channel_in_order,
                 outbox_outcomes_are_recorded_once_with_their_audit_rows,
+                the_store_names_the_clock_it_was_opened_with,
+                a_clock_jump_is_refused_and_moves_no_floor,
+                a_rebase_accepts_a_jumped_clock,
+                a_floor_ahead_of_the_clock_is_refused_until_rebased,
+                a_freeze_refuses_guarded_writes_until_lifted,
+                a_freeze_is_set_with_its_audit_row_or_not_at_all,
+                guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all,
                 $($extra,)*
             );
         }
@@ -2152,4 +2165,450 @@ pub async fn outbox_outcomes_are_recorded_once_with_their_audit_rows<S, Fut>(
     let health = store.health().await.unwrap();
     assert_eq!((health.outbox_backlog, health.outbox_dead), (1, 1));
     verify_chain(store.as_ref()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock: one per store, jumps refused, a floor ahead refused until rebased
+// ---------------------------------------------------------------------------------------------
+//
+// The suite assumes the store's clock tolerance (see `CommitClock`) is between a few minutes
+// and a day, as the default is: steps of two minutes must be accepted, steps of a day refused.
+
+/// A day: further than any store's tolerance.
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// The store says which clock stamps its commits: the one it was opened with.
+pub async fn the_store_names_the_clock_it_was_opened_with<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.clock().id(), clock.id(), "a clone of the same clock");
+    assert_ne!(store.clock().id(), ManualClock::new(ts(T0)).id());
+    clock.advance(std::time::Duration::from_secs(5));
+    assert_eq!(store.clock().now(), ts(T0 + 5_000));
+    store.shutdown().await.unwrap();
+}
+
+/// The wall clock jumping ahead of its monotonic time (by more than the tolerance) refuses
+/// every commit with `ClockJump` — nothing written, the floor not moved — and raises the health
+/// alarm, until the clock reads sensibly again; a small step is accepted.
+pub async fn a_clock_jump_is_refused_and_moves_no_floor<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(insert(&p)).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    // A correction of a minute: accepted.
+    clock.step_wall(ts(T0 + 120_000));
+    let small = store
+        .commit(Write::new().with_audit(marker(1, ts(T0))))
+        .await
+        .unwrap();
+    assert_eq!(small.at, ts(T0 + 120_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+
+    // A year ahead, without the time passing.
+    clock.step_wall(ts(T0 + 365 * DAY_MS));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let q = propose("agent-a", "b", review(), ts(T0 + 365 * DAY_MS));
+    match store.commit(insert(&q)).await {
+        Err(StoreError::ClockJump { clock, expected }) => {
+            assert_eq!(clock, ts(T0 + 365 * DAY_MS));
+            assert_eq!(expected, small.at, "the last commit plus no time passed");
+        }
+        other => panic!("expected a clock jump, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(q.ticket.id()).await.unwrap(), None);
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::Jumped { .. })
+    ));
+
+    // Corrected: commits resume at the clock's time, not at the year-ahead reading.
+    clock.step_wall(ts(T0 + 180_000));
+    let resumed = store.commit(insert(&q)).await.unwrap();
+    assert_eq!(resumed.at, ts(T0 + 180_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(
+        store.health().await.unwrap().commit_floor,
+        Some(ts(T0 + 180_000))
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// A write that rebases is committed at the clock's reading despite a jump, and later commits
+/// continue from it (an operator vouched for the clock: a suspend longer than the tolerance).
+pub async fn a_rebase_accepts_a_jumped_clock<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0)).await;
+    clock.step_wall(ts(T0 + 2 * DAY_MS));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::ClockJump { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0 + 2 * DAY_MS)));
+    let rebased = store.commit(rebase).await.unwrap();
+    assert_eq!(rebased.at, ts(T0 + 2 * DAY_MS));
+    clock.advance(std::time::Duration::from_secs(1));
+    let next = proposed(&*store, "agent-a", "b", review(), ts(T0 + 2 * DAY_MS)).await;
+    assert!(store.ticket(next.id()).await.unwrap().is_some());
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    store.shutdown().await.unwrap();
+}
+
+/// A floor more than the tolerance ahead of the clock (the clock set back a day here; a store
+/// written under a clock a year ahead in `a_poisoned_floor_is_refused_after_reopen_until_rebased`)
+/// refuses every commit with `FloorAhead`, raising the alarm; a write that rebases steps the
+/// floor back onto the clock, and deadlines are then judged by the clock again.
+pub async fn a_floor_ahead_of_the_clock_is_refused_until_rebased<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0 + DAY_MS));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + DAY_MS)).await;
+    clock.step_wall(ts(T0));
+    let p = propose("agent-a", "b", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    match store.commit(insert(&p)).await {
+        Err(StoreError::FloorAhead { floor, clock }) => {
+            assert_eq!((floor, clock), (ts(T0 + DAY_MS), ts(T0)));
+        }
+        other => panic!("expected the floor ahead, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    let health = store.health().await.unwrap();
+    assert_eq!(health.commit_floor, Some(ts(T0 + DAY_MS)));
+    assert_eq!(
+        health.clock_alarm,
+        Some(ClockAlarm::FloorAhead {
+            floor: ts(T0 + DAY_MS),
+            clock: ts(T0)
+        })
+    );
+
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(
+        store.commit(rebase).await.unwrap().at,
+        ts(T0),
+        "stepped back"
+    );
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(store.health().await.unwrap().commit_floor, Some(ts(T0)));
+    clock.advance(std::time::Duration::from_secs(1));
+    // A limit the old floor had passed but the clock has not: judged by the clock.
+    let mut write = insert(&p);
+    write.valid_before = Some(ts(T0 + 60_000));
+    assert_eq!(store.commit(write).await.unwrap().at, ts(T0 + 1_000));
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a store written under a clock a year ahead, reopened under the right clock, refuses
+/// commits (`FloorAhead`) until a rebase; the rebased floor holds across another reopen.
+pub async fn a_poisoned_floor_is_refused_after_reopen_until_rebased<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let ahead = ManualClock::new(ts(T0 + 365 * DAY_MS));
+    let env = Env::with(Arc::new(ahead));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + 365 * DAY_MS)).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let clock = ManualClock::new(ts(T0));
+    let env = env.with_clock(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::FloorAhead { .. })
+    ));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(store.commit(rebase).await.unwrap().at, ts(T0));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    clock.advance(std::time::Duration::from_secs(10));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    let p = propose("agent-a", "b", review(), ts(T0 + 10_000));
+    assert_eq!(
+        store.commit(insert(&p)).await.unwrap().at,
+        ts(T0 + 10_000),
+        "the rebased floor, not the poisoned one"
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freezes
+// ---------------------------------------------------------------------------------------------
+
+fn freeze_write(scope: FreezeScope, reason: &str, n: u64) -> Write {
+    let mut write =
+        Write::default().with_freeze_change(FreezeChange::set(scope, reason, Some(person("olga"))));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn lift_write(scope: FreezeScope, n: u64) -> Write {
+    let mut write = Write::default().with_freeze_change(FreezeChange::lift(scope));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn guarded(p: &agent_handoff::ticket::Transition, agent_name: &str) -> Write {
+    insert(p).with_freeze_guard(agent(agent_name))
+}
+
+/// A write guarded for an agent is refused whole (`Frozen`) while a freeze of that agent or of
+/// every agent is in force, and lands once it is lifted; unguarded writes and other agents'
+/// are not touched. `freezes` lists what is in force.
+pub async fn a_freeze_refuses_guarded_writes_until_lifted<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    let a = FreezeScope::Agent(agent("agent-a"));
+    store
+        .commit(freeze_write(a.clone(), "agent a misbehaves", 1))
+        .await
+        .unwrap();
+    let freezes = store.freezes().await.unwrap();
+    assert_eq!(freezes.len(), 1);
+    assert_eq!(
+        (
+            &freezes[0].scope,
+            freezes[0].reason.as_str(),
+            freezes[0].since
+        ),
+        (&a, "agent a misbehaves", ts(T0))
+    );
+    assert_eq!(freezes[0].by, Some(person("olga")));
+
+    let p = propose("agent-a", "a", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let mut write = guarded(&p, "agent-a");
+    write.nonces.push(nonce());
+    write.outbox.push(outbox(p.ticket.id(), ts(T0)));
+    match store.commit(write.clone()).await {
+        Err(StoreError::Frozen { scope, reason }) => {
+            assert_eq!((scope, reason.as_str()), (a.clone(), "agent a misbehaves"));
+        }
+        other => panic!("expected frozen, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+    // Another agent, and an unguarded write of the frozen one (a rejection, a finish).
+    proposed(&*store, "agent-b", "b", review(), ts(T0)).await;
+    let unguarded = proposed(&*store, "agent-a", "c", review(), ts(T0)).await;
+    store
+        .commit(update(&unguarded, &reject(&unguarded, "bob", ts(T0))))
+        .await
+        .unwrap();
+
+    // Every agent.
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 2))
+        .await
+        .unwrap();
+    let q = propose("agent-b", "d", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&q, "agent-b")).await,
+        Err(StoreError::Frozen {
+            scope: FreezeScope::All,
+            ..
+        })
+    ));
+    let listed: Vec<FreezeScope> = store
+        .freezes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.scope)
+        .collect();
+    assert_eq!(listed, [FreezeScope::All, a.clone()], "global first");
+
+    store.commit(lift_write(FreezeScope::All, 3)).await.unwrap();
+    store.commit(guarded(&q, "agent-b")).await.unwrap();
+    assert!(matches!(
+        store.commit(write.clone()).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(a, 4)).await.unwrap();
+    // Lifting what is not frozen changes nothing.
+    store.commit(lift_write(FreezeScope::All, 5)).await.unwrap();
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(write).await.unwrap();
+    assert!(store.ticket(p.ticket.id()).await.unwrap().is_some());
+    store.shutdown().await.unwrap();
+}
+
+/// The freeze and its audit row are one write: a freeze write refused for another reason sets
+/// no freeze.
+pub async fn a_freeze_is_set_with_its_audit_row_or_not_at_all<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let used = nonce();
+    store.commit(Write::new().with_nonce(used)).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let mut write = freeze_write(FreezeScope::All, "incident", 1);
+    write.nonces.push(used);
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert!(store.freezes().await.unwrap().is_empty());
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
+}
+
+/// Guarded writes racing a freeze: each one either committed before the freeze's write (its
+/// audit rows come before the freeze's in the chain) or was refused `Frozen` — never after.
+pub async fn guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let proposals: Vec<_> = (0..72)
+        .map(|i| propose("agent-a", &format!("k{i}"), review(), ts(T0)))
+        .collect();
+    // Some before, many racing, some after.
+    for p in &proposals[..8] {
+        store.commit(guarded(p, "agent-a")).await.unwrap();
+    }
+    let mut racing = Vec::new();
+    for (i, p) in proposals[8..64].iter().enumerate() {
+        let (store, write) = (Arc::clone(&store), guarded(p, "agent-a"));
+        racing.push(tokio::spawn(async move {
+            for _ in 0..i % 7 {
+                tokio::task::yield_now().await;
+            }
+            store.commit(write).await
+        }));
+    }
+    let freezer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            store
+                .commit(freeze_write(
+                    FreezeScope::Agent(agent("agent-a")),
+                    "race",
+                    99,
+                ))
+                .await
+        })
+    };
+    let mut outcomes = Vec::new();
+    for r in racing {
+        outcomes.push(r.await.unwrap());
+    }
+    let frozen_at = freezer.await.unwrap().unwrap().head.seq;
+    for p in &proposals[64..] {
+        assert!(matches!(
+            store.commit(guarded(p, "agent-a")).await,
+            Err(StoreError::Frozen { .. })
+        ));
+    }
+    let mut before = 8;
+    for (p, outcome) in proposals[8..64].iter().zip(&outcomes) {
+        match outcome {
+            Ok(committed) => {
+                before += 1;
+                assert!(
+                    committed.head.seq < frozen_at,
+                    "a guarded write committed after the freeze"
+                );
+            }
+            Err(StoreError::Frozen { .. }) => {
+                assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+            }
+            Err(e) => panic!("a guarded write failed otherwise: {e:?}"),
+        }
+    }
+    for p in &proposals {
+        let events = store.ticket_audit(p.ticket.id()).await.unwrap();
+        assert!(
+            events.iter().all(|e| e.seq() < frozen_at),
+            "audit rows of a guarded write after the freeze's"
+        );
+    }
+    let listed = all_pages(&*store, TicketFilter::default()).await.0.len();
+    assert_eq!(listed, before, "exactly the writes answered Ok are stored");
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a freeze holds across a reopen (a restart does not unfreeze), and so does its lift.
+pub async fn freezes_hold_across_reopen<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 1))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.freezes().await.unwrap().len(), 1);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&p, "agent-a")).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(FreezeScope::All, 2)).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
 }

@@ -538,6 +538,12 @@ impl Store for Interpose {
         }
         self.inner.commit(write).await
     }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    async fn freezes(&self) -> Result<Vec<agent_handoff::backend::Freeze>, StoreError> {
+        self.inner.freezes().await
+    }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         if let Some(snapshot) = self.stale.lock().unwrap().take() {
             return Ok(Some(snapshot));

@@ -15,6 +15,14 @@
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed. Their texts live in `audit_texts`, beside the
 //!   chain, where an erasure drops value and salt (`secure_delete` overwrites the freed bytes).
+//! - **Time**: commits are stamped by [`CommitClock`] with the clock of
+//!   [`SqliteOptions::with_clock`] (the `Handoff`'s); the floor is the commit time of the newest
+//!   audit event, read under the write lock, so it holds across reopens and processes; a rebase
+//!   is recorded in `clock_rebases`, which tells every writer on the file to drop the floor it
+//!   remembers.
+//! - **Freezes** live in the `freezes` table: a guarded write reads it inside its own
+//!   transaction, so a freeze made by any process refuses the next guarded write of every
+//!   other, and a restart keeps it.
 
 mod checkpoint;
 mod codec;
@@ -36,8 +44,9 @@ use self::writer::{Job, Listener, Writer};
 use crate::action::IdempotencyKey;
 use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent, TextRow};
 use crate::backend::{
-    lock, Clock, Committed, DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, SystemClock,
-    TicketCursor, TicketFilter, TicketPage, Write,
+    lock, Clock, CommitClock, Committed, DecisionRow, Freeze, OutboxEntry, Store, StoreError,
+    StoreHealth, SystemClock, TicketCursor, TicketFilter, TicketPage, Write,
+    DEFAULT_CLOCK_TOLERANCE,
 };
 use crate::id::{AgentId, TicketId};
 use crate::oneshot;
@@ -64,6 +73,7 @@ pub struct SqliteOptions {
     readers: usize,
     max_batch: usize,
     clock: Arc<dyn Clock>,
+    clock_tolerance: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -74,12 +84,14 @@ impl Default for SqliteOptions {
             readers: 2,
             max_batch: 256,
             clock: Arc::new(SystemClock),
+            clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
         }
     }
 }
 
 impl SqliteOptions {
-    /// Default options: `synchronous=FULL`, 5 s busy timeout, 2 readers, batches of ≤ 256.
+    /// Default options: `synchronous=FULL`, 5 s busy timeout, 2 readers, batches of ≤ 256,
+    /// the system clock with a tolerance of [`DEFAULT_CLOCK_TOLERANCE`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -108,9 +120,19 @@ impl SqliteOptions {
         self
     }
 
-    /// The clock that stamps commits (use the engine's clock).
+    /// The clock that stamps commits: the `Handoff`'s clock (default [`SystemClock`]). The
+    /// builder takes it from the store, or refuses an engine clock that is another one.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How far the clock may jump ahead of its monotonic time since the last commit, or fall
+    /// behind the stored commit floor, before commits are refused (default
+    /// [`DEFAULT_CLOCK_TOLERANCE`]; see [`CommitClock`]). Raise it on machines that suspend
+    /// for longer (a suspend does not advance monotonic time on Linux).
+    pub fn with_clock_tolerance(mut self, tolerance: Duration) -> Self {
+        self.clock_tolerance = tolerance;
         self
     }
 }
@@ -196,6 +218,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Option<Readers>,
     listeners: Arc<Mutex<Vec<Listener>>>,
+    clock: Arc<CommitClock>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -300,6 +323,11 @@ impl SqliteStore {
         let l = Arc::clone(&listeners);
         let file_backed = path.is_some();
         let checkpoint_path = path.clone();
+        let clock = Arc::new(CommitClock::new(
+            Arc::clone(&options.clock),
+            options.clock_tolerance,
+        ));
+        let commit_clock = Arc::clone(&clock);
         std::thread::Builder::new()
             .name("agent-handoff-writer".into())
             .spawn(move || {
@@ -313,6 +341,7 @@ impl SqliteStore {
                     )?;
                     schema::migrate(&mut conn)?;
                     let (head, last_commit) = writer::load_tail(&conn)?;
+                    let rebases = writer::load_rebases(&conn)?;
                     // With `synchronous=NORMAL` a file's WAL is checkpointed by a thread of
                     // its own, and the writer's automatic checkpoint is the backstop; with
                     // FULL the writer checkpoints (see `checkpoint.rs` for why).
@@ -336,17 +365,18 @@ impl SqliteStore {
                         }
                         _ => None,
                     };
-                    Ok::<_, StoreError>((conn, head, last_commit, checkpointer))
+                    Ok::<_, StoreError>((conn, head, last_commit, rebases, checkpointer))
                 })();
                 match setup {
                     Err(e) => ready_tx.send(Err(e)),
-                    Ok((conn, head, last_commit, checkpointer)) => {
+                    Ok((conn, head, last_commit, rebases, checkpointer)) => {
                         ready_tx.send(Ok(()));
                         Writer {
                             conn,
                             chain: Chain::resume(head),
                             last_commit,
-                            clock: options.clock,
+                            rebases,
+                            clock: commit_clock,
                             max_batch: options.max_batch,
                             listeners: l,
                             checkpointer,
@@ -363,6 +393,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             readers: None,
             listeners,
+            clock,
         })
     }
 
@@ -420,10 +451,10 @@ const SELECT_TICKET: &str = "SELECT body FROM tickets";
 
 #[async_trait]
 impl Store for SqliteStore {
-    /// Version 1 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
+    /// Version 2 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
     /// raise it here only together with what the new contract asks of this store.
     fn contract_version(&self) -> u32 {
-        2
+        3
     }
 
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
@@ -432,6 +463,14 @@ impl Store for SqliteStore {
         let prepared = writer::Prepared::new(write)?;
         self.send(Job::Commit(Box::new(prepared), tx))?;
         rx.await.ok_or(StoreError::Closed)?
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(self.clock.clock())
+    }
+
+    async fn freezes(&self) -> Result<Vec<Freeze>, StoreError> {
+        self.read(writer::load_freezes).await
     }
 
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
@@ -723,7 +762,8 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {
-        self.read(|conn| {
+        let clock = Arc::clone(&self.clock);
+        self.read(move |conn| {
             let (pending, oldest): (i64, Option<i64>) = conn
                 .query_row(
                     "SELECT count(*), min(created_at) FROM tickets WHERE state = 'pending'",
@@ -739,15 +779,23 @@ impl Store for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sql_err)?;
-            let events: Option<i64> = conn
-                .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
+            let last: Option<(i64, i64)> = conn
+                .query_row(
+                    "SELECT seq, committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
                 .map_err(sql_err)?;
+            let floor = last.map(|(_, at)| Timestamp::from_unix_millis(at));
             Ok(StoreHealth {
                 pending: pending as u64,
                 oldest_pending: oldest.map(Timestamp::from_unix_millis),
                 outbox_backlog: backlog as u64,
                 outbox_dead: dead as u64,
-                audit_events: events.unwrap_or(0) as u64,
+                audit_events: last.map_or(0, |(seq, _)| seq as u64),
+                commit_floor: floor,
+                clock_alarm: clock.alarm(floor.unwrap_or(Timestamp::EPOCH)),
             })
         })
         .await

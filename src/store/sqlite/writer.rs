@@ -16,9 +16,11 @@ use super::codec;
 use super::schema::sql_err;
 use crate::audit::{Chain, ChainHash, ChainHead, MAX_SEQ};
 use crate::backend::{
-    Clock, Committed, NonceUse, OutboxOutcome, OutboxUpdate, StoreError, TicketWrite, Write,
+    CommitClock, Committed, Freeze, FreezeChange, FreezeScope, NonceUse, OutboxOutcome,
+    OutboxUpdate, StoreError, TicketWrite, Write,
 };
 use crate::failpoint::failpoint;
+use crate::id::{AgentId, PersonId};
 use crate::oneshot;
 use crate::timestamp::Timestamp;
 
@@ -71,7 +73,10 @@ pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) chain: Chain,
     pub(super) last_commit: Timestamp,
-    pub(super) clock: Arc<dyn Clock>,
+    /// The newest clock rebase seen (`clock_rebases.id`, 0 for none): when another one
+    /// appears, the floor stepped back and `last_commit` is taken from the database again.
+    pub(super) rebases: i64,
+    pub(super) clock: Arc<CommitClock>,
     pub(super) max_batch: usize,
     pub(super) listeners: Arc<std::sync::Mutex<Vec<Listener>>>,
     /// The WAL checkpoint thread (file-backed stores with `synchronous=NORMAL`).
@@ -237,18 +242,44 @@ impl Writer {
         // appended since our last batch, so the head and the last commit time are read from
         // the database, not cached. The commit time is taken only now, after any wait for the
         // lock, so a deadline is never judged against a time earlier than the commit.
-        let start_head = match load_tail(&self.conn) {
-            Ok((head, last_commit)) => {
-                self.last_commit = self.last_commit.max(last_commit);
-                head
-            }
-            Err(e) => {
-                let _ = exec(&self.conn, "ROLLBACK");
-                return Err(Abort::Failed(e));
+        let start_head =
+            match load_tail(&self.conn).and_then(|tail| Ok((tail, load_rebases(&self.conn)?))) {
+                Ok(((head, last_commit), rebases)) => {
+                    if rebases == self.rebases {
+                        self.last_commit = self.last_commit.max(last_commit);
+                    } else {
+                        // An operator rebased the floor (here or in another process): what this
+                        // writer remembers may be the poisoned floor.
+                        self.rebases = rebases;
+                        self.last_commit = last_commit;
+                    }
+                    head
+                }
+                Err(e) => {
+                    let _ = exec(&self.conn, "ROLLBACK");
+                    return Err(Abort::Failed(e));
+                }
+            };
+        self.chain = Chain::resume(start_head);
+        // One commit time per batch, checked against jumps and the floor (see
+        // `CommitClock`); a batch with a rebase takes the clock's reading as it is.
+        let stamped = if commits.iter().any(|(p, _)| p.write.rebase_clock) {
+            Ok(self.clock.rebase())
+        } else {
+            self.clock.stamp(self.last_commit)
+        };
+        let at = match stamped {
+            Ok(at) => at,
+            Err(alarm) => {
+                // Nothing is applied: every write is refused (and the transaction rolled back).
+                return Ok(Applied {
+                    at: self.last_commit,
+                    start_head,
+                    results: commits.iter().map(|_| Err(alarm.into())).collect(),
+                    changed: Vec::new(),
+                });
             }
         };
-        self.chain = Chain::resume(start_head);
-        let at = self.clock.now().max(self.last_commit);
         let several = commits.len() > 1;
         let mut results = Vec::with_capacity(commits.len());
         let mut changed = Vec::new();
@@ -312,6 +343,14 @@ impl Writer {
         if let Some(limit) = write.valid_before {
             if at >= limit {
                 return Err(StoreError::TooLate { at, limit });
+            }
+        }
+        if let Some(agent) = &write.unless_frozen {
+            if let Some(freeze) = freeze_covering(&self.conn, agent)? {
+                return Err(StoreError::Frozen {
+                    scope: freeze.scope,
+                    reason: freeze.reason,
+                });
             }
         }
         for nonce in &write.nonces {
@@ -393,8 +432,120 @@ impl Writer {
         for update in &write.outbox_updates {
             update_outbox(&self.conn, update)?;
         }
+        if let Some(change) = &write.freeze {
+            change_freeze(&self.conn, change, at)?;
+        }
+        if write.rebase_clock {
+            self.conn
+                .prepare_cached("INSERT INTO clock_rebases (at, floor_before) VALUES (?1, ?2)")
+                .and_then(|mut s| {
+                    s.execute(params![
+                        at.as_unix_millis(),
+                        self.last_commit.as_unix_millis()
+                    ])
+                })
+                .map_err(sql_err)?;
+        }
         Ok(())
     }
+}
+
+/// How a freeze's scope is stored.
+fn scope_key(scope: &FreezeScope) -> String {
+    match scope {
+        FreezeScope::All => "all".to_owned(),
+        FreezeScope::Agent(agent) => agent_scope_key(agent),
+    }
+}
+
+fn agent_scope_key(agent: &AgentId) -> String {
+    format!("agent:{}", agent.as_str())
+}
+
+fn scope_of(key: &str) -> Result<FreezeScope, StoreError> {
+    if key == "all" {
+        return Ok(FreezeScope::All);
+    }
+    key.strip_prefix("agent:")
+        .and_then(|a| AgentId::new(a).ok())
+        .map(FreezeScope::Agent)
+        .ok_or_else(|| StoreError::Corrupt(format!("freeze scope `{key}`")))
+}
+
+fn freeze_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Freeze, StoreError>> {
+    let (scope, reason, since, by): (String, String, i64, Option<String>) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    Ok((|| {
+        let by = by
+            .map(|p| PersonId::new(p).map_err(|e| StoreError::Corrupt(format!("freeze by: {e}"))))
+            .transpose()?;
+        Ok(Freeze::new(
+            scope_of(&scope)?,
+            reason,
+            Timestamp::from_unix_millis(since),
+            by,
+        ))
+    })())
+}
+
+/// The freeze in force that covers `agent`, the global one first (read inside the
+/// transaction that would commit the guarded write).
+fn freeze_covering(conn: &Connection, agent: &AgentId) -> Result<Option<Freeze>, StoreError> {
+    conn.prepare_cached(
+        "SELECT scope, reason, since, by FROM freezes WHERE scope IN ('all', ?1) \
+         ORDER BY scope = 'all' DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![agent_scope_key(agent)], freeze_from_row)
+            .optional()
+    })
+    .map_err(sql_err)?
+    .transpose()
+}
+
+/// Every freeze in force, the global one first.
+pub(super) fn load_freezes(conn: &Connection) -> Result<Vec<Freeze>, StoreError> {
+    let mut s = conn
+        .prepare_cached(
+            "SELECT scope, reason, since, by FROM freezes ORDER BY scope = 'all' DESC, scope",
+        )
+        .map_err(sql_err)?;
+    let rows = s.query_map([], freeze_from_row).map_err(sql_err)?;
+    rows.map(|r| r.map_err(sql_err)?).collect()
+}
+
+fn change_freeze(
+    conn: &Connection,
+    change: &FreezeChange,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    match change {
+        FreezeChange::Set { scope, reason, by } => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO freezes (scope, reason, since, by) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    scope_key(scope),
+                    reason,
+                    at.as_unix_millis(),
+                    by.as_ref().map(PersonId::as_str),
+                ])
+            }),
+        FreezeChange::Lift { scope } => conn
+            .prepare_cached("DELETE FROM freezes WHERE scope = ?1")
+            .and_then(|mut s| s.execute(params![scope_key(scope)])),
+    }
+    .map(|_| ())
+    .map_err(sql_err)
+}
+
+/// The newest clock rebase's id (0 if the floor was never rebased).
+pub(super) fn load_rebases(conn: &Connection) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM clock_rebases")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(sql_err)
 }
 
 /// Records a delivery outcome on a row still pending at the claimed attempts count.

@@ -1,4 +1,4 @@
--- agent-handoff schema, version 3: free text and values of audit events, kept beside the chain.
+-- agent-handoff schema, version 4: free text and values of audit events, kept beside the chain.
 
 -- The chained event holds a salted commitment of each text under its name; the plaintext
 -- (its JSON text) and the salt live here, bounded in size, and can be erased: an erasure drops
