@@ -11,7 +11,7 @@ use crate::backend::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox_order.sql"),
-    include_str!("migrations/0004_operator_state.sql"),
+    include_str!("migrations/0003_operator_state.sql"),
 ];
 
 /// The schema version this code writes and understands.
