@@ -300,6 +300,8 @@ codes! {
         "The builder was given an incomplete or inconsistent configuration.";
     STORE_CONTRACT_TOO_OLD = "store_contract_too_old", NotConfigured, No,
         "The store implements an older store contract than this engine needs.";
+    CLOCK_MISMATCH = "clock_mismatch", NotConfigured, No,
+        "The builder was given another clock than the one the store stamps commits with.";
 
     // Credentials and identities.
     UNAUTHENTICATED = "unauthenticated", Unauthenticated, No,
@@ -362,12 +364,20 @@ codes! {
         "Stored data could not be decoded.";
     STORE_UNAVAILABLE = "store_unavailable", Unavailable, Later,
         "The store's backend failed (I/O, SQL, connection); nothing was recorded.";
+    CLOCK_JUMP = "clock_jump", Unavailable, Later,
+        "The clock jumped ahead of its monotonic time since the last commit; nothing was recorded until it reads sensibly or an operator rebases it.";
+    FLOOR_AHEAD = "floor_ahead", Unavailable, Later,
+        "The latest commit time stored is far ahead of the clock; nothing was recorded until an operator rebases the floor or the clock is fixed.";
 
     // The audit chain.
     AUDIT_CHAIN_BROKEN = "audit_chain_broken", Integrity, No,
         "The audit chain failed verification: an event was edited, removed, inserted or cut off.";
     AUDIT_CHECKPOINT_INVALID = "audit_checkpoint_invalid", Integrity, No,
-        "A checkpoint is malformed or its signature does not verify.";
+        "A checkpoint is malformed, of another chain (origin), or its signature does not verify.";
+    AUDIT_CHECKPOINT_REFUSED = "audit_checkpoint_refused", Integrity, No,
+        "No checkpoint was signed: the chain no longer passes through the newest checkpoint it was verified from (cut or rewritten).";
+    NO_SUCH_TEXT = "no_such_text", NotFound, No,
+        "No kept audit text at that event and name: never written, or erased already.";
 
     // Action requests (`action::ValidationError`) and identifiers.
     INVALID_KIND = "invalid_kind", Invalid, No,

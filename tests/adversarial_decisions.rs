@@ -1749,7 +1749,11 @@ impl Run {
                     how,
                     op,
                     self.want_link(entry, want),
-                    Aud::Unauth { code, ticket: None },
+                    // Authentic although refused: filed under the ticket it names.
+                    Aud::Unauth {
+                        code,
+                        ticket: Some(link.ticket),
+                    },
                     vec![link.ticket],
                 ))
             }

@@ -907,11 +907,39 @@ async fn an_expired_token_is_refused_and_audited() {
         h.use_token(&approve_token, "alice", approve()).await,
         Err(LinkError::Expired { expires_at }) if expires_at == at(15 * MIN)
     ));
+    // Authentic although expired: filed under the ticket it names, with the token's key id
+    // and nonce, so the ticket's history shows the attempt.
     assert_eq!(
         h.refusals_since(before).await,
-        [(None, Actor::Unauthenticated, "token_expired".to_owned())]
+        [(Some(id), Actor::Unauthenticated, "token_expired".to_owned())]
     );
+    let history = h.handoff.ticket(id).await.unwrap().unwrap().audit;
+    let refusal = history.last().unwrap().record();
+    assert_eq!(refusal.data["refusal"], "token_expired");
+    assert!(refusal.data["detail"]["token"]["nonce"].is_string());
     assert!(h.voters(id).await.is_empty());
+}
+
+/// A token that is not authentic names no ticket the refusal could be filed under.
+#[tokio::test]
+async fn a_forged_token_with_a_real_ticket_is_filed_under_no_ticket() {
+    let h = Harness::links_harness().await;
+    let id = h.pending("db.update", "u-1").await;
+    let good = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
+    let forged = flip(&good, good.len() - 3);
+    let before = h.audit_len().await;
+    assert!(matches!(
+        h.use_token(&forged, "alice", approve()).await,
+        Err(LinkError::BadSignature)
+    ));
+    assert_eq!(
+        h.refusals_since(before).await,
+        [(
+            None,
+            Actor::Unauthenticated,
+            "token_bad_signature".to_owned()
+        )]
+    );
 }
 
 #[tokio::test]

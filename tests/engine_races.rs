@@ -127,7 +127,7 @@ async fn a_begin_retried_after_a_lost_race_applies_the_policy_in_force_then() {
     // Another process writes the ticket (the same approval, at the next version) and the
     // policy is tightened, between this begin's read and its commit.
     let other = agent_handoff::SqliteStore::open_with(
-        h.file().unwrap(),
+        h.store_path(),
         agent_handoff::SqliteOptions::new().with_clock(h.handoff.clock().clone()),
     )
     .await

@@ -14,6 +14,7 @@ use agent_handoff::action::{CanonicalError, ParseDigestError, ValidationError};
 use agent_handoff::audit::{AuditEvent, CheckpointError, VerifyError};
 use agent_handoff::backend::DirectoryError;
 use agent_handoff::codes::{self, Code, Kind, Retry};
+use agent_handoff::limits::LimitError;
 use agent_handoff::policy::{Policy, PolicyError};
 use agent_handoff::ticket::{EventKind, Refusal, StateName, Verdict};
 use agent_handoff::token::{MalformedToken, SignError, TokenError};
@@ -118,6 +119,27 @@ fn store_errors() -> Vec<(StoreError, &'static str)> {
             "outbox_conflict",
         ),
         (StoreError::NotFound(id()), "not_found"),
+        (
+            StoreError::Frozen {
+                scope: agent_handoff::FreezeScope::All,
+                reason: "x".into(),
+            },
+            "frozen",
+        ),
+        (
+            StoreError::ClockJump {
+                clock: t(),
+                expected: t(),
+            },
+            "clock_jump",
+        ),
+        (
+            StoreError::FloorAhead {
+                floor: t(),
+                clock: t(),
+            },
+            "floor_ahead",
+        ),
         (StoreError::Closed, "store_closed"),
         (
             StoreError::SchemaTooNew {
@@ -130,6 +152,10 @@ fn store_errors() -> Vec<(StoreError, &'static str)> {
         (StoreError::MisfiledAuditEvent { seq: 3 }, "audit_misfiled"),
         (StoreError::Corrupt("x".into()), "store_corrupt"),
         (StoreError::Backend(boxed()), "store_unavailable"),
+        (
+            StoreError::NoSuchText(agent_handoff::audit::TextRef::new(3, "feedback")),
+            "no_such_text",
+        ),
     ]
 }
 
@@ -303,6 +329,7 @@ fn link_errors() -> Vec<(LinkError, &'static str)> {
         ),
         (LinkError::DigestChanged, "digest_changed"),
         (LinkError::Replayed, "replayed"),
+        (LinkError::Frozen { reason: "x".into() }, "frozen"),
         (LinkError::NotFound(id()), "not_found"),
         (LinkError::InvalidSubmission("x"), "invalid_submission"),
         (
@@ -327,7 +354,16 @@ fn link_errors() -> Vec<(LinkError, &'static str)> {
             "random_failed",
         ),
         (LinkError::Store(StoreError::Closed), "store_closed"),
+        (LinkError::Limit(text_too_long()), "too_large"),
     ]
+}
+
+fn text_too_long() -> LimitError {
+    LimitError::TextTooLong {
+        field: "feedback",
+        len: 5000,
+        max: 4096,
+    }
 }
 
 fn policy_errors() -> Vec<(PolicyError, &'static str)> {
@@ -456,6 +492,7 @@ fn table() -> Vec<(String, Code, &'static str)> {
             "not_operator"
         ),
         (DecideError::NotFound(id()), "not_found"),
+        (DecideError::Frozen { reason: "x".into() }, "frozen"),
         (
             DecideError::StaleVersion {
                 expected: 1,
@@ -471,6 +508,26 @@ fn table() -> Vec<(String, Code, &'static str)> {
             DecideError::Store(StoreError::Backend(boxed())),
             "store_unavailable"
         ),
+        (DecideError::Limit(text_too_long()), "too_large"),
+        (
+            DecideError::Limit(LimitError::ValueTooDeep {
+                field: "output",
+                max: 32
+            }),
+            "too_deep"
+        ),
+        (
+            DecideError::Limit(LimitError::ValueTooLarge {
+                field: "output",
+                len: 70_000,
+                max: 65_536
+            }),
+            "too_large"
+        ),
+        (
+            DecideError::NoSuchText(agent_handoff::audit::TextRef::new(3, "reason")),
+            "no_such_text"
+        ),
     ]);
     add!([
         (ExecuteError::NotFound(id()), "not_found"),
@@ -482,7 +539,9 @@ fn table() -> Vec<(String, Code, &'static str)> {
             ExecuteError::PreconditionsNotObserved,
             "preconditions_not_observed"
         ),
+        (ExecuteError::Frozen { reason: "x".into() }, "frozen"),
         (ExecuteError::Store(StoreError::Closed), "store_closed"),
+        (ExecuteError::Limit(text_too_long()), "too_large"),
     ]);
     add!([
         (WaitError::NotFound(id()), "not_found"),
@@ -498,6 +557,20 @@ fn table() -> Vec<(String, Code, &'static str)> {
             "audit_checkpoint_invalid"
         ),
         (AuditError::NoCheckpointKey, "not_configured"),
+        (
+            AuditError::CheckpointRefused {
+                previous: Some(7),
+                source: VerifyError::Rewritten { seq: 7 }
+            },
+            "audit_checkpoint_refused"
+        ),
+        (
+            AuditError::Checkpoint(CheckpointError::WrongOrigin {
+                expected: "a".into(),
+                found: "b".into()
+            }),
+            "audit_checkpoint_invalid"
+        ),
         (AuditError::Store(StoreError::Closed), "store_closed"),
     ]);
     add!([
@@ -533,6 +606,7 @@ fn table() -> Vec<(String, Code, &'static str)> {
             },
             "store_contract_too_old"
         ),
+        (Error::ClockMismatch, "clock_mismatch"),
         (Error::Link(LinkError::Replayed), "replayed"),
         (Error::Store(StoreError::NonceReused), "nonce_reused"),
     ]);

@@ -38,6 +38,12 @@ impl Store for OlderStore {
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         self.inner.commit(write).await
     }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    async fn freezes(&self) -> Result<Vec<agent_handoff::backend::Freeze>, StoreError> {
+        self.inner.freezes().await
+    }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         self.inner.ticket(id).await
     }
@@ -60,8 +66,20 @@ impl Store for OlderStore {
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.audit_events(from, limit).await
     }
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.ticket_audit(ticket).await
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.ticket_audit_page(ticket, after, limit).await
+    }
+    async fn audit_texts(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<agent_handoff::audit::TextRow>, StoreError> {
+        self.inner.audit_texts(from, to).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
@@ -74,6 +92,9 @@ impl Store for OlderStore {
     }
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.inner.latest_checkpoint().await
+    }
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(from, limit).await
     }
     async fn claim_outbox(
         &self,

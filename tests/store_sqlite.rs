@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agent_handoff::audit::{Checkpoint, CheckpointKey, Verifier};
-use agent_handoff::backend::{TicketFilter, Write};
-use agent_handoff::{SqliteOptions, SqliteStore, Store, StoreError, TicketId};
+use agent_handoff::backend::{FreezeChange, TicketFilter, Write};
+use agent_handoff::{
+    FreezeScope, ManualClock, SqliteOptions, SqliteStore, Store, StoreError, TicketId,
+};
 use common::store_conformance::Env;
 use common::*;
 
@@ -313,6 +315,75 @@ async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
     b.shutdown().await.unwrap();
 }
 
+/// A freeze committed through one store (process) refuses the next guarded write of another on
+/// the same file: the check reads the file inside the guarded write's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_through_one_store_refuses_the_next_guarded_write_of_another() {
+    let env = Env::new();
+    let a = file_store(&env).await;
+    let b = file_store(&env).await;
+    let guarded = |key: &str| {
+        insert(&propose("agent-a", key, review(), ts(T0))).with_freeze_guard(agent("agent-a"))
+    };
+    b.commit(guarded("before")).await.unwrap();
+    let mut freeze = Write::default().with_freeze_change(FreezeChange::set(
+        FreezeScope::Agent(agent("agent-a")),
+        "incident",
+        None,
+    ));
+    freeze.audit.push(marker(1, ts(T0)));
+    a.commit(freeze).await.unwrap();
+    assert!(matches!(
+        b.commit(guarded("after")).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    assert_eq!(b.freezes().await.unwrap().len(), 1);
+    let mut lift = Write::default()
+        .with_freeze_change(FreezeChange::lift(FreezeScope::Agent(agent("agent-a"))));
+    lift.audit.push(marker(2, ts(T0)));
+    b.commit(lift).await.unwrap();
+    a.commit(guarded("after")).await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A rebase through one store steps back the floor another store on the file remembers from
+/// its own commits: that store's next commit follows its clock, not the poisoned floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebase_through_one_store_is_seen_by_another_on_the_file() {
+    const DAY: i64 = 24 * 3_600_000;
+    let wrong = ManualClock::new(ts(T0 + DAY));
+    let right = ManualClock::new(ts(T0));
+    let env_b = Env::with(Arc::new(wrong.clone()));
+    let env_a = env_b.with_clock(Arc::new(right.clone()));
+    let b = file_store(&env_b).await;
+    let a = file_store(&env_a).await;
+    let marker_write = |n| Write::new().with_audit(marker(n, ts(T0)));
+    // B's clock was a day ahead when it committed; then it is corrected.
+    assert_eq!(b.commit(marker_write(1)).await.unwrap().at, ts(T0 + DAY));
+    wrong.step_wall(ts(T0));
+    assert!(matches!(
+        b.commit(marker_write(2)).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    assert!(matches!(
+        a.commit(marker_write(3)).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    let rebase = marker_write(4).with_clock_rebase();
+    assert_eq!(a.commit(rebase).await.unwrap().at, ts(T0));
+    wrong.advance(std::time::Duration::from_secs(1));
+    assert_eq!(
+        b.commit(marker_write(5)).await.unwrap().at,
+        ts(T0 + 1_000),
+        "B dropped the floor it remembered"
+    );
+    assert_eq!(b.health().await.unwrap().clock_alarm, None);
+    verify_chain(&a).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 /// Several stores opening a new file at once create the schema once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_of_a_new_file_migrate_once() {
@@ -477,5 +548,56 @@ async fn nonces_are_pruned_against_the_files_last_commit_not_the_clock() {
         .unwrap();
     assert!(committed.at < token.expires, "the clock was set back");
     assert_eq!(store.prune_nonces(10).await.unwrap(), 0);
+    store.shutdown().await.unwrap();
+}
+
+/// A nonce forgotten under a poisoned floor stays unusable after an operator steps the floor
+/// back: the store keeps the latest expiry it forgot (its nonce horizon), never lowered, and a
+/// write consuming a nonce that expired at or before it is too late — else a token still
+/// valid by the corrected clock could be used a second time.
+#[tokio::test]
+async fn a_nonce_forgotten_under_a_poisoned_floor_stays_spent_after_a_rebase() {
+    const DAY: i64 = 24 * 3_600_000;
+    let clock = agent_handoff::ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = file_store(&env).await;
+    // A token valid for an hour is spent.
+    let token = agent_handoff::backend::NonceUse::new(nonce().nonce, ts(T0 + 3_600_000));
+    store
+        .commit(Write::new().with_audit(marker(1, ts(T0))).with_nonce(token))
+        .await
+        .unwrap();
+    // The clock jumps a day ahead (accepted after a rebase onto it), a commit makes that the
+    // floor, and the sweep forgets the nonce.
+    clock.step_wall(ts(T0 + DAY));
+    store
+        .commit(
+            Write::new()
+                .with_audit(marker(2, ts(T0 + DAY)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 1);
+    // The clock is corrected and the floor rebased back onto it.
+    clock.step_wall(ts(T0 + 60_000));
+    let rebased = store
+        .commit(
+            Write::new()
+                .with_audit(marker(3, ts(T0 + 60_000)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        rebased.at < token.expires,
+        "the token is valid again by the clock"
+    );
+    let mut replay = insert(&propose("agent-a", "k-1", review(), ts(T0 + 60_000)));
+    replay.nonces = vec![token];
+    assert!(
+        matches!(store.commit(replay).await, Err(StoreError::TooLate { .. })),
+        "the forgotten nonce is never consumed again"
+    );
     store.shutdown().await.unwrap();
 }

@@ -4,17 +4,23 @@
 //! - [`IdentityVerifier`]: credentials to reviewers ([`StaticDirectory`] implements it).
 //! - [`PlatformVerifier`]: the one trust step through which an integrator's channel proves a
 //!   platform user ([`PlatformIdentity`]).
-//! - [`Clock`]: time ([`SystemClock`], [`ManualClock`]).
+//! - [`Clock`]: time ([`SystemClock`], [`ManualClock`]); [`CommitClock`] is the commit-time
+//!   rule every store applies with it.
 //! - The policy port is [`PolicyEngine`](crate::policy::PolicyEngine).
 
 mod clock;
+mod commit_clock;
+mod freeze;
 mod identity;
 mod platform;
 mod reader;
 mod store;
 
 pub(crate) use clock::lock;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ClockId, ManualClock, SystemClock};
+pub use commit_clock::{ClockAlarm, CommitClock, DEFAULT_CLOCK_TOLERANCE};
+pub(crate) use freeze::covering;
+pub use freeze::{Freeze, FreezeChange, FreezeScope};
 pub use identity::{
     token_hash, ApiToken, Credential, DirectoryError, IdentityError, IdentityVerifier,
     StaticDirectory,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::store::{
     DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, TicketFilter, TicketPage,
 };
-use crate::audit::{AuditEvent, ChainHead, Checkpoint, RawEvent};
+use crate::audit::{AuditEvent, ChainHead, Checkpoint, RawEvent, TextRow};
 use crate::id::TicketId;
 use crate::ticket::Ticket;
 
@@ -55,9 +55,25 @@ impl StoreReader {
         self.store.audit_events(from, limit).await
     }
 
-    /// Audit events of one ticket, in order.
+    /// Audit events of one ticket, in order, with their texts.
     pub async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
         self.store.ticket_audit(ticket).await
+    }
+
+    /// Audit events of one ticket with `seq > after`, in order, at most `limit`, with their
+    /// texts.
+    pub async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.store.ticket_audit_page(ticket, after, limit).await
+    }
+
+    /// The side-table rows of the texts of events `from..=to`.
+    pub async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError> {
+        self.store.audit_texts(from, to).await
     }
 
     /// The chain head.
@@ -68,6 +84,15 @@ impl StoreReader {
     /// The newest saved checkpoint.
     pub async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.store.latest_checkpoint().await
+    }
+
+    /// Saved checkpoints of sizes `>= from`, smallest first, at most `limit`.
+    pub async fn checkpoints(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        self.store.checkpoints(from, limit).await
     }
 
     /// Every outbox row of a ticket, in the order they were written.

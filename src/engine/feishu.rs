@@ -226,6 +226,9 @@ fn refusal_text(e: &LinkError) -> &'static str {
         LinkError::WrongReviewer { .. } => "This card was sent to another reviewer.",
         LinkError::Replayed => "You already used this button.",
         LinkError::Expired { .. } => "This decision button has expired.",
+        LinkError::Frozen { .. } => {
+            "Approvals for this agent are frozen by an operator; try again once they are lifted."
+        }
         LinkError::DigestChanged => {
             "The action changed since this card was sent; review the current version."
         }

@@ -25,14 +25,14 @@ use tracing::Instrument;
 
 use super::error::{Error, LinkError};
 use super::review::{verdict_event, verdict_name, AuthError, Decided};
-use super::{coalesce, DriveError, Driven, Handoff, Inner, Spend};
+use super::{no_say, DriveError, Driven, Handoff, Inner, Spend};
 use crate::action::{DigestKey, KeyedDigest};
 use crate::audit::{Actor, AuditRecord};
 use crate::backend::{lock, Credential, DecisionRow, NonceUse, StoreError, Write};
 use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::notify::ReviewCard;
-use crate::ticket::{Reviewer, Ticket, TicketState, Verdict};
+use crate::ticket::{Reviewer, StateName, Ticket, TicketState, Verdict};
 use crate::timestamp::Timestamp;
 use crate::token::{
     AuthenticToken, TokenClaims, TokenError, TokenKeyRing, TokenNonce, VerdictKind,
@@ -368,6 +368,13 @@ impl Handoff {
     /// write must commit before the token expires (else [`Expired`](LinkError::Expired),
     /// unspent).
     ///
+    /// A token refused at step 1 although authentic (expired, not yet valid) is filed under the
+    /// ticket it names, with its key id and nonce; the other refusals after step 1 are
+    /// filed under the ticket as the authenticated reviewer's.
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`Limit`](LinkError::Limit) before anything else: nothing recorded, nothing spent.
+    ///
     /// `submission` carries feedback (reject, request changes) or edited parameters (approve
     /// with edits) as the token's verdict needs; one that does not fit is refused with
     /// [`InvalidSubmission`](LinkError::InvalidSubmission) after step 4, recording and spending
@@ -413,17 +420,33 @@ impl Handoff {
     ) -> Result<Decided, LinkError> {
         let inner = &self.inner;
         let (links, key) = self.links()?;
+        crate::limits::check_text(
+            "feedback",
+            &submission.feedback,
+            crate::limits::MAX_FEEDBACK_LEN,
+        )?;
 
-        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated.
+        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated, filed
+        // under the ticket an authentic (expired, not yet valid) token names.
         let authentic = match links.ring.open(token, inner.clock.now()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::info!(refusal = %e.code(), "token refused");
+                let signed = match e {
+                    TokenError::Expired { .. } | TokenError::NotYetValid { .. } => {
+                        links.ring.authenticate(token).ok()
+                    }
+                    _ => None,
+                };
+                let mut detail = json!({ "error": e.to_string() });
+                if let Some(signed) = &signed {
+                    detail["token"] = token_note(signed);
+                }
                 let record = inner.refusal_record(
-                    None,
+                    signed.as_ref().map(AuthenticToken::ticket),
                     Actor::Unauthenticated,
                     e.code(),
-                    json!({ "error": e.to_string() }),
+                    detail,
                 );
                 let records = inner.flood_records(record);
                 if !records.is_empty() {
@@ -490,19 +513,19 @@ impl Handoff {
                     refusal = codes::WRONG_REVIEWER.as_str(),
                     "token decision refused"
                 );
-                let key = coalesce::Key {
+                let key = no_say::Key {
                     ticket: id,
                     person: person.clone(),
-                    code: codes::WRONG_REVIEWER.as_str(),
-                    token: Some(*authentic.nonce().as_bytes()),
+                    code: codes::WRONG_REVIEWER,
+                    token: Some(no_say::LinkRef {
+                        key_id: authentic.key_id().to_owned(),
+                        nonce: *authentic.nonce().as_bytes(),
+                    }),
                 };
-                let note = token_note(&authentic);
-                let before =
-                    match lock(&inner.coalescer).admit(key.clone(), inner.clock.now(), Some(&note))
-                    {
-                        coalesce::Admit::Coalesced => return Err(err),
-                        coalesce::Admit::Record(summary) => summary,
-                    };
+                let before = match lock(&inner.no_say).admit(&key, inner.clock.now()) {
+                    no_say::Recorded::Coalesced => return Err(err),
+                    no_say::Recorded::Yes(summary) => summary,
+                };
                 let answer = self
                     .record_link_refusal(
                         Recorded {
@@ -521,7 +544,7 @@ impl Handoff {
                     .await;
                 if matches!(answer, LinkError::Store(_)) {
                     // Nothing was recorded: the next attempt under the key is, with the count.
-                    lock(&inner.coalescer).undo(&key, before);
+                    lock(&inner.no_say).undo(&key, before);
                 }
                 return Err(answer);
             }
@@ -600,6 +623,20 @@ impl Handoff {
                 .await),
             Err(DriveError::Store(StoreError::NonceReused)) => {
                 Err(self.replayed(id, &person, &verdict_label, &authentic).await)
+            }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                // The write was refused whole: the token is not spent.
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: super::review::frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_label)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "token decision refused");
+                Err(LinkError::Frozen { reason })
             }
             Err(DriveError::Store(e)) => Err(LinkError::Store(e)),
         }

@@ -3,11 +3,16 @@
 //! is made by the pure [`ticket`](crate::ticket) machine.
 
 mod agent;
+mod audit;
+mod clock;
 mod coalesce;
 mod error;
 #[cfg(feature = "feishu")]
 mod feishu;
+mod freeze;
+mod history;
 mod links;
+mod no_say;
 mod operator;
 mod outbox;
 mod platform;
@@ -23,7 +28,7 @@ use crate::action::DigestKey;
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
     lock, Clock, DecisionRow, IdentityVerifier, NonceUse, PlatformVerifier, Rebase, Store,
-    StoreError, StoreReader, SystemClock, TicketWrite, Write, STORE_CONTRACT_VERSION,
+    StoreError, StoreReader, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };
 use crate::codes::Code;
 use crate::id::{AgentId, GroupName, TicketId};
@@ -33,11 +38,14 @@ use crate::ticket::{apply, Event, Refusal, Ticket, TicketState, Transition};
 use crate::timestamp::Timestamp;
 
 pub use agent::{AgentHandle, ApprovedAction, Decision, Grant, PendingTicket, Permit, Proposal};
+pub use audit::{AuditFinding, AuditReport};
+pub use clock::ClockRebase;
 pub use error::{
     AuditError, DecideError, Error, ExecuteError, LinkError, ProposeError, RunError, WaitError,
 };
+pub use history::{AuditStream, RawAuditStream, TicketHistory};
 pub use links::{DecisionLinks, MintedLink, TokenPreview, TokenSubmission};
-pub use operator::{AuditReport, FreezeScope, Health};
+pub use operator::Health;
 pub use outbox::DeliveryReport;
 pub use review::{Decided, TicketDetails};
 
@@ -79,6 +87,13 @@ pub struct Limits {
     /// A count not yet written when the process stops is lost (at most the refusals of the
     /// last window): run the sweeper.
     pub unauthenticated_audit_per_minute: u32,
+    /// Refusals by a freeze (see [`Handoff::freeze`]) audited one row each per minute and per
+    /// agent (default 60; 0 audits every one). Beyond it the refusals — of the agent's
+    /// proposals, of approvals and begins of its tickets — are still refused but only
+    /// counted, and the count is written as one `refused` row of the agent (`coalesced: n`)
+    /// as for unauthenticated refusals, so a frozen agent retrying in a loop cannot fill the
+    /// disk with fsync'd rows.
+    pub frozen_audit_per_minute: u32,
     /// Delivery attempts per outbox row, the first included, before it is marked dead and
     /// counted in [`Health`] (default 8; at least 1 is made).
     pub delivery_max_attempts: u32,
@@ -101,6 +116,7 @@ impl Default for Limits {
             proposals_per_minute: 600,
             max_poll_interval: Duration::from_secs(2),
             unauthenticated_audit_per_minute: 60,
+            frozen_audit_per_minute: 60,
             delivery_max_attempts: 8,
             delivery_backoff_base: Duration::from_secs(5),
             delivery_backoff_max: Duration::from_secs(600),
@@ -131,10 +147,10 @@ pub(crate) struct Inner {
     channels: Vec<outbox::Channel>,
     platforms: Vec<Arc<dyn PlatformVerifier>>,
     waiters: Arc<Waiters>,
-    freezes: Mutex<operator::Freezes>,
+    frozen: Mutex<coalesce::Coalescer<AgentId>>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
     unauthenticated: Mutex<review::Flood>,
-    coalescer: Mutex<coalesce::Coalescer>,
+    no_say: Mutex<no_say::NoSay>,
 }
 
 impl fmt::Debug for Handoff {
@@ -154,7 +170,7 @@ pub struct HandoffBuilder {
     store: Option<Arc<dyn Store>>,
     policy: Option<Arc<dyn PolicyEngine>>,
     identity: Option<Arc<dyn IdentityVerifier>>,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
     limits: Limits,
     operator_group: Option<GroupName>,
     checkpoint_key: Option<CheckpointKey>,
@@ -178,7 +194,7 @@ impl Handoff {
             store: None,
             policy: None,
             identity: None,
-            clock: Arc::new(SystemClock),
+            clock: None,
             limits: Limits::default(),
             operator_group: None,
             checkpoint_key: None,
@@ -190,7 +206,7 @@ impl Handoff {
         }
     }
 
-    /// The clock the engine reads.
+    /// The clock the engine reads: the one its store stamps commits with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
@@ -234,15 +250,22 @@ impl HandoffBuilder {
         self
     }
 
-    /// The clock (default [`SystemClock`]). Use the same clock for the store.
+    /// The clock. Optional: by default the engine reads the clock its store stamps commits
+    /// with ([`Store::clock`]; the bundled store's is set by
+    /// [`SqliteOptions::with_clock`](crate::SqliteOptions::with_clock), default
+    /// [`SystemClock`](crate::SystemClock)). Given here, it must be that same clock — the
+    /// same [`Clock::id`]: clones of one [`ManualClock`](crate::ManualClock), or one
+    /// `Arc<dyn Clock>` given to both — or [`build`](Self::build) refuses with
+    /// [`Error::ClockMismatch`] (a store stamping another time would judge every deadline
+    /// the engine computes against a clock it never read).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
-    /// A clock shared with the store.
+    /// Like [`clock`](Self::clock), with a clock shared with other components.
     pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -314,7 +337,8 @@ impl HandoffBuilder {
     ///
     /// Refused with [`Error::StoreContract`] if the store implements an older store contract
     /// than [`STORE_CONTRACT_VERSION`] (it would ignore parts of the writes it is given), and
-    /// with [`Error::Build`] for a missing part or an inconsistent configuration.
+    /// with [`Error::Build`] for a missing part or an inconsistent configuration, and with
+    /// [`Error::ClockMismatch`] for a clock that is not the store's.
     pub fn build(self) -> Result<Handoff, Error> {
         let store = self.store.ok_or(Error::Build("a store is required"))?;
         let implemented = store.contract_version();
@@ -339,6 +363,12 @@ impl HandoffBuilder {
         }
         outbox::check(&self.channels, self.digest_key.is_some())?;
         platform::check(&self.platforms)?;
+        let store_clock = store.clock();
+        let clock = match self.clock {
+            None => store_clock,
+            Some(clock) if clock.id() == store_clock.id() => clock,
+            Some(_) => return Err(Error::ClockMismatch),
+        };
         let waiters = Arc::new(Waiters::default());
         let w = Arc::clone(&waiters);
         store.on_commit(Arc::new(move |ids: &[TicketId]| w.changed(ids)));
@@ -347,7 +377,7 @@ impl HandoffBuilder {
                 store,
                 policy,
                 identity,
-                clock: self.clock,
+                clock,
                 limits: self.limits,
                 operator_group,
                 checkpoint_key: self.checkpoint_key,
@@ -357,10 +387,10 @@ impl HandoffBuilder {
                 channels: self.channels,
                 platforms: self.platforms,
                 waiters,
-                freezes: Mutex::default(),
+                frozen: Mutex::default(),
                 buckets: Mutex::default(),
                 unauthenticated: Mutex::default(),
-                coalescer: Mutex::default(),
+                no_say: Mutex::default(),
             }),
         })
     }
@@ -496,15 +526,15 @@ impl Inner {
                 Some((Some(person), _)),
             ) = (&outcome, &write.ticket, &decision)
             {
-                let key = coalesce::Key {
+                let key = no_say::Key {
                     ticket: id,
                     person: person.clone(),
-                    code: refusal.code().as_str(),
+                    code: refusal.code(),
                     token: None,
                 };
-                match lock(&self.coalescer).admit(key.clone(), now, None) {
-                    coalesce::Admit::Coalesced => return Ok(outcome),
-                    coalesce::Admit::Record(summary) => {
+                match lock(&self.no_say).admit(&key, now) {
+                    no_say::Recorded::Coalesced => return Ok(outcome),
+                    no_say::Recorded::Yes(summary) => {
                         write.audit.splice(0..0, summary.clone());
                         admitted = Some((key, summary));
                     }
@@ -513,10 +543,10 @@ impl Inner {
             if matches!(write.ticket, Some(TicketWrite::Update { .. })) {
                 write.rebase = rebase;
             }
-            let committed = self.store.commit(write).await;
+            let committed = self.commit(write).await;
             if let (Err(_), Some((key, summary))) = (&committed, admitted) {
                 // Nothing was recorded: the next attempt under the key is, with the count.
-                lock(&self.coalescer).undo(&key, summary);
+                lock(&self.no_say).undo(&key, summary);
             }
             match committed {
                 Ok(_) => {
@@ -569,10 +599,12 @@ impl Inner {
                     spend.as_ref(),
                 )
                 .ok()?;
-            let (write, outcome) = match planned {
+            let (mut write, outcome) = match planned {
                 Planned::Nothing(outcome) => (Write::default(), outcome),
                 Planned::Write(write, outcome) => (write, outcome),
             };
+            // Applied by the store directly: its texts are sealed here, as `commit` does.
+            seal(&mut write.audit).ok()?;
             *lock(&slot) = Some(outcome);
             Some(write)
         })
@@ -588,6 +620,8 @@ impl Inner {
         spend: Option<&Spend>,
     ) -> Result<Planned, StoreError> {
         let id = ticket.id();
+        // What a freeze refuses (approvals, begin) carries its check into the write.
+        let unless_frozen = freeze::guard(&event, ticket);
         let nonces: Vec<NonceUse> = spend.map(|s| s.nonces.clone()).unwrap_or_default();
         let nonce_limit = spend.and_then(Spend::limit);
         let annotate = |audit: Vec<AuditRecord>| match spend {
@@ -620,17 +654,17 @@ impl Inner {
                     // An accepted repeat: nothing changes, but the token is spent, and
                     // its use goes into the chain with it.
                     let mut audit = audit;
-                    audit.push(AuditRecord {
-                        ticket: Some(id),
-                        at: now,
-                        kind: crate::audit::kind::REPEATED.to_owned(),
-                        actor: decision
+                    audit.push(AuditRecord::new(
+                        Some(id),
+                        now,
+                        crate::audit::kind::REPEATED,
+                        decision
                             .and_then(|(p, _)| p.clone())
                             .map_or(Actor::Unauthenticated, Actor::Reviewer),
-                        data: serde_json::json!({
+                        serde_json::json!({
                             "verdict": decision.map(|(_, v)| v.as_str()),
                         }),
-                    });
+                    ));
                     let write = Write {
                         decision: decision_row(None),
                         audit: annotate(audit),
@@ -656,6 +690,7 @@ impl Inner {
                         audit: annotate(audit),
                         nonces,
                         valid_before: earliest(limit, nonce_limit),
+                        unless_frozen,
                         ..Write::default()
                     };
                     Planned::Write(
@@ -693,15 +728,25 @@ impl Inner {
         })
     }
 
+    /// Seals the texts of the write's audit records (a fresh random salt each, the
+    /// commitment into the record's data) and commits it. Every write whose records may carry
+    /// texts goes through here; a store refuses unsealed texts.
+    pub(crate) async fn commit(
+        &self,
+        mut write: Write,
+    ) -> Result<crate::backend::Committed, StoreError> {
+        seal(&mut write.audit)?;
+        self.store.commit(write).await
+    }
+
     /// Records audit rows that belong to no ticket change (refused credentials, freezes).
     pub(crate) async fn audit_only(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        self.store
-            .commit(Write {
-                audit: records,
-                ..Write::default()
-            })
-            .await
-            .map(|_| ())
+        self.commit(Write {
+            audit: records,
+            ..Write::default()
+        })
+        .await
+        .map(|_| ())
     }
 
     pub(crate) fn refusal_record(
@@ -712,6 +757,7 @@ impl Inner {
         detail: serde_json::Value,
     ) -> AuditRecord {
         AuditRecord {
+            texts: Vec::new(),
             ticket,
             at: self.clock.now(),
             kind: crate::audit::kind::REFUSED.to_owned(),
@@ -719,6 +765,20 @@ impl Inner {
             data: serde_json::json!({ "refusal": reason, "detail": detail }),
         }
     }
+}
+
+/// Seals every pending text of `records` with a salt from the operating system.
+fn seal(records: &mut [AuditRecord]) -> Result<(), StoreError> {
+    for record in records.iter_mut().filter(|r| r.needs_sealing()) {
+        let pending = record.texts.len();
+        let mut salts = vec![[0u8; 32]; pending];
+        for salt in &mut salts {
+            getrandom::fill(salt).map_err(|e| StoreError::Corrupt(format!("random: {e}")))?;
+        }
+        let mut salts = salts.into_iter();
+        record.seal(|| salts.next().unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// The instant after which a write computed on this ticket is no longer valid: the review

@@ -371,6 +371,7 @@ impl Handoff {
         }
         let now = inner.clock.now();
         let record = |kind_name: &str, data: serde_json::Value| AuditRecord {
+            texts: Vec::new(),
             ticket: Some(row.ticket),
             at: now,
             kind: kind_name.to_owned(),

@@ -71,7 +71,11 @@ pub struct TicketDetails {
     pub ticket: Ticket,
     /// Every decision asked for, accepted or refused, oldest first.
     pub decisions: Vec<DecisionRow>,
-    /// The ticket's audit events, in chain order.
+    /// The ticket's audit events, in chain order, each with the texts kept beside it
+    /// ([`AuditEvent::texts`]): a rejection's feedback, an execution's error or output, a
+    /// cancel or revoke reason, the expected and observed precondition values of a failed
+    /// `begin` — or, for a text erased or edited outside the library, which it is. For a
+    /// history of any length in constant memory, see [`Handoff::ticket_history`].
     pub audit: Vec<AuditEvent>,
 }
 
@@ -92,6 +96,9 @@ impl Handoff {
     /// further attempts counted (see [`Limits`](crate::Limits#coalesced-refusals)); a repeated
     /// identical vote is accepted once and answered with the same ticket, as
     /// [`Decided::Repeated`].
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`DecideError::Limit`] before anything else (nothing is recorded).
     pub async fn decide(
         &self,
         ticket: TicketId,
@@ -103,6 +110,7 @@ impl Handoff {
             tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
         let _op = crate::failpoint::operation("decide");
         async {
+            verdict.check()?;
             let reviewer = self.authenticate(Some(ticket), credential).await?;
             tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));
             self.decide_as(ticket, reviewer, verdict, expected_version)
@@ -248,6 +256,24 @@ impl Handoff {
                 }
                 Err(e)
             }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                let ticket = inner
+                    .store
+                    .ticket(id)
+                    .await?
+                    .ok_or(DecideError::NotFound(id))?;
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_name)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "decision refused");
+                Err(DecideError::Frozen { reason })
+            }
             Err(DriveError::Store(e)) => Err(DecideError::Store(e)),
         }
     }
@@ -346,6 +372,7 @@ impl Inner {
         if flood.suppressed > 0 {
             let since = flood.suppressed_since.take().unwrap_or(now);
             records.push(AuditRecord {
+                texts: Vec::new(),
                 ticket: None,
                 at: now,
                 kind: crate::audit::kind::REFUSED.to_owned(),
@@ -376,6 +403,7 @@ impl Inner {
         }
         let since = flood.suppressed_since.take().unwrap_or(now);
         Some(AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: now,
             kind: crate::audit::kind::REFUSED.to_owned(),
@@ -425,6 +453,14 @@ pub(crate) fn verdict_event(
             reviewer: reviewer.clone(),
             verdict: other.clone(),
         },
+    }
+}
+
+/// The machine event of a verdict, as refusal rows name it.
+pub(crate) fn frozen_event(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::ApproveWithEdits { .. } => "edit",
+        _ => "vote",
     }
 }
 

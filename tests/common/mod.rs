@@ -177,11 +177,26 @@ pub fn reviewer(name: &str, groups: &[&str]) -> Reviewer {
     }
 }
 
-/// Applies an event that must succeed.
+/// Applies an event that must succeed, its audit records' texts sealed (as the engine seals
+/// them before a commit: a store refuses unsealed texts).
 pub fn step(ticket: &Ticket, event: Event, now: Timestamp) -> Transition {
     match apply(ticket, event, now) {
-        Ok(transition) => transition,
+        Ok(mut transition) => {
+            seal(&mut transition.audit);
+            transition
+        }
         Err(refused) => panic!("event refused: {}", refused.refusal),
+    }
+}
+
+/// Seals every record's pending texts with fresh random salts.
+pub fn seal(records: &mut [AuditRecord]) {
+    for record in records {
+        record.seal(|| {
+            let mut salt = [0u8; 32];
+            getrandom::fill(&mut salt).unwrap();
+            salt
+        });
     }
 }
 

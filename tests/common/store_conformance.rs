@@ -26,23 +26,31 @@
 //! rebase of a write that lost it; idempotency keys unique per requester (agent and principal,
 //! "no principal" a value of its own), also under races; `TooLate` judged against a commit time
 //! that never goes backwards; single-use nonces, each limiting its write by its expiry, pruned
-//! once expired; reads by id, key, filter (paged, newest first), due time, decisions and
-//! per-ticket audit; health figures; checkpoints; shutdown that refuses
-//! later writes and keeps every acknowledged one; an audit chain that verifies and continues
-//! across a reopen.
+//! once expired; reads by id, key, filter (paged, newest first),
+//! due time, decisions and per-ticket audit; health figures; checkpoints (the newest, and all of
+//! them in pages); texts kept beside their events only when the chain commits to them, read back
+//! with the events, erased by an audited write; shutdown that refuses later writes and keeps
+//! every acknowledged one; an audit chain that verifies and continues across a reopen; the clock
+//! the store was opened with, a clock jump refused without moving the floor, a floor ahead of
+//! the clock refused until a rebase (also after a reopen), the health alarm of each; freezes
+//! checked inside the committing write (refused whole while in force, set with their audit row
+//! or not at all, racing writes before or refused), held across a reopen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent_handoff::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, CheckpointKey};
+use agent_handoff::audit::{
+    Actor, AuditEvent, AuditRecord, AuditText, ChainHead, Checkpoint, CheckpointKey, TextRef,
+    TextRow, TextState,
+};
 use agent_handoff::backend::{
-    Committed, NonceUse, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, Rebase,
-    TicketFilter, TicketWrite, Write,
+    ClockAlarm, Committed, FreezeChange, NonceUse, OutboxOutcome, OutboxRow, OutboxStatus,
+    OutboxUpdate, Rebase, TicketFilter, TicketWrite, Write,
 };
 use agent_handoff::ticket::{Event, StateName, Ticket};
-use agent_handoff::{Clock, ManualClock, Store, StoreError, TicketId, Timestamp};
+use agent_handoff::{Clock, FreezeScope, ManualClock, Store, StoreError, TicketId, Timestamp};
 use serde_json::json;
 
 use super::*;
@@ -62,6 +70,8 @@ macro_rules! store_conformance {
             shutdown_keeps_every_acknowledged_commit,
             chain_continues_across_reopen,
             commit_time_never_goes_backwards_across_reopen,
+            a_poisoned_floor_is_refused_after_reopen_until_rebased,
+            freezes_hold_across_reopen,
         ]);
     };
     (@suite $name:ident, $open:expr, [$($extra:ident),* $(,)?]) => {
@@ -93,10 +103,21 @@ macro_rules! store_conformance {
                 ticket_audit_and_audit_pages_cover_the_chain,
                 health_reports_pending_backlog_and_chain_length,
                 checkpoints_keep_the_newest,
+                checkpoints_are_listed_smallest_first,
+                texts_are_kept_beside_their_events,
+                texts_not_committed_by_the_chain_are_refused,
+                erasure_drops_a_text_and_names_the_erasing_event,
                 shutdown_refuses_later_commits,
                 outbox_claims_due_rows_oldest_first_and_leases_them,
                 outbox_claims_a_tickets_rows_per_channel_in_order,
                 outbox_outcomes_are_recorded_once_with_their_audit_rows,
+                the_store_names_the_clock_it_was_opened_with,
+                a_clock_jump_is_refused_and_moves_no_floor,
+                a_rebase_accepts_a_jumped_clock,
+                a_floor_ahead_of_the_clock_is_refused_until_rebased,
+                a_freeze_refuses_guarded_writes_until_lifted,
+                a_freeze_is_set_with_its_audit_row_or_not_at_all,
+                guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all,
                 $($extra,)*
             );
         }
@@ -183,14 +204,21 @@ fn records(events: &[AuditEvent]) -> Vec<AuditRecord> {
     events.iter().map(|e| e.record().clone()).collect()
 }
 
-/// The decoded records of stored events `from..=to`.
+/// The decoded records of stored events `from..=to`, with their texts.
 async fn records_between<S: Store + ?Sized>(store: &S, from: u64, to: u64) -> Vec<AuditRecord> {
     let raw = store
         .audit_events(from, usize::try_from(to + 1 - from).unwrap())
         .await
         .unwrap();
+    let texts = store.audit_texts(from, to).await.unwrap();
     raw.into_iter()
-        .map(|r| AuditEvent::decode(r).unwrap().record().clone())
+        .map(|r| {
+            let mine: Vec<_> = texts.iter().filter(|t| t.seq == r.seq).cloned().collect();
+            AuditEvent::decode_with_texts(r, mine)
+                .unwrap()
+                .record()
+                .clone()
+        })
         .collect()
 }
 
@@ -221,8 +249,6 @@ async fn assert_unchanged<S: Store + ?Sized>(store: &S, ticket: TicketId, before
 // Writes and reads of one ticket
 // ---------------------------------------------------------------------------------------------
 
-/// A committed insert reads back by id and by key with its audit records, stamped with the
-/// store clock's time and chained onto the head.
 /// A store states the contract version it implements, and this suite is the contract of
 /// [`STORE_CONTRACT_VERSION`]: a store that passes it implements that version (the engine
 /// refuses a store that states an older one).
@@ -240,6 +266,8 @@ where
     );
 }
 
+/// A committed insert reads back by id and by key with its audit records, stamped with the
+/// store clock's time and chained onto the head.
 pub async fn insert_then_read_back<S, Fut>(open: impl Fn(Env) -> Fut)
 where
     S: Store + 'static,
@@ -1795,6 +1823,257 @@ where
     store.shutdown().await.unwrap();
 }
 
+/// Checkpoints are listed by size, smallest first, from a size on, a page at a time.
+pub async fn checkpoints_are_listed_smallest_first<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let key = CheckpointKey::new("audit.test/2025", &[9; 32]).unwrap();
+    assert!(store.checkpoints(0, 10).await.unwrap().is_empty());
+    let mut saved = Vec::new();
+    for i in 0..5 {
+        proposed(&*store, "agent-a", &format!("c{i}"), review(), ts(T0)).await;
+        let cp = Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+        saved.push(cp);
+    }
+    // Saved out of order, one twice.
+    for i in [3, 0, 4, 1, 2, 3] {
+        store.save_checkpoint(&saved[i]).await.unwrap();
+    }
+    assert_eq!(store.checkpoints(0, 100).await.unwrap(), saved);
+    assert_eq!(store.checkpoints(0, 2).await.unwrap(), saved[..2]);
+    let from = saved[2].size();
+    assert_eq!(store.checkpoints(from, 2).await.unwrap(), saved[2..4]);
+    assert_eq!(store.checkpoints(from + 1, 100).await.unwrap(), saved[3..]);
+    assert!(store
+        .checkpoints(saved[4].size() + 1, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// A record carrying `texts`, sealed with fixed salts.
+fn with_texts(ticket: Option<TicketId>, texts: &[(&str, serde_json::Value)]) -> AuditRecord {
+    let mut data = serde_json::Map::new();
+    data.insert("note".into(), json!("texts"));
+    let mut record = AuditRecord::new(
+        ticket,
+        ts(T0),
+        "test.texts",
+        Actor::System,
+        serde_json::Value::Object(data),
+    );
+    for (name, value) in texts {
+        record = record.with_text(*name, value.clone());
+    }
+    let mut salt = 0u8;
+    record.seal(|| {
+        salt += 1;
+        [salt; 32]
+    });
+    record
+}
+
+/// Texts are kept beside their events: the chained bytes hold only the commitments, the
+/// side table the values and salts; a ticket's history (in pages) and `audit_texts` read them
+/// back, and each opens its commitment.
+pub async fn texts_are_kept_beside_their_events<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "texts", review(), ts(T0)).await;
+    let secret = "transfer to DE89 3704 0044 0532 0130 00 rejected";
+    let first = with_texts(
+        Some(t.id()),
+        &[
+            ("feedback", json!(secret)),
+            (
+                "observed",
+                json!({ "row_count": 121, "f": 1.5, "deep": [[{ "x": null }]] }),
+            ),
+        ],
+    );
+    let second = with_texts(None, &[("reason", json!("é \u{0} \" \\ ünïcödé"))]);
+    let third = with_texts(Some(t.id()), &[]);
+    let write = Write::new().with_audit_records([
+        first.clone(),
+        marker(1, ts(T0)),
+        second.clone(),
+        third.clone(),
+    ]);
+    let head = store.commit(write).await.unwrap().head;
+
+    // Never in the hashed bytes.
+    for event in chain(&*store).await {
+        assert!(
+            !String::from_utf8_lossy(&event.bytes).contains("DE89"),
+            "event {} holds the text",
+            event.seq
+        );
+    }
+    // Read back with the ticket's history, kept and opening the commitments.
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let kept = records(&history);
+    assert_eq!(&kept[kept.len() - 2..], [first.clone(), third.clone()]);
+    let event = &history[history.len() - 2];
+    assert_eq!(event.text("feedback").unwrap().state(), TextState::Kept);
+    assert_eq!(event.text("feedback").unwrap().as_str(), Some(secret));
+    assert_eq!(
+        event.record().data["feedback"]["commitment"].as_str(),
+        event.text("feedback").unwrap().commitment().as_deref()
+    );
+    // In pages.
+    let all = history.iter().map(AuditEvent::seq).collect::<Vec<_>>();
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.ticket_audit_page(t.id(), after, 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq();
+        paged.extend(page);
+    }
+    assert_eq!(paged.iter().map(AuditEvent::seq).collect::<Vec<_>>(), all);
+    assert_eq!(records(&paged), kept);
+    // The side table by event.
+    let rows = store.audit_texts(1, head.seq).await.unwrap();
+    let names: Vec<(u64, &str)> = rows.iter().map(|r| (r.seq, r.name.as_str())).collect();
+    let first_seq = head.seq - 3;
+    assert_eq!(
+        names,
+        [
+            (first_seq, "feedback"),
+            (first_seq, "observed"),
+            (first_seq + 2, "reason")
+        ]
+    );
+    assert_eq!(
+        rows[2],
+        TextRow::of(first_seq + 2, second.text("reason").unwrap()).unwrap()
+    );
+    assert!(store
+        .audit_texts(first_seq + 3, head.seq)
+        .await
+        .unwrap()
+        .is_empty());
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A record whose texts are not sealed, or whose data does not hold their commitments, or
+/// with a text named twice or badly, refuses the whole write: nothing of it is kept.
+pub async fn texts_not_committed_by_the_chain_are_refused<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "refused-texts", review(), ts(T0)).await;
+    let before = snapshot(&*store, t.id()).await;
+    let unsealed = AuditRecord::new(None, ts(T0), "test.texts", Actor::System, json!({}))
+        .with_text("feedback", "pending");
+    let mut uncommitted = with_texts(None, &[("feedback", json!("x"))]);
+    uncommitted.data["feedback"] = json!({ "commitment": "00".repeat(32) });
+    let mut swapped = with_texts(None, &[("feedback", json!("x"))]);
+    swapped.texts = vec![AuditText::sealed("feedback", "y", [1; 32])];
+    let badly_named = with_texts(None, &[("Feed Back", json!("x"))]);
+    for record in [unsealed, uncommitted, swapped, badly_named] {
+        let write = Write::new()
+            .with_decision(decision(t.id(), "bob", "reject", ts(T0)))
+            .with_audit_records([marker(1, ts(T0)), record])
+            .with_nonce(nonce());
+        let err = store.commit(write).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+        assert_unchanged(&*store, t.id(), &before).await;
+    }
+    assert!(store.audit_texts(1, u64::MAX / 2).await.unwrap().is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// An erasure drops a kept text's value and salt in the same write as its audit record,
+/// naming that record as the erasing event; the chain is untouched and still verifies. A text
+/// that is not kept (unknown, erased already) refuses the whole write; an erasure without an
+/// audit record is refused.
+pub async fn erasure_drops_a_text_and_names_the_erasing_event<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "erase", review(), ts(T0)).await;
+    let record = with_texts(
+        Some(t.id()),
+        &[("feedback", json!("secret")), ("reason", json!("kept"))],
+    );
+    let seq = store
+        .commit(Write::new().with_audit(record))
+        .await
+        .unwrap()
+        .head
+        .seq;
+    let text = TextRef::new(seq, "feedback");
+    let erase = |text: TextRef| {
+        Write::new()
+            .with_audit(marker(9, ts(T0)))
+            .with_erasure(text)
+    };
+    let by = store.commit(erase(text.clone())).await.unwrap().head.seq;
+    let rows = store.audit_texts(seq, seq).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        TextRow {
+            seq,
+            name: "feedback".into(),
+            value: None,
+            salt: None,
+            erased_by: Some(by),
+        }
+    );
+    assert!(rows[1].value.is_some(), "the other text is kept");
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let event = history.iter().find(|e| e.seq() == seq).unwrap();
+    assert_eq!(
+        event.text("feedback").unwrap().state(),
+        TextState::Erased { by }
+    );
+    assert_eq!(event.text("feedback").unwrap().value(), None);
+    assert_eq!(event.text("reason").unwrap().as_str(), Some("kept"));
+
+    // Erased already, never written: nothing of the write is kept.
+    let head = store.audit_head().await.unwrap();
+    for missing in [
+        text.clone(),
+        TextRef::new(seq, "output"),
+        TextRef::new(head.seq + 5, "reason"),
+    ] {
+        let err = store.commit(erase(missing.clone())).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NoSuchText(t) if *t == missing),
+            "{err:?}"
+        );
+        assert_eq!(store.audit_head().await.unwrap(), head);
+    }
+    let err = store
+        .commit(Write::default().with_erasure(TextRef::new(seq, "reason")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+    assert!(store.audit_texts(seq, seq).await.unwrap()[1]
+        .value
+        .is_some());
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
 /// After shutdown every commit is refused with `Closed`; shutting down again is fine.
 pub async fn shutdown_refuses_later_commits<S, Fut>(open: impl Fn(Env) -> Fut)
 where
@@ -2240,4 +2519,450 @@ pub async fn outbox_outcomes_are_recorded_once_with_their_audit_rows<S, Fut>(
     let health = store.health().await.unwrap();
     assert_eq!((health.outbox_backlog, health.outbox_dead), (1, 1));
     verify_chain(store.as_ref()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock: one per store, jumps refused, a floor ahead refused until rebased
+// ---------------------------------------------------------------------------------------------
+//
+// The suite assumes the store's clock tolerance (see `CommitClock`) is between a few minutes
+// and a day, as the default is: steps of two minutes must be accepted, steps of a day refused.
+
+/// A day: further than any store's tolerance.
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// The store says which clock stamps its commits: the one it was opened with.
+pub async fn the_store_names_the_clock_it_was_opened_with<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.clock().id(), clock.id(), "a clone of the same clock");
+    assert_ne!(store.clock().id(), ManualClock::new(ts(T0)).id());
+    clock.advance(std::time::Duration::from_secs(5));
+    assert_eq!(store.clock().now(), ts(T0 + 5_000));
+    store.shutdown().await.unwrap();
+}
+
+/// The wall clock jumping ahead of its monotonic time (by more than the tolerance) refuses
+/// every commit with `ClockJump` — nothing written, the floor not moved — and raises the health
+/// alarm, until the clock reads sensibly again; a small step is accepted.
+pub async fn a_clock_jump_is_refused_and_moves_no_floor<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(insert(&p)).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    // A correction of a minute: accepted.
+    clock.step_wall(ts(T0 + 120_000));
+    let small = store
+        .commit(Write::new().with_audit(marker(1, ts(T0))))
+        .await
+        .unwrap();
+    assert_eq!(small.at, ts(T0 + 120_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+
+    // A year ahead, without the time passing.
+    clock.step_wall(ts(T0 + 365 * DAY_MS));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let q = propose("agent-a", "b", review(), ts(T0 + 365 * DAY_MS));
+    match store.commit(insert(&q)).await {
+        Err(StoreError::ClockJump { clock, expected }) => {
+            assert_eq!(clock, ts(T0 + 365 * DAY_MS));
+            assert_eq!(expected, small.at, "the last commit plus no time passed");
+        }
+        other => panic!("expected a clock jump, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(q.ticket.id()).await.unwrap(), None);
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::Jumped { .. })
+    ));
+
+    // Corrected: commits resume at the clock's time, not at the year-ahead reading.
+    clock.step_wall(ts(T0 + 180_000));
+    let resumed = store.commit(insert(&q)).await.unwrap();
+    assert_eq!(resumed.at, ts(T0 + 180_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(
+        store.health().await.unwrap().commit_floor,
+        Some(ts(T0 + 180_000))
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// A write that rebases is committed at the clock's reading despite a jump, and later commits
+/// continue from it (an operator vouched for the clock: a suspend longer than the tolerance).
+pub async fn a_rebase_accepts_a_jumped_clock<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0)).await;
+    clock.step_wall(ts(T0 + 2 * DAY_MS));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::ClockJump { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0 + 2 * DAY_MS)));
+    let rebased = store.commit(rebase).await.unwrap();
+    assert_eq!(rebased.at, ts(T0 + 2 * DAY_MS));
+    clock.advance(std::time::Duration::from_secs(1));
+    let next = proposed(&*store, "agent-a", "b", review(), ts(T0 + 2 * DAY_MS)).await;
+    assert!(store.ticket(next.id()).await.unwrap().is_some());
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    store.shutdown().await.unwrap();
+}
+
+/// A floor more than the tolerance ahead of the clock (the clock set back a day here; a store
+/// written under a clock a year ahead in `a_poisoned_floor_is_refused_after_reopen_until_rebased`)
+/// refuses every commit with `FloorAhead`, raising the alarm; a write that rebases steps the
+/// floor back onto the clock, and deadlines are then judged by the clock again.
+pub async fn a_floor_ahead_of_the_clock_is_refused_until_rebased<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0 + DAY_MS));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + DAY_MS)).await;
+    clock.step_wall(ts(T0));
+    let p = propose("agent-a", "b", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    match store.commit(insert(&p)).await {
+        Err(StoreError::FloorAhead { floor, clock }) => {
+            assert_eq!((floor, clock), (ts(T0 + DAY_MS), ts(T0)));
+        }
+        other => panic!("expected the floor ahead, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    let health = store.health().await.unwrap();
+    assert_eq!(health.commit_floor, Some(ts(T0 + DAY_MS)));
+    assert_eq!(
+        health.clock_alarm,
+        Some(ClockAlarm::FloorAhead {
+            floor: ts(T0 + DAY_MS),
+            clock: ts(T0)
+        })
+    );
+
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(
+        store.commit(rebase).await.unwrap().at,
+        ts(T0),
+        "stepped back"
+    );
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(store.health().await.unwrap().commit_floor, Some(ts(T0)));
+    clock.advance(std::time::Duration::from_secs(1));
+    // A limit the old floor had passed but the clock has not: judged by the clock.
+    let mut write = insert(&p);
+    write.valid_before = Some(ts(T0 + 60_000));
+    assert_eq!(store.commit(write).await.unwrap().at, ts(T0 + 1_000));
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a store written under a clock a year ahead, reopened under the right clock, refuses
+/// commits (`FloorAhead`) until a rebase; the rebased floor holds across another reopen.
+pub async fn a_poisoned_floor_is_refused_after_reopen_until_rebased<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let ahead = ManualClock::new(ts(T0 + 365 * DAY_MS));
+    let env = Env::with(Arc::new(ahead));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + 365 * DAY_MS)).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let clock = ManualClock::new(ts(T0));
+    let env = env.with_clock(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::FloorAhead { .. })
+    ));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(store.commit(rebase).await.unwrap().at, ts(T0));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    clock.advance(std::time::Duration::from_secs(10));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    let p = propose("agent-a", "b", review(), ts(T0 + 10_000));
+    assert_eq!(
+        store.commit(insert(&p)).await.unwrap().at,
+        ts(T0 + 10_000),
+        "the rebased floor, not the poisoned one"
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freezes
+// ---------------------------------------------------------------------------------------------
+
+fn freeze_write(scope: FreezeScope, reason: &str, n: u64) -> Write {
+    let mut write =
+        Write::default().with_freeze_change(FreezeChange::set(scope, reason, Some(person("olga"))));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn lift_write(scope: FreezeScope, n: u64) -> Write {
+    let mut write = Write::default().with_freeze_change(FreezeChange::lift(scope));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn guarded(p: &agent_handoff::ticket::Transition, agent_name: &str) -> Write {
+    insert(p).with_freeze_guard(agent(agent_name))
+}
+
+/// A write guarded for an agent is refused whole (`Frozen`) while a freeze of that agent or of
+/// every agent is in force, and lands once it is lifted; unguarded writes and other agents'
+/// are not touched. `freezes` lists what is in force.
+pub async fn a_freeze_refuses_guarded_writes_until_lifted<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    let a = FreezeScope::Agent(agent("agent-a"));
+    store
+        .commit(freeze_write(a.clone(), "agent a misbehaves", 1))
+        .await
+        .unwrap();
+    let freezes = store.freezes().await.unwrap();
+    assert_eq!(freezes.len(), 1);
+    assert_eq!(
+        (
+            &freezes[0].scope,
+            freezes[0].reason.as_str(),
+            freezes[0].since
+        ),
+        (&a, "agent a misbehaves", ts(T0))
+    );
+    assert_eq!(freezes[0].by, Some(person("olga")));
+
+    let p = propose("agent-a", "a", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let mut write = guarded(&p, "agent-a");
+    write.nonces.push(nonce());
+    write.outbox.push(outbox(p.ticket.id(), ts(T0)));
+    match store.commit(write.clone()).await {
+        Err(StoreError::Frozen { scope, reason }) => {
+            assert_eq!((scope, reason.as_str()), (a.clone(), "agent a misbehaves"));
+        }
+        other => panic!("expected frozen, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+    // Another agent, and an unguarded write of the frozen one (a rejection, a finish).
+    proposed(&*store, "agent-b", "b", review(), ts(T0)).await;
+    let unguarded = proposed(&*store, "agent-a", "c", review(), ts(T0)).await;
+    store
+        .commit(update(&unguarded, &reject(&unguarded, "bob", ts(T0))))
+        .await
+        .unwrap();
+
+    // Every agent.
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 2))
+        .await
+        .unwrap();
+    let q = propose("agent-b", "d", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&q, "agent-b")).await,
+        Err(StoreError::Frozen {
+            scope: FreezeScope::All,
+            ..
+        })
+    ));
+    let listed: Vec<FreezeScope> = store
+        .freezes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.scope)
+        .collect();
+    assert_eq!(listed, [FreezeScope::All, a.clone()], "global first");
+
+    store.commit(lift_write(FreezeScope::All, 3)).await.unwrap();
+    store.commit(guarded(&q, "agent-b")).await.unwrap();
+    assert!(matches!(
+        store.commit(write.clone()).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(a, 4)).await.unwrap();
+    // Lifting what is not frozen changes nothing.
+    store.commit(lift_write(FreezeScope::All, 5)).await.unwrap();
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(write).await.unwrap();
+    assert!(store.ticket(p.ticket.id()).await.unwrap().is_some());
+    store.shutdown().await.unwrap();
+}
+
+/// The freeze and its audit row are one write: a freeze write refused for another reason sets
+/// no freeze.
+pub async fn a_freeze_is_set_with_its_audit_row_or_not_at_all<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let used = nonce();
+    store.commit(Write::new().with_nonce(used)).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let mut write = freeze_write(FreezeScope::All, "incident", 1);
+    write.nonces.push(used);
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert!(store.freezes().await.unwrap().is_empty());
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
+}
+
+/// Guarded writes racing a freeze: each one either committed before the freeze's write (its
+/// audit rows come before the freeze's in the chain) or was refused `Frozen` — never after.
+pub async fn guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let proposals: Vec<_> = (0..72)
+        .map(|i| propose("agent-a", &format!("k{i}"), review(), ts(T0)))
+        .collect();
+    // Some before, many racing, some after.
+    for p in &proposals[..8] {
+        store.commit(guarded(p, "agent-a")).await.unwrap();
+    }
+    let mut racing = Vec::new();
+    for (i, p) in proposals[8..64].iter().enumerate() {
+        let (store, write) = (Arc::clone(&store), guarded(p, "agent-a"));
+        racing.push(tokio::spawn(async move {
+            for _ in 0..i % 7 {
+                tokio::task::yield_now().await;
+            }
+            store.commit(write).await
+        }));
+    }
+    let freezer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            store
+                .commit(freeze_write(
+                    FreezeScope::Agent(agent("agent-a")),
+                    "race",
+                    99,
+                ))
+                .await
+        })
+    };
+    let mut outcomes = Vec::new();
+    for r in racing {
+        outcomes.push(r.await.unwrap());
+    }
+    let frozen_at = freezer.await.unwrap().unwrap().head.seq;
+    for p in &proposals[64..] {
+        assert!(matches!(
+            store.commit(guarded(p, "agent-a")).await,
+            Err(StoreError::Frozen { .. })
+        ));
+    }
+    let mut before = 8;
+    for (p, outcome) in proposals[8..64].iter().zip(&outcomes) {
+        match outcome {
+            Ok(committed) => {
+                before += 1;
+                assert!(
+                    committed.head.seq < frozen_at,
+                    "a guarded write committed after the freeze"
+                );
+            }
+            Err(StoreError::Frozen { .. }) => {
+                assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+            }
+            Err(e) => panic!("a guarded write failed otherwise: {e:?}"),
+        }
+    }
+    for p in &proposals {
+        let events = store.ticket_audit(p.ticket.id()).await.unwrap();
+        assert!(
+            events.iter().all(|e| e.seq() < frozen_at),
+            "audit rows of a guarded write after the freeze's"
+        );
+    }
+    let listed = all_pages(&*store, TicketFilter::default()).await.0.len();
+    assert_eq!(listed, before, "exactly the writes answered Ok are stored");
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a freeze holds across a reopen (a restart does not unfreeze), and so does its lift.
+pub async fn freezes_hold_across_reopen<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 1))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.freezes().await.unwrap().len(), 1);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&p, "agent-a")).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(FreezeScope::All, 2)).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
 }

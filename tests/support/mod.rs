@@ -355,9 +355,13 @@ impl Harness {
         }
     }
 
-    /// The store's database file, for a file-backed harness (another process's view).
-    pub fn file(&self) -> Option<std::path::PathBuf> {
-        self._dir.as_ref().map(|d| d.path().join("handoff.sqlite3"))
+    /// The database file of a [`Backing::File`] harness.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self._dir
+            .as_ref()
+            .expect("a file-backed harness")
+            .path()
+            .join("handoff.sqlite3")
     }
 
     /// The credential the test channel of `platform` proves for `user`.
@@ -545,6 +549,12 @@ impl Store for Interpose {
         }
         self.inner.commit(write).await
     }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    async fn freezes(&self) -> Result<Vec<agent_handoff::backend::Freeze>, StoreError> {
+        self.inner.freezes().await
+    }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         if let Some(snapshot) = self.stale.lock().unwrap().take() {
             return Ok(Some(snapshot));
@@ -570,8 +580,20 @@ impl Store for Interpose {
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.audit_events(from, limit).await
     }
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.ticket_audit(ticket).await
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.ticket_audit_page(ticket, after, limit).await
+    }
+    async fn audit_texts(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<agent_handoff::audit::TextRow>, StoreError> {
+        self.inner.audit_texts(from, to).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
@@ -584,6 +606,9 @@ impl Store for Interpose {
     }
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.inner.latest_checkpoint().await
+    }
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(from, limit).await
     }
     async fn claim_outbox(
         &self,

@@ -11,6 +11,8 @@ use crate::backend::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_outbox_order.sql"),
+    include_str!("migrations/0003_operator_state.sql"),
+    include_str!("migrations/0004_audit_texts.sql"),
     include_str!("migrations/0005_requester_scope.sql"),
 ];
 
@@ -54,9 +56,11 @@ pub(crate) fn configure(
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    // `secure_delete = FAST`: the bytes of an erased audit text are overwritten in the pages
+    // that held them (where that costs no extra I/O), not left in the file's free space.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; \
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA temp_store = MEMORY; PRAGMA secure_delete = FAST;"
     ))
     .map_err(sql_err)?;
     Ok(())

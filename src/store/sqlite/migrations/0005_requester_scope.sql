@@ -1,4 +1,5 @@
--- agent-handoff schema: idempotency keys are scoped by the whole requester.
+-- agent-handoff schema: idempotency keys are scoped by the whole requester; the horizon of
+-- forgotten nonces.
 --
 -- One ticket per (agent, principal, idempotency key): the same agent acting for two people
 -- proposes two tickets under one key, and neither can read or block the other's. "No
@@ -36,3 +37,11 @@ CREATE INDEX tickets_due ON tickets (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX tickets_state_created ON tickets (state, created_at);
 CREATE INDEX tickets_agent_created ON tickets (agent, created_at);
 CREATE INDEX tickets_created ON tickets (created_at, id);
+
+-- Nonces are forgotten once expired (Store::prune_nonces). The latest expiry forgotten is kept
+-- here, never lowered: a write consuming a nonce that expired at or before it is refused as
+-- too late, even after an operator stepped the commit floor back (clock rebase).
+CREATE TABLE nonce_horizon (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    forgotten_before INTEGER NOT NULL
+) STRICT;
