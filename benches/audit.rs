@@ -24,19 +24,19 @@ const EVENTS: usize = 100_000;
 const TARGET_BYTES: usize = 600;
 
 fn record(i: u64, pad: usize) -> AuditRecord {
-    AuditRecord {
-        ticket: Some(TicketId::from_uuid(uuid::Uuid::from_u128(
+    AuditRecord::new(
+        Some(TicketId::from_uuid(uuid::Uuid::from_u128(
             0x0189_0a5d_ac96_774b_bcce_b302_0000_0000 + u128::from(i),
         ))),
-        at: Timestamp::from_unix_millis(1_700_000_000_000 + i as i64),
-        kind: kind::VOTED.into(),
-        actor: Actor::Agent(AgentId::new("billing-agent").unwrap()),
-        data: serde_json::json!({
+        Timestamp::from_unix_millis(1_700_000_000_000 + i as i64),
+        kind::VOTED,
+        Actor::Agent(AgentId::new("billing-agent").unwrap()),
+        serde_json::json!({
             "ruling": {"outcome": "review", "policy_hash": "9f2c4e1a7b3d5f60"},
             "digest": "4d73a72e7b1475461acdca94a8f20ad4736abf9110b4f0f104c70b39424ebc22",
             "note": "x".repeat(pad),
         }),
-    }
+    )
 }
 
 /// 100k chained events whose canonical bytes are about 600 bytes each.

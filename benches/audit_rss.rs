@@ -98,12 +98,9 @@ async fn extend(store: &SqliteStore, policy: &Policy, from: u64, to: u64) {
     while n < to {
         let end = (n + PER_WRITE).min(to);
         let now = Timestamp::from_unix_millis(1_800_000_000_000 + n as i64);
-        let audit = (n..end).flat_map(|i| proposed(policy, i, now)).collect();
+        let audit = (n..end).flat_map(|i| proposed(policy, i, now));
         store
-            .commit(Write {
-                audit,
-                ..Write::default()
-            })
+            .commit(Write::new().with_audit_records(audit))
             .await
             .expect("the fixture commits");
         n = end;
@@ -157,7 +154,7 @@ fn child(path: &str, expect: u64) {
         }
         let read_took = start.elapsed();
         assert_eq!(read, expect, "events read");
-        handoff.store().shutdown().await.unwrap();
+        handoff.shutdown().await.unwrap();
         println!(
             "RSS_CHILD opened_hwm_kib={opened} hwm_kib={peak} verify_us={} read_us={}",
             took.as_micros(),

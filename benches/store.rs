@@ -4,7 +4,7 @@
 //! row (JSON body and indexed columns), its `ticket_groups` rows and the `proposed` audit event
 //! hashed onto the chain ([`Chain`], so the very same bytes), written by the baseline in one
 //! `BEGIN IMMEDIATE` transaction per propose with cached prepared statements, on the schema of
-//! `src/store/sqlite/migrations/0001_init.sql`, WAL, `synchronous=FULL`, foreign keys on — the
+//! `src/store/sqlite/migrations/` (0001, 0002, 0005), WAL, `synchronous=FULL`, foreign keys on — the
 //! pragmas `SqliteStore` sets. Every database is a file in one temporary directory (set
 //! `TMPDIR` to choose the disk). The baseline's rows are built before its clock starts (ticket,
 //! JSON, chained hashes), so it times SQLite alone; our side builds them in its path.
@@ -82,6 +82,7 @@ use refund::request;
 const SCHEMA: &str = concat!(
     include_str!("../src/store/sqlite/migrations/0001_init.sql"),
     include_str!("../src/store/sqlite/migrations/0002_outbox_order.sql"),
+    include_str!("../src/store/sqlite/migrations/0005_requester_scope.sql"),
 );
 
 /// The reviewer group every bench ticket needs one approval from.
@@ -215,6 +216,7 @@ fn opened(
 struct Rows {
     id: [u8; 16],
     agent: String,
+    principal: String,
     key: String,
     state: &'static str,
     digest: [u8; 32],
@@ -242,6 +244,11 @@ impl Rows {
         Rows {
             id: *ticket.id().as_uuid().as_bytes(),
             agent: ticket.requester().agent().as_str().to_owned(),
+            principal: ticket
+                .requester()
+                .principal()
+                .map_or("", |p| p.as_str())
+                .to_owned(),
             key: ticket.idempotency_key().as_str().to_owned(),
             state: ticket.state().name().as_str(),
             digest: *ticket.action_digest().as_bytes(),
@@ -311,13 +318,15 @@ impl Bare {
     fn insert(&self, rows: &Rows) {
         let c = &self.conn;
         c.prepare_cached(
-            "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
-             created_at, updated_at, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO tickets (id, agent, principal, idempotency_key, state, version, digest, \
+             created_at, updated_at, due_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .unwrap()
         .execute(params![
             rows.id,
             rows.agent,
+            rows.principal,
             rows.key,
             rows.state,
             1i64,
@@ -559,11 +568,9 @@ fn writes(policy: &ReviewEverything, count: usize) -> Vec<Write> {
     (0..count)
         .map(|_| {
             let (ticket, audit) = opened(policy, request(next_n()), now);
-            Write {
-                ticket: Some(TicketWrite::Insert(Box::new(ticket))),
-                audit,
-                ..Write::default()
-            }
+            Write::new()
+                .with_ticket(TicketWrite::Insert(Box::new(ticket)))
+                .with_audit_records(audit)
         })
         .collect()
 }
@@ -1020,7 +1027,7 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
                 SqliteOptions::new().with_synchronous(Synchronous::Normal),
             ))
             .unwrap();
-        let agent = agent_id();
+        let agent = Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap()));
         let rates = interleaved(
             ROUNDS,
             vec![
@@ -1133,10 +1140,10 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             ],
         );
         rt.block_on(store_n.shutdown()).unwrap();
-        rt.block_on(facade_n.handoff.store().shutdown()).unwrap();
+        rt.block_on(facade_n.handoff.shutdown()).unwrap();
     }
     rt.block_on(store.shutdown()).unwrap();
-    rt.block_on(facade.handoff.store().shutdown()).unwrap();
+    rt.block_on(facade.handoff.shutdown()).unwrap();
     check_same_writes(&dir.join("bare-1.sqlite3"), &dir.join("facade-1.sqlite3"));
     check_same_writes(&dir.join("bare-1.sqlite3"), &dir.join("commit-1.sqlite3"));
 }
@@ -1277,7 +1284,7 @@ fn concurrent(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
             None,
         );
     }
-    rt.block_on(facade.handoff.store().shutdown()).unwrap();
+    rt.block_on(facade.handoff.shutdown()).unwrap();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1303,7 +1310,7 @@ fn wakeup(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
                 (sync == Synchronous::Full).then_some("decide → same-process waiter, FULL"),
             );
         }
-        rt.block_on(o.handoff.store().shutdown()).unwrap();
+        rt.block_on(o.handoff.shutdown()).unwrap();
     }
 }
 
@@ -1456,9 +1463,9 @@ fn at_scale(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary) {
             );
         }
     }
-    rt.block_on(o_empty.handoff.store().shutdown()).unwrap();
+    rt.block_on(o_empty.handoff.shutdown()).unwrap();
     for o in &o_stored {
-        rt.block_on(o.handoff.store().shutdown()).unwrap();
+        rt.block_on(o.handoff.shutdown()).unwrap();
     }
 }
 
@@ -1502,7 +1509,7 @@ fn profile(spec: &str, dir: &Path) {
             let rt = current_thread();
             let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
             let took = facade_serial(&rt, &o.agent, ops);
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             took
         }
         "concurrent" => {
@@ -1513,7 +1520,7 @@ fn profile(spec: &str, dir: &Path) {
                 _ => Agents::PerCaller,
             };
             let took = facade_concurrent(&rt, &o.handoff, callers, ops, agents);
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             took
         }
         "read" => {
@@ -1521,7 +1528,10 @@ fn profile(spec: &str, dir: &Path) {
             let store = rt
                 .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
                 .unwrap();
-            let (agent, keys) = (agent_id(), requests(ops));
+            let (agent, keys) = (
+                Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap())),
+                requests(ops),
+            );
             let took = rt.block_on(async {
                 let start = Instant::now();
                 for r in &keys {
@@ -1538,7 +1548,10 @@ fn profile(spec: &str, dir: &Path) {
             let store = rt
                 .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
                 .unwrap();
-            let (agent, keys) = (agent_id(), requests(ops));
+            let (agent, keys) = (
+                Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap())),
+                requests(ops),
+            );
             let mut took: Vec<Duration> = rt.block_on(async {
                 let mut took = Vec::new();
                 for r in &keys {
@@ -1565,7 +1578,7 @@ fn profile(spec: &str, dir: &Path) {
             let o = rt.block_on(ours(&dir.join("profile.sqlite3"), sync));
             let (mut wake, mut decide): (Vec<_>, Vec<_>) =
                 (0..ops).map(|_| wake_once(&rt, &o)).unzip();
-            rt.block_on(o.handoff.store().shutdown()).unwrap();
+            rt.block_on(o.handoff.shutdown()).unwrap();
             wake.sort();
             decide.sort();
             println!(

@@ -4,17 +4,21 @@
 //! ```text
 //! cargo run --example audit_tool -- export  handoff.sqlite3 audit.jsonl [checkpoint.txt]
 //! cargo run --example audit_tool -- backup  handoff.sqlite3 backup.sqlite3
-//! cargo run --example audit_tool -- verify  audit.jsonl [checkpoint.txt KEY_NAME KEY_HEX]
+//! cargo run --example audit_tool -- verify  audit.jsonl [checkpoint.txt KEY_NAME KEY_HEX [ORIGIN]]
 //! ```
 //!
 //! `verify` needs nothing but the export (and, to detect truncation or a wholesale rewrite, a
-//! checkpoint kept elsewhere and its key); it reads the file in constant memory.
+//! checkpoint kept elsewhere and its key); it reads the file in constant memory. With
+//! `ORIGIN` the checkpoint must also be of that chain (`verify_jsonl_against`, the offline
+//! twin of `Handoff::verify_audit_against`).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write as _};
 use std::process::ExitCode;
 
-use agent_handoff::audit::{to_jsonl, verify_jsonl, Checkpoint, CheckpointKey};
+use agent_handoff::audit::{
+    to_jsonl, verify_jsonl, verify_jsonl_against, Checkpoint, CheckpointKey,
+};
 use agent_handoff::{SqliteStore, Store};
 
 #[tokio::main(flavor = "current_thread")]
@@ -24,9 +28,12 @@ async fn main() -> ExitCode {
         ["export", db, out] => export(db, out, None).await,
         ["export", db, out, cp] => export(db, out, Some(cp)).await,
         ["backup", db, out] => backup(db, out).await,
-        ["verify", file] => verify(file, None),
-        ["verify", file, cp, name, key] => verify(file, Some((cp, name, key))),
-        _ => Err("usage: audit_tool export DB OUT.jsonl [CHECKPOINT] | backup DB OUT | verify FILE.jsonl [CHECKPOINT KEY_NAME KEY_HEX]".into()),
+        ["verify", file] => verify(file, None, None),
+        ["verify", file, cp, name, key] => verify(file, Some((cp, name, key)), None),
+        ["verify", file, cp, name, key, origin] => {
+            verify(file, Some((cp, name, key)), Some(origin))
+        }
+        _ => Err("usage: audit_tool export DB OUT.jsonl [CHECKPOINT] | backup DB OUT | verify FILE.jsonl [CHECKPOINT KEY_NAME KEY_HEX [ORIGIN]]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,14 +79,20 @@ async fn backup(db: &str, out: &str) -> Res {
     Ok(())
 }
 
-fn verify(file: &str, checkpoint: Option<(&str, &str, &str)>) -> Res {
+fn verify(file: &str, checkpoint: Option<(&str, &str, &str)>, origin: Option<&str>) -> Res {
     let input = BufReader::new(File::open(file)?);
     let summary = match checkpoint {
         None => verify_jsonl(input, None)?,
         Some((cp, name, key_hex)) => {
             let cp = Checkpoint::parse(&std::fs::read_to_string(cp)?)?;
             let key = CheckpointKey::new(name, &hex(key_hex)?)?;
-            verify_jsonl(input, Some((&cp, std::slice::from_ref(&key))))?
+            let keys = std::slice::from_ref(&key);
+            match origin {
+                Some(origin) => {
+                    verify_jsonl_against(input, std::slice::from_ref(&cp), keys, origin)?
+                }
+                None => verify_jsonl(input, Some((&cp, keys)))?,
+            }
         }
     };
     println!(

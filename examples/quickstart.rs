@@ -22,7 +22,8 @@ use agent_handoff::audit::CheckpointKey;
 use agent_handoff::policy::Policy;
 use agent_handoff::ticket::{Ticket, Verdict};
 use agent_handoff::{
-    AgentId, Credential, Decision, Handoff, PersonId, Proposal, SqliteStore, StaticDirectory,
+    AgentId, Credential, Decided, Decision, Handoff, PersonId, Proposal, SqliteStore,
+    StaticDirectory,
 };
 use serde_json::json;
 
@@ -123,7 +124,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             your_verdict,
             Some(ticket.version()),
         )
-        .await;
+        .await
+        .map(Decided::into_ticket);
     match &after_you {
         Ok(t) => println!(
             "[review] your decision recorded; ticket now {} (v{})",
@@ -229,7 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.head.seq,
         report.checkpoint_size.unwrap_or(0)
     );
-    handoff.store().shutdown().await?;
+    handoff.shutdown().await?;
     Ok(())
 }
 

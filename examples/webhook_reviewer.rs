@@ -236,7 +236,7 @@ async fn main() -> Result<(), BoxError> {
         audit.head.seq,
         audit.checkpoint_size.unwrap_or(0)
     );
-    handoff.store().shutdown().await?;
+    handoff.shutdown().await?;
     Ok(())
 }
 
@@ -335,15 +335,17 @@ impl ReviewApp {
     fn confirmation_page(&self, token: &str) -> (u16, &'static str, String) {
         match self.runtime.block_on(self.handoff.preview_token(token)) {
             Ok(preview) => {
-                let request = preview.ticket.request();
+                // The preview is the redacted card: whoever holds the link sees what a
+                // channel shows, nothing more.
+                let facts = &preview.card.facts;
                 let page = format!(
                     "Confirm: {} {} on {} (ticket {}, {})\n[Confirm] [Cancel]   (nothing is decided until you confirm)",
                     preview
                         .verdict
                         .map_or("(outdated link)".to_owned(), |v| format!("{v:?}")),
-                    request.kind().as_str(),
-                    request.targets().join(", "),
-                    preview.ticket.id(),
+                    facts.kind.as_str(),
+                    facts.targets.join(", "),
+                    preview.card.ticket,
                     if preview.pending { "pending" } else { "closed" },
                 );
                 (200, "text/plain", page)
@@ -370,10 +372,18 @@ impl ReviewApp {
             &credential,
             TokenSubmission::new(),
         )) {
-            Ok(ticket) => (
+            Ok(decided) => (
                 200,
                 "text/plain",
-                format!("recorded; ticket is {}", ticket.state().name()),
+                format!(
+                    "{}; ticket is {}",
+                    if decided.is_repeated() {
+                        "already recorded"
+                    } else {
+                        "recorded"
+                    },
+                    decided.ticket().state().name()
+                ),
             ),
             Err(e) => (403, "text/plain", format!("refused: {e}")),
         }

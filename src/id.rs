@@ -55,6 +55,13 @@ pub struct InvalidId {
     pub problem: &'static str,
 }
 
+impl InvalidId {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> crate::codes::Code {
+        crate::codes::INVALID_ID
+    }
+}
+
 /// Longest string identifier accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 

@@ -5,7 +5,9 @@
 // The pure core: no I/O, no clock reads, no async runtime.
 pub mod action;
 pub mod audit;
+pub mod codes;
 mod id;
+pub mod limits;
 pub mod policy;
 pub mod ticket;
 mod timestamp;
@@ -21,14 +23,16 @@ mod oneshot;
 pub mod store;
 
 pub use backend::{
-    ApiToken, Clock, Credential, IdentityError, IdentityVerifier, ManualClock, StaticDirectory,
-    Store, StoreError, SystemClock,
+    ApiToken, Clock, Credential, FreezeScope, IdentityError, IdentityVerifier, ManualClock,
+    PlatformIdentity, PlatformVerifier, StaticDirectory, Store, StoreError, StoreReader,
+    SystemClock, STORE_CONTRACT_VERSION,
 };
 pub use engine::{
-    AgentHandle, ApprovedAction, AuditError, AuditReport, DecideError, Decision, DecisionLinks,
-    DeliveryReport, Error, ExecuteError, FreezeScope, Grant, Handoff, HandoffBuilder, Health,
-    Limits, LinkError, MintedLink, PendingTicket, Permit, Proposal, ProposeError, RunError,
-    TicketDetails, TokenPreview, TokenSubmission, WaitError,
+    AgentHandle, ApprovedAction, AuditError, AuditFinding, AuditReport, AuditStream, ClockRebase,
+    DecideError, Decided, Decision, DecisionLinks, DeliveryReport, Error, ExecuteError, Grant,
+    Handoff, HandoffBuilder, Health, Limits, LinkError, MintedLink, PendingTicket, Permit,
+    Proposal, ProposeError, RawAuditStream, RunError, TicketDetails, TicketHistory, TokenPreview,
+    TokenSubmission, WaitError,
 };
 pub use id::{AgentId, GroupName, InvalidId, PersonId, RuleId, TicketId, MAX_ID_LEN};
 #[cfg(feature = "sqlite")]

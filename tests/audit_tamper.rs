@@ -13,15 +13,15 @@ fn record(i: u64, pad: usize) -> AuditRecord {
         1 => Actor::Reviewer(PersonId::new("alice").unwrap()),
         _ => Actor::System,
     };
-    AuditRecord {
-        ticket: Some(TicketId::from_uuid(uuid::Uuid::from_u128(
+    AuditRecord::new(
+        Some(TicketId::from_uuid(uuid::Uuid::from_u128(
             0x0189_0a5d_ac96_774b_bcce_b302_099a_8057 + u128::from(i),
         ))),
-        at: Timestamp::from_unix_millis(1_700_000_000_000 + i as i64 * 1000),
-        kind: kind::VOTED.into(),
+        Timestamp::from_unix_millis(1_700_000_000_000 + i as i64 * 1000),
+        kind::VOTED,
         actor,
-        data: serde_json::json!({ "i": i, "note": "x".repeat(pad) }),
-    }
+        serde_json::json!({ "i": i, "note": "x".repeat(pad) }),
+    )
 }
 
 fn build(n: u64) -> (Vec<RawEvent>, ChainHead) {

@@ -23,18 +23,23 @@
 //! | a copy of an earlier event appended at `n + 1` | `PrevMismatch` | `n + 1` |
 //! | a forged event inserted past the tail at `n + 1 + g` | `SeqGap` | `seq` = `n + 1 + g` (`expected` = `n + 1`) |
 //! | the tail cut from `t` on | `Truncated` by the checkpoint | `chain_size + 1` = `t` |
-//! | the tail cut from `t` on, and the checkpoints from `t` on deleted | not by `verify_audit`: by the checkpoint kept outside the database, `Truncated` | `chain_size + 1` = `t` |
+//! | the tail cut from `t` on, and the checkpoints from `t` on deleted | not by `verify_audit`: by the checkpoint kept outside the database (`verify_audit_against`), `Truncated` | `chain_size + 1` = `t` |
 //! | event `k`'s `ticket_id`, `kind` or `at` index column (not hashed) | `Misfiled` | `k` |
-//! | the chain rewritten from `k` with recomputed hashes | `Rewritten` by the checkpoint | the checkpoint's size `n` (the chain alone is consistent) |
+//! | the chain rewritten from `k` with recomputed hashes | `Rewritten` by the first stored checkpoint at or after `k` | that checkpoint's size; against the kept one, `n` (the chain alone is consistent) |
+//! | **laundered**: the tail cut from `t` on, traffic continued through the engine past `n`, then a routine `checkpoint()` | `checkpoint()` refuses (`CheckpointRefused`, `Rewritten` at `n`) and audits the refusal; `verify_audit`: `Rewritten` by the first stored checkpoint at or after `t` | that checkpoint's size; against the kept one, `n` |
 //!
-//! Every kind except the last three is also detected by the chain alone (a verifier without
-//! any checkpoint), with the same error (except the linked forgery at `n`, as said): the test
-//! checks that too, and that the checkpoint kept outside the database gives `verify_audit`'s
-//! answer in every case. A bare truncation and a
-//! wholesale rewrite verify as chains; only a checkpoint taken before shows them. Deleting the
+//! `verify_audit` checks the chain against **every** stored checkpoint (one per round of the
+//! history), so where a tamper lands on an earlier checkpoint's seq it is named there first (a
+//! linked forgery at a stored checkpoint's seq `k < n`: `Rewritten` at `k`).
+//!
+//! Every kind except the bare truncations, the rewrite and the laundering is also detected by
+//! the chain alone (a verifier without any checkpoint), with the same error (except the linked
+//! forgeries at a checkpoint's seq, as said): the test checks that too, and what the checkpoint
+//! kept outside the database names in every case. A bare truncation, a wholesale rewrite and a
+//! laundered cut verify as chains; only a checkpoint taken before shows them. Deleting the
 //! newer checkpoints together with the tail defeats `verify_audit`, which reads checkpoints
 //! from the same database: a checkpoint must be kept elsewhere to vouch for the head (the
-//! design's "signed and kept elsewhere").
+//! design's "signed and kept elsewhere"), and `verify_audit_against` checks against it.
 //!
 //! # Running
 //!
@@ -59,8 +64,8 @@ use agent_handoff::ticket::{ExecutionOutcome, Verdict};
 use agent_handoff::token::VerdictKind;
 use agent_handoff::{
     AuditError, Clock, FreezeScope, Handoff, Limits, LinkError, ManualClock, Proposal,
-    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, Synchronous, TicketId,
-    Timestamp, TokenSubmission,
+    SqliteOptions, SqliteStore, StaticDirectory, Store, StoreError, StoreReader, Synchronous,
+    TicketId, Timestamp, TokenSubmission,
 };
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -319,7 +324,7 @@ async fn build_history(path: &Path, rounds: u64) -> Checkpoint {
     }
     let kept = h.checkpoint().await.unwrap();
     h.verify_audit().await.unwrap();
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     kept
 }
 
@@ -436,6 +441,7 @@ enum Tamper {
     Truncated,
     TruncatedWithCheckpoints,
     Rewritten,
+    Laundered,
 }
 
 const TAMPERS: &[Tamper] = &[
@@ -456,6 +462,7 @@ const TAMPERS: &[Tamper] = &[
     Tamper::Truncated,
     Tamper::TruncatedWithCheckpoints,
     Tamper::Rewritten,
+    Tamper::Laundered,
 ];
 
 /// What verification must report.
@@ -515,6 +522,17 @@ enum By {
     /// The checkpoint stored in the database (so `verify_audit`) names it first; the chain
     /// alone reports it too, as given, one event later.
     CheckpointFirst(Expect),
+    /// `verify_audit` names `audit` (the first stored checkpoint the chain no longer passes
+    /// through), the chain alone reports `alone` (`None`: it verifies), the kept checkpoint
+    /// the case's expectation.
+    Stored {
+        audit: Expect,
+        alone: Option<Expect>,
+    },
+    /// Laundered: after the cut, traffic goes on through the engine past the kept
+    /// checkpoint's size and `checkpoint()` is asked to sign the new head. It must refuse
+    /// (audited), and `verify_audit` name `audit`; the chain alone verifies.
+    Laundered { audit: Expect },
 }
 
 /// Where a tamper lands in its range.
@@ -531,6 +549,17 @@ enum Pos {
 fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (Expect, By, u64) {
     let events = read_table(conn);
     assert_eq!(events.len() as u64, n);
+    // The checkpoints stored in the database (one per round of the history, the last at `n`):
+    // `verify_audit` checks the chain against every one.
+    let stored: Vec<u64> = {
+        let mut s = conn
+            .prepare("SELECT size FROM checkpoints ORDER BY size")
+            .unwrap();
+        let sizes = s.query_map([], |r| r.get::<_, i64>(0)).unwrap();
+        sizes.map(|r| r.unwrap() as u64).collect()
+    };
+    assert_eq!(stored.last(), Some(&n));
+    let first_stored_from = |k: u64| *stored.iter().find(|&&size| size >= k).unwrap();
     let at = |seq: u64| &events[seq as usize - 1];
     // Where the tamper lands: at either end of its range, or anywhere in it.
     let pick = |rng: &mut Rng, lo: u64, hi: u64| match at_pos {
@@ -716,6 +745,16 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
                         By::CheckpointFirst(Expect::Prev(n + 1)),
                         k,
                     )
+                } else if stored.contains(&k) {
+                    // At an earlier stored checkpoint's seq: `verify_audit` names it there.
+                    (
+                        Expect::Prev(k + 1),
+                        By::Stored {
+                            audit: Expect::Rewritten(k),
+                            alone: Some(Expect::Prev(k + 1)),
+                        },
+                        k,
+                    )
                 } else {
                     (Expect::Prev(k + 1), By::Chain, k)
                 }
@@ -809,13 +848,68 @@ fn tamper(conn: &Connection, t: Tamper, at_pos: Pos, rng: &mut Rng, n: u64) -> (
                 .unwrap();
                 prev = hash;
             }
-            (Expect::Rewritten(n), By::StoredCheckpoint, n)
+            // The first stored checkpoint at or after `k` no longer matches.
+            (
+                Expect::Rewritten(n),
+                By::Stored {
+                    audit: Expect::Rewritten(first_stored_from(k)),
+                    alone: None,
+                },
+                k,
+            )
+        }
+        Tamper::Laundered => {
+            // The issue's reproduction: the tail cut from `cut` (checkpoints kept), then
+            // traffic continues and a routine checkpoint is taken (in `case`).
+            let cut = pick(rng, 1, n);
+            conn.execute("DELETE FROM audit_events WHERE seq >= ?1", [cut as i64])
+                .unwrap();
+            (
+                Expect::Rewritten(n),
+                By::Laundered {
+                    audit: Expect::Rewritten(first_stored_from(cut)),
+                },
+                cut,
+            )
         }
     }
 }
 
+/// Traffic through the engine until the chain is longer than `size`: policy-allowed reads,
+/// run and finished, a day after whatever the store committed last.
+async fn traffic_past(h: &Handoff, clock: &ManualClock, size: u64) {
+    clock.advance(Duration::from_secs(86_400));
+    let ops = h.agent(agent_id("ops-agent"), Some(person("pat@example.com")));
+    let mut i = 0u64;
+    while h.store().audit_head().await.unwrap().seq <= size {
+        i += 1;
+        let request = agent_handoff::action::ActionRequest::builder(
+            "db.read",
+            format!("laundering-{size}-{i}"),
+        )
+        .target("postgres://prod/orders")
+        .parameters(json!({ "table": "orders", "n": i }))
+        .reason("traffic after the cut")
+        .build()
+        .unwrap();
+        let grant = match ops.propose(request).await.unwrap() {
+            Proposal::Allowed(grant) => grant,
+            other => panic!("db.read is allowed by the standard policy: {other:?}"),
+        };
+        let permit = ops.begin(grant, BTreeMap::new()).await.unwrap();
+        ops.finish(
+            permit,
+            ExecutionOutcome::Succeeded {
+                output: json!(null),
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
 /// The whole chain, read through the store's public port.
-async fn stored_chain(store: &dyn Store) -> Vec<RawEvent> {
+async fn stored_chain(store: &StoreReader) -> Vec<RawEvent> {
     let mut out: Vec<RawEvent> = Vec::new();
     loop {
         let from = out.last().map_or(1, |e| e.seq + 1);
@@ -894,12 +988,35 @@ async fn case(
 
     let clock = ManualClock::new(Timestamp::from_unix_millis(START));
     let h = engine(&path, &clock).await;
+    if let By::Laundered { .. } = by {
+        traffic_past(&h, &clock, p.size).await;
+        let before = h.store().audit_head().await.unwrap().seq;
+        let refused = h.checkpoint().await;
+        assert!(
+            matches!(
+                &refused,
+                Err(AuditError::CheckpointRefused { previous: Some(s), source: VerifyError::Rewritten { seq } })
+                    if *s == p.size && *seq == p.size
+            ),
+            "{ctx}: the laundering checkpoint was {refused:?}"
+        );
+        // Refused, audited, and nothing signed.
+        let after = stored_chain(&h.store()).await;
+        let last = agent_handoff::audit::AuditEvent::decode(after.last().unwrap().clone()).unwrap();
+        assert_eq!(after.len() as u64, before + 1, "{ctx}");
+        assert_eq!(last.record().data["refusal"], "checkpoint_refused", "{ctx}");
+        assert_eq!(
+            h.store().latest_checkpoint().await.unwrap().unwrap().size(),
+            p.size,
+            "{ctx}"
+        );
+    }
     let report = h.verify_audit().await;
-    let chain = stored_chain(h.store().as_ref()).await;
+    let chain = stored_chain(&h.store()).await;
     let bare = Verifier::new().verify(&chain);
     let kept_head = p.kept.verify(&[checkpoint_key()]).unwrap();
     let against_kept = Verifier::new().expect_head(kept_head).verify(&chain);
-    h.store().shutdown().await.unwrap();
+    h.shutdown().await.unwrap();
     drop(h);
     remove_db(&path);
 
@@ -936,6 +1053,34 @@ async fn case(
                 "{ctx}: without a checkpoint the chain verifies"
             );
         }
+        By::Stored { audit, alone } => {
+            let err = match report {
+                Err(AuditError::Chain(e)) => e,
+                other => panic!("{ctx}: verify_audit said {other:?}"),
+            };
+            assert!(audit.matches(&err), "{ctx}: verify_audit said {err:?}");
+            match alone {
+                Some(alone) => {
+                    let bare = bare.expect_err(&ctx);
+                    assert!(alone.matches(&bare), "{ctx}: the chain alone said {bare:?}");
+                }
+                None => assert!(
+                    bare.is_ok(),
+                    "{ctx}: without a checkpoint the chain verifies"
+                ),
+            }
+        }
+        By::Laundered { audit } => {
+            let err = match report {
+                Err(AuditError::Chain(e)) => e,
+                other => panic!("{ctx}: verify_audit said {other:?}"),
+            };
+            assert!(audit.matches(&err), "{ctx}: verify_audit said {err:?}");
+            assert!(
+                bare.is_ok(),
+                "{ctx}: the laundered chain is consistent by itself"
+            );
+        }
         By::KeptCheckpoint => {
             let report = report.unwrap_or_else(|e| {
                 panic!("{ctx}: verify_audit was expected to be defeated, said {e:?}")
@@ -970,12 +1115,17 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, p.size);
         assert_eq!(report.checkpoint_size, Some(p.size));
-        let chain = stored_chain(h.store().as_ref()).await;
+        assert_eq!(
+            report.checkpoints, 2,
+            "one checkpoint per round, each checked"
+        );
+        assert!(report.is_clean(), "{report}");
+        let chain = stored_chain(&h.store()).await;
         Verifier::new()
             .expect_head(p.kept.verify(&[checkpoint_key()]).unwrap())
             .verify(&chain)
             .unwrap();
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 
     let mut rng = Rng::new(seed);
@@ -993,8 +1143,10 @@ async fn every_tamper_of_the_stored_table_is_detected_at_its_first_bad_event() {
     }
     println!(
         "audit tamper (SQLite): seed {seed:#x}, {cases} cases on a chain of {} events, \
-         {cases} detected (100 %), first bad event exact in every case, {:.1} s",
+         {cases} detected (100 %), first bad event exact in every case; {} routine checkpoints \
+         over a laundered cut refused (and audited), 0 signed; {:.1} s",
         p.size,
+        by_kind.get(&Tamper::Laundered).copied().unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
     for (t, n) in &by_kind {
@@ -1048,7 +1200,7 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
             }
         }
         let h = engine(&path, &clock).await;
-        let chain = stored_chain(h.store().as_ref()).await;
+        let chain = stored_chain(&h.store()).await;
         assert_eq!(chain.len() as u64, cut - 1);
         Verifier::new()
             .verify(&chain)
@@ -1070,7 +1222,26 @@ async fn a_cut_tail_is_seen_by_the_checkpoint_taken_before() {
             Err(VerifyError::Truncated { checkpoint_size, chain_size })
                 if checkpoint_size == p.size && chain_size == cut - 1
         ));
-        h.store().shutdown().await.unwrap();
+        // The engine's own check against the kept copy: fails whatever rows were deleted.
+        let against = h.verify_audit_against(&p.kept).await;
+        assert!(
+            matches!(
+                against,
+                Err(AuditError::Chain(VerifyError::Truncated { checkpoint_size, chain_size }))
+                    if checkpoint_size == p.size && chain_size == cut - 1
+            ),
+            "{against:?}"
+        );
+        // And a checkpoint of another origin, or by another key, is no kept copy.
+        let other_origin =
+            Checkpoint::sign("test.example/other", p.kept.head(), &checkpoint_key()).unwrap();
+        assert!(matches!(
+            h.verify_audit_against(&other_origin).await,
+            Err(AuditError::Checkpoint(
+                agent_handoff::audit::CheckpointError::WrongOrigin { .. }
+            ))
+        ));
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1143,7 +1314,7 @@ async fn an_edited_index_column_is_named_as_misfiled() {
             let history = h.store().ticket_audit(a).await.unwrap();
             assert!(history.iter().all(|e| e.seq() != seq as u64));
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
 }
 
@@ -1161,29 +1332,38 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
     let path = work.path().join("long.sqlite3");
     let ticket = TicketId::from_uuid(uuid::Uuid::from_u128(7));
     {
-        let h = engine(&path, &clock).await;
+        // The fixture is written to the store directly: the facade offers no raw commit.
+        let store = SqliteStore::open_with(
+            &path,
+            SqliteOptions::new()
+                .with_clock(Arc::new(clock.clone()))
+                .with_synchronous(Synchronous::Normal),
+        )
+        .await
+        .unwrap();
         for write in 0..EVENTS / 1000 {
             let audit = (0..1000)
-                .map(|i| AuditRecord {
-                    // Events of no ticket and of one ticket alternate.
-                    ticket: (i % 2 == 0).then_some(ticket),
-                    at: Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
-                    kind: "note".into(),
-                    actor: Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
-                    data: json!({ "n": write * 1000 + i }),
+                .map(|i| {
+                    AuditRecord::new(
+                        // Events of no ticket and of one ticket alternate.
+                        (i % 2 == 0).then_some(ticket),
+                        Timestamp::from_unix_millis(START + (write * 1000 + i) as i64),
+                        "note",
+                        Actor::Operator(agent_handoff::PersonId::new("olga").unwrap()),
+                        json!({ "n": write * 1000 + i }),
+                    )
                 })
-                .collect();
-            h.store()
-                .commit(Write {
-                    audit,
-                    ..Write::default()
-                })
+                .collect::<Vec<_>>();
+            store
+                .commit(Write::new().with_audit_records(audit))
                 .await
                 .unwrap();
         }
+        store.shutdown().await.unwrap();
+        let h = engine(&path, &clock).await;
         let report = h.verify_audit().await.unwrap();
         assert_eq!(report.events, EVENTS);
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
     // (tampers, the error expected): seqs chosen on both sides of the page boundary 4 096.
     type Case = (&'static [(&'static str, i64)], fn(&VerifyError) -> bool);
@@ -1224,6 +1404,186 @@ async fn a_chain_of_several_pages_is_verified_whole_and_tampers_are_named_across
             Err(AuditError::Chain(e)) => assert!(expected(&e), "{tampers:?}: {e:?}"),
             other => panic!("{tampers:?}: {other:?}"),
         }
-        h.store().shutdown().await.unwrap();
+        h.shutdown().await.unwrap();
     }
+}
+
+/// The issue's reproduction of a laundered truncation: a chain of at least ten events under a
+/// checkpoint, events 5 to its end deleted with the triggers dropped, traffic going on past
+/// the checkpoint's size, then a routine checkpoint. The checkpoint is refused (and the
+/// refusal audited), and `verify_audit` — which checks every stored checkpoint — fails where
+/// the chain left the old one. Deleting the checkpoint row as well defeats both, but not the
+/// copy kept outside the database (`verify_audit_against`).
+#[tokio::test]
+async fn a_routine_checkpoint_never_launders_a_cut_tail() {
+    let work = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_millis(START));
+    let path = work.path().join("launder.sqlite3");
+    let kept = {
+        let h = engine(&path, &clock).await;
+        traffic_past(&h, &clock, 9).await;
+        let kept = h.checkpoint().await.unwrap();
+        assert!(kept.size() >= 10);
+        let report = h.verify_audit().await.unwrap();
+        assert!(report.is_clean(), "{report}");
+        h.shutdown().await.unwrap();
+        kept
+    };
+    let size = kept.size();
+    for delete_checkpoint in [false, true] {
+        let copy = work
+            .path()
+            .join(format!("launder-{delete_checkpoint}.sqlite3"));
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+                .unwrap();
+        }
+        {
+            let conn = Connection::open(&copy).unwrap();
+            drop_triggers(&conn);
+            conn.execute("DELETE FROM audit_events WHERE seq >= 5", [])
+                .unwrap();
+            if delete_checkpoint {
+                conn.execute("DELETE FROM checkpoints", []).unwrap();
+            }
+        }
+        let h = engine(&copy, &clock).await;
+        traffic_past(&h, &clock, size).await;
+        let refused = h.checkpoint().await;
+        if delete_checkpoint {
+            // Nothing in the database vouches for the old head any more: the new chain is
+            // consistent and gets signed; only the kept copy shows the rewrite.
+            let signed = refused.expect("no stored checkpoint to contradict the chain");
+            assert!(signed.size() > size);
+            let report = h.verify_audit().await.unwrap();
+            assert_eq!(report.checkpoint_size, Some(signed.size()));
+        } else {
+            assert!(
+                matches!(
+                    refused,
+                    Err(AuditError::CheckpointRefused {
+                        previous: Some(p),
+                        source: VerifyError::Rewritten { seq }
+                    }) if p == size && seq == size
+                ),
+                "{refused:?}"
+            );
+            assert_eq!(
+                h.store().latest_checkpoint().await.unwrap().unwrap().size(),
+                size
+            );
+            let events = stored_chain(&h.store()).await;
+            let last =
+                agent_handoff::audit::AuditEvent::decode(events.last().unwrap().clone()).unwrap();
+            assert_eq!(last.record().kind, "refused");
+            assert_eq!(last.record().data["refusal"], "checkpoint_refused");
+            assert_eq!(last.record().data["detail"]["previous"], size);
+            let report = h.verify_audit().await;
+            assert!(
+                matches!(report, Err(AuditError::Chain(VerifyError::Rewritten { seq })) if seq == size),
+                "{report:?}"
+            );
+        }
+        let against = h.verify_audit_against(&kept).await;
+        assert!(
+            matches!(against, Err(AuditError::Chain(VerifyError::Rewritten { seq })) if seq == size),
+            "{against:?}"
+        );
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// Saves a checkpoint row directly in the database (as anyone who can write the file can).
+fn save_checkpoint_raw(path: &Path, checkpoint: &Checkpoint) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints (size, text) VALUES (?1, ?2)",
+        params![checkpoint.size() as i64, checkpoint.to_text()],
+    )
+    .unwrap();
+}
+
+/// `verify_audit` reports, rather than passes silently: no checkpoint at all, and a stored
+/// checkpoint signed by a key it does not hold. A stored checkpoint of another origin, or
+/// one naming the configured key with a signature that does not verify, is refused.
+#[tokio::test]
+async fn missing_foreign_and_forged_checkpoints_are_findings_or_refusals() {
+    use agent_handoff::audit::CheckpointKey;
+    use agent_handoff::AuditFinding;
+
+    let work = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_millis(START));
+    let path = work.path().join("findings.sqlite3");
+    let h = engine(&path, &clock).await;
+    traffic_past(&h, &clock, 3).await;
+    let report = h.verify_audit().await.unwrap();
+    assert_eq!(report.findings, [AuditFinding::NoCheckpoint]);
+    assert!(!report.is_clean());
+    assert_eq!(report.checkpoint_size, None);
+    assert!(report.to_string().contains("no_checkpoint"), "{report}");
+
+    let head = h.store().audit_head().await.unwrap();
+    let retired = CheckpointKey::new("test.example/retired", &[0x42; 32]).unwrap();
+    let foreign = Checkpoint::sign("test.example/audit", head, &retired).unwrap();
+    save_checkpoint_raw(&path, &foreign);
+    let report = h.verify_audit().await.unwrap();
+    assert_eq!(
+        report.findings,
+        [
+            AuditFinding::UntrustedCheckpoint {
+                size: head.seq,
+                signers: vec!["test.example/retired".into()],
+            },
+            AuditFinding::NoCheckpoint,
+        ]
+    );
+    // A checkpoint over an untrusted one: verified from the start, then signed.
+    let cp = h.checkpoint().await.unwrap();
+    let report = h.verify_audit().await.unwrap();
+    assert_eq!(report.checkpoints, 1);
+    assert_eq!(report.checkpoint_size, Some(cp.size()));
+
+    // Another chain's checkpoint under the same key: refused.
+    traffic_past(&h, &clock, cp.size()).await;
+    let other = Checkpoint::sign(
+        "test.example/other",
+        h.store().audit_head().await.unwrap(),
+        &checkpoint_key(),
+    )
+    .unwrap();
+    save_checkpoint_raw(&path, &other);
+    assert!(matches!(
+        h.verify_audit().await,
+        Err(AuditError::Checkpoint(
+            agent_handoff::audit::CheckpointError::WrongOrigin { .. }
+        ))
+    ));
+    assert!(matches!(
+        h.checkpoint().await,
+        Err(AuditError::Checkpoint(
+            agent_handoff::audit::CheckpointError::WrongOrigin { .. }
+        ))
+    ));
+    // A forged signature by the configured key's name: refused.
+    let forger = CheckpointKey::new("test.example/audit", &[0x13; 32]).unwrap();
+    assert_eq!(
+        forger.id(),
+        checkpoint_key().id(),
+        "the forger names the real key"
+    );
+    // At the other chain's checkpoint's size, so it replaces it.
+    let forged = Checkpoint::sign("test.example/audit", other.head(), &forger).unwrap();
+    save_checkpoint_raw(&path, &forged);
+    let report = h.verify_audit().await;
+    assert!(
+        matches!(
+            report,
+            Err(AuditError::Checkpoint(
+                agent_handoff::audit::CheckpointError::BadSignature { .. }
+            ))
+        ),
+        "{report:?}"
+    );
+    h.shutdown().await.unwrap();
 }

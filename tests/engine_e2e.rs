@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_handoff::action::Requester;
 use agent_handoff::audit::{Actor, AuditEvent};
 use agent_handoff::policy::Outcome;
 use agent_handoff::ticket::{
@@ -17,8 +18,8 @@ use agent_handoff::ticket::{
     StateName, TicketState, Verdict,
 };
 use agent_handoff::{
-    AgentHandle, Credential, DecideError, Decision, ExecuteError, FreezeScope, Grant, Limits,
-    PendingTicket, Proposal, ProposeError, RunError, Timestamp,
+    AgentHandle, Credential, DecideError, Decided, Decision, ExecuteError, FreezeScope, Grant,
+    Limits, PendingTicket, Proposal, ProposeError, RunError, Timestamp,
 };
 use serde_json::{json, Value};
 use support::*;
@@ -84,6 +85,7 @@ impl Harness {
         self.handoff
             .decide(id, self.cred(who), Verdict::Approve, None)
             .await
+            .map(Decided::into_ticket)
     }
 
     /// The chain verifies, and covers every stored event.
@@ -288,7 +290,7 @@ async fn the_same_key_with_another_action_is_a_typed_conflict_that_writes_nothin
     assert_eq!(h.head().await, head, "nothing was written");
     assert_eq!(h.all_tickets().await.len(), 1);
 
-    // Keys are scoped per agent: another agent may use the same key.
+    // Keys are scoped per requester: another agent may use the same key.
     let other = h.handoff.agent(agent_id("other-agent"), None);
     let theirs = pending(other.propose(request("db.update", "drop-1")).await.unwrap());
     assert_ne!(theirs.id, first.id);
@@ -308,10 +310,7 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
     assert_eq!(ticket.principal(), &PrincipalCheck::Person(person("pat")));
 
     // The principal may not approve, with a token or through a chat platform.
-    let pat_on_feishu = Credential::Platform {
-        platform: "feishu".into(),
-        user: "ou_pat".into(),
-    };
+    let pat_on_feishu = h.platform_cred("feishu", "ou_pat").await;
     for cred in [h.cred("pat").clone(), pat_on_feishu] {
         match h.handoff.decide(p.id, &cred, Verdict::Approve, None).await {
             Err(DecideError::Refused(Refusal::SelfApproval { person: who })) => {
@@ -320,7 +319,8 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             other => panic!("expected a self-approval refusal, got {other:?}"),
         }
     }
-    // Someone outside every required group can neither approve nor veto.
+    // Someone outside every required group can neither approve nor veto (the second attempt
+    // within the minute is refused too, but only counted: see below).
     for verdict in [
         Verdict::Approve,
         Verdict::Reject {
@@ -382,7 +382,6 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
-            (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
             (Actor::Unauthenticated, "unauthenticated".to_owned()),
         ]
     );
@@ -405,10 +404,28 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             row("pat", "approve", Some("self_approval")),
             row("pat", "approve", Some("self_approval")),
             row("erin", "approve", Some("not_eligible")),
-            row("erin", "reject", Some("not_eligible")),
             row("alice", "approve", None),
             row("bob", "approve", None),
         ]
+    );
+    // Erin's second attempt is written as a count once its minute is over.
+    h.clock.advance(2 * MIN);
+    h.handoff.expire_due().await.unwrap();
+    let summary = h.audit(p.id).await.pop().unwrap();
+    let record = summary.record();
+    assert_eq!(
+        (
+            &record.kind[..],
+            &record.actor,
+            &record.data["refusal"],
+            &record.data["detail"]["coalesced"]
+        ),
+        (
+            "refused",
+            &Actor::Reviewer(person("erin")),
+            &json!("not_eligible"),
+            &json!(1)
+        )
     );
     h.assert_audit_ok().await;
 }
@@ -815,7 +832,8 @@ async fn an_edited_action_is_approved_with_another_approver_and_runs_with_the_ed
             Some(1),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .into_ticket();
     assert_eq!(t.state(), &TicketState::Pending);
     assert_eq!(t.edit().unwrap().editor, person("alice"));
 
@@ -854,7 +872,8 @@ async fn the_editor_alone_cannot_approve_even_when_one_approval_suffices() {
         .handoff
         .decide(p.id, h.cred("alice"), edits, None)
         .await
-        .unwrap();
+        .unwrap()
+        .into_ticket();
     assert_eq!(t.state(), &TicketState::Pending);
     let t = h.approve(p.id, "alice").await.unwrap();
     assert_eq!(
@@ -1272,7 +1291,8 @@ async fn expected_version_tolerates_other_votes_but_not_an_edit() {
         .handoff
         .decide(p.id, h.cred("carol"), Verdict::Approve, Some(seen))
         .await
-        .unwrap();
+        .unwrap()
+        .into_ticket();
     assert_eq!(t.state().name(), StateName::Approved);
 
     // Bob looked at version 1; alice edited meanwhile: bob must look again.
@@ -1318,7 +1338,8 @@ async fn expected_version_tolerates_other_votes_but_not_an_edit() {
         .handoff
         .decide(p.id, h.cred("bob"), Verdict::Approve, Some(current))
         .await
-        .unwrap();
+        .unwrap()
+        .into_ticket();
     assert_eq!(t.state().name(), StateName::Approved);
     h.assert_audit_ok().await;
 }
@@ -1455,7 +1476,7 @@ async fn run_executes_the_closure_exactly_once_with_the_approved_action() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();
@@ -1533,7 +1554,7 @@ async fn run_records_the_closures_error_as_a_failed_execution() {
     }
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();
@@ -1823,4 +1844,117 @@ async fn a_flood_of_forged_credentials_is_refused_and_audited_in_coalesced_rows(
     // Authenticated reviewers are unaffected.
     h.approve(p.id, "alice").await.unwrap();
     h.assert_audit_ok().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a new user needs without reading the ticket: the proposal's ticket, whether a vote was
+// counted, whether a grant covers a call.
+
+#[tokio::test]
+async fn every_proposal_names_its_ticket() {
+    let h = Harness::new().await;
+    let agent = h.ops();
+    let allowed = agent.propose(request("db.read", "t-read")).await.unwrap();
+    let pending = agent.propose(request("db.drop", "t-drop")).await.unwrap();
+    let denied = agent
+        .propose(request("payment.send", "t-pay"))
+        .await
+        .unwrap();
+    for (proposal, state) in [
+        (&allowed, StateName::Approved),
+        (&pending, StateName::Pending),
+        (&denied, StateName::Rejected),
+    ] {
+        assert_eq!(h.ticket(proposal.ticket()).await.state().name(), state);
+    }
+    // A replay of an executed one names the same ticket.
+    let id = allowed.ticket();
+    let permit = agent
+        .begin(self::allowed(allowed), no_observations())
+        .await
+        .unwrap();
+    agent.finish(permit, succeeded()).await.unwrap();
+    let replay = agent.propose(request("db.read", "t-read")).await.unwrap();
+    assert!(matches!(replay, Proposal::Closed { .. }));
+    assert_eq!(replay.ticket(), id);
+}
+
+#[tokio::test]
+async fn a_repeated_identical_vote_is_answered_as_a_repeat_and_counted_once() {
+    let h = Harness::new().await;
+    let p = pending(
+        h.ops()
+            .propose(request("db.drop", "repeat-1"))
+            .await
+            .unwrap(),
+    );
+    let first = h
+        .handoff
+        .decide(p.id, h.cred("alice"), Verdict::Approve, None)
+        .await
+        .unwrap();
+    assert!(matches!(first, Decided::Recorded(_)));
+    assert!(!first.is_repeated());
+    let again = h
+        .handoff
+        .decide(p.id, h.cred("alice"), Verdict::Approve, None)
+        .await
+        .unwrap();
+    assert!(again.is_repeated(), "{again:?}");
+    assert_eq!(
+        again.ticket(),
+        first.ticket(),
+        "answered with the same ticket"
+    );
+    assert_eq!(again.ticket().version(), first.ticket().version());
+    // Counted once: one more approval is still needed, and the second one decides.
+    assert_eq!(again.ticket().state().name(), StateName::Pending);
+    let last = h
+        .handoff
+        .decide(p.id, h.cred("bob"), Verdict::Approve, None)
+        .await
+        .unwrap();
+    assert!(matches!(&last, Decided::Recorded(t) if t.state().name() == StateName::Approved));
+}
+
+#[tokio::test]
+async fn a_grant_covers_exactly_the_approved_action() {
+    let h = Harness::new().await;
+    let agent = h.ops();
+    let asked = agent_handoff::action::ActionRequest::builder("db.update", idem("covers-1"))
+        .target("table:orders")
+        .parameters(json!({ "set": { "status": "refunded" }, "where": { "id": 7 } }))
+        .reason("the customer asked")
+        .build()
+        .unwrap();
+    let p = pending(agent.propose(asked.clone()).await.unwrap());
+    h.approve(p.id, "alice").await.unwrap();
+    let grant = h.handoff.grant(p.id).await.unwrap().unwrap();
+    assert!(grant.covers(&asked));
+    // The justification and the key are not what runs: a retry with another reason is covered.
+    let retried = agent_handoff::action::ActionRequest::builder("db.update", idem("covers-2"))
+        .target("table:orders")
+        .parameters(json!({ "where": { "id": 7 }, "set": { "status": "refunded" } }))
+        .reason("retry")
+        .build()
+        .unwrap();
+    assert!(
+        grant.covers(&retried),
+        "key order and justification do not matter"
+    );
+    // Anything that changes what runs is not.
+    for other in [
+        json!({ "set": { "status": "refunded" }, "where": { "id": 8 } }),
+        json!({ "set": { "status": "refunded" } }),
+    ] {
+        let call = asked.with_parameters(other.clone()).unwrap();
+        assert!(!grant.covers(&call), "{other}");
+    }
+    let elsewhere = agent_handoff::action::ActionRequest::builder("db.update", idem("covers-1"))
+        .target("table:customers")
+        .parameters(asked.parameters().clone())
+        .build()
+        .unwrap();
+    assert!(!grant.covers(&elsewhere));
+    assert!(grant.action().covers(&asked));
 }

@@ -17,7 +17,7 @@ use agent_handoff::token::{
     MalformedToken, TokenClaims, TokenKey, TokenKeyRing, TokenNonce, VerdictKind,
 };
 use agent_handoff::{
-    AgentHandle, Credential, DecisionLinks, Error, Handoff, Limits, LinkError, MintedLink,
+    AgentHandle, Credential, Decided, DecisionLinks, Error, Handoff, Limits, LinkError, MintedLink,
     PendingTicket, Proposal, TicketId, Timestamp, TokenSubmission,
 };
 use serde_json::{json, Value};
@@ -108,6 +108,7 @@ impl Harness {
         self.handoff
             .decide_with_token(token, self.cred(who), submission)
             .await
+            .map(Decided::into_ticket)
     }
 
     /// The refused records written since `before` (a count of all audit events).
@@ -314,6 +315,44 @@ async fn a_base_url_with_a_query_gets_the_token_as_another_parameter() {
 // ---------------------------------------------------------------------------------------------
 // The happy path, and following a link deciding nothing.
 
+/// Whoever holds a link can preview it, so the preview is what a channel shows: the redacted
+/// card, never the stored ticket with its sensitive parameters.
+#[tokio::test]
+async fn a_preview_shows_the_redacted_card_not_the_sensitive_parameters() {
+    const IBAN: &str = "DE89370400440532013000";
+    let h = Harness::links_harness().await;
+    let request = agent_handoff::action::ActionRequest::builder("db.update", idem("sensitive-1"))
+        .parameters(json!({ "iban": IBAN, "amount": "10" }))
+        .sensitive("/iban")
+        .build()
+        .unwrap();
+    let p = pending(h.ops().propose(request).await.unwrap());
+    let links = h.mint(p.id, None).await;
+    let preview = h
+        .handoff
+        .preview_token(&token(&links, VerdictKind::Approve))
+        .await
+        .unwrap();
+    assert_eq!(preview.card.ticket, p.id);
+    assert!(
+        preview.card.links.is_empty(),
+        "the page confirms; the preview carries no links"
+    );
+    let parameters = preview.card.facts.parameters.redacted.as_ref().unwrap();
+    assert_eq!(parameters["amount"], "10");
+    assert_ne!(parameters["iban"], IBAN);
+    for shown in [
+        format!("{preview:?}"),
+        serde_json::to_string(&preview.card).unwrap(),
+        preview.card.to_string(),
+    ] {
+        assert!(
+            !shown.contains(IBAN),
+            "the preview shows a sensitive value: {shown}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn mint_preview_and_decide_counts_the_vote_and_the_preview_writes_nothing() {
     let h = Harness::links_harness().await;
@@ -327,7 +366,7 @@ async fn mint_preview_and_decide_counts_the_vote_and_the_preview_writes_nothing(
     let head = h.head().await;
     for _ in 0..2 {
         let preview = h.handoff.preview_token(&approve_token).await.unwrap();
-        assert_eq!(preview.ticket.id(), p.id);
+        assert_eq!(preview.card.ticket, p.id);
         assert_eq!(preview.verdict, Some(VerdictKind::Approve));
         assert!(preview.digest_current);
         assert!(preview.pending);
@@ -604,7 +643,7 @@ async fn an_unverified_credential_does_not_spend_the_token() {
 }
 
 #[tokio::test]
-async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_spent() {
+async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_not_spent() {
     let h = Harness::links_harness().await;
     let id = h.pending("db.drop", "d-1").await;
     let approve_token = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
@@ -636,14 +675,41 @@ async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_spent(
             Some("wrong_reviewer".to_owned())
         )
     );
-    // The verified credential spent it: the link is gone for alice too (she gets a new one).
+    // Bob pressing it again and again writes nothing more: one row per link, person and
+    // minute; the others are counted.
+    let before = h.audit_len().await;
+    for _ in 0..20 {
+        assert!(matches!(
+            h.use_token(&approve_token, "bob", approve()).await,
+            Err(LinkError::WrongReviewer { .. })
+        ));
+    }
+    assert!(h.refusals_since(before).await.is_empty(), "coalesced");
+    assert_eq!(h.decisions(id).await.len(), 1);
+    // Nothing was spent: alice's own click still decides (DESIGN: a forwarded link must not
+    // let anyone cancel the rightful reviewer's vote).
+    let ticket = h
+        .use_token(&approve_token, "alice", approve())
+        .await
+        .unwrap();
+    assert_eq!(h.voters(id).await, ["alice"]);
+    assert_eq!(ticket.votes().len(), 1);
+    // And now it is spent, for her and for bob alike.
     assert!(matches!(
         h.use_token(&approve_token, "alice", approve()).await,
         Err(LinkError::Replayed)
     ));
-    let fresh = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
-    h.use_token(&fresh, "alice", approve()).await.unwrap();
-    assert_eq!(h.voters(id).await, ["alice"]);
+    // The twenty coalesced attempts are counted in one row once the minute is over.
+    h.clock.advance(Duration::from_secs(61));
+    let before = h.audit_len().await;
+    h.handoff.expire_due().await.unwrap();
+    let summary = h.all_audit().await.pop().unwrap();
+    assert_eq!(
+        h.refusals_since(before).await,
+        [(Some(id), reviewer("bob"), "wrong_reviewer".to_owned())]
+    );
+    assert_eq!(summary.record().data["detail"]["coalesced"], 20);
+    assert_eq!(summary.record().data["token"]["key_id"], "k1");
     h.assert_audit_ok().await;
 }
 
@@ -841,11 +907,39 @@ async fn an_expired_token_is_refused_and_audited() {
         h.use_token(&approve_token, "alice", approve()).await,
         Err(LinkError::Expired { expires_at }) if expires_at == at(15 * MIN)
     ));
+    // Authentic although expired: filed under the ticket it names, with the token's key id
+    // and nonce, so the ticket's history shows the attempt.
     assert_eq!(
         h.refusals_since(before).await,
-        [(None, Actor::Unauthenticated, "token_expired".to_owned())]
+        [(Some(id), Actor::Unauthenticated, "token_expired".to_owned())]
     );
+    let history = h.handoff.ticket(id).await.unwrap().unwrap().audit;
+    let refusal = history.last().unwrap().record();
+    assert_eq!(refusal.data["refusal"], "token_expired");
+    assert!(refusal.data["detail"]["token"]["nonce"].is_string());
     assert!(h.voters(id).await.is_empty());
+}
+
+/// A token that is not authentic names no ticket the refusal could be filed under.
+#[tokio::test]
+async fn a_forged_token_with_a_real_ticket_is_filed_under_no_ticket() {
+    let h = Harness::links_harness().await;
+    let id = h.pending("db.update", "u-1").await;
+    let good = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
+    let forged = flip(&good, good.len() - 3);
+    let before = h.audit_len().await;
+    assert!(matches!(
+        h.use_token(&forged, "alice", approve()).await,
+        Err(LinkError::BadSignature)
+    ));
+    assert_eq!(
+        h.refusals_since(before).await,
+        [(
+            None,
+            Actor::Unauthenticated,
+            "token_bad_signature".to_owned()
+        )]
+    );
 }
 
 #[tokio::test]
@@ -1036,4 +1130,39 @@ async fn a_repeated_vote_through_a_new_link_spends_it_and_is_recorded_in_the_cha
         Err(LinkError::Replayed)
     ));
     h.assert_audit_ok().await;
+}
+
+/// A vote already on record, submitted again with a second link, is accepted (the token's use
+/// is recorded) and answered as a repeat, counted once.
+#[tokio::test]
+async fn a_second_link_for_a_vote_on_record_is_answered_as_a_repeat() {
+    let h = Harness::links_harness().await;
+    let p = pending(
+        h.handoff
+            .agent(agent_id("ops"), None)
+            .propose(request("db.drop", "repeat-link"))
+            .await
+            .unwrap(),
+    );
+    let first = token(&h.mint(p.id, Some("alice")).await, VerdictKind::Approve);
+    let second = token(&h.mint(p.id, Some("alice")).await, VerdictKind::Approve);
+    let recorded = h
+        .handoff
+        .decide_with_token(&first, h.cred("alice"), approve())
+        .await
+        .unwrap();
+    assert!(!recorded.is_repeated());
+    let repeated = h
+        .handoff
+        .decide_with_token(&second, h.cred("alice"), approve())
+        .await
+        .unwrap();
+    assert!(repeated.is_repeated(), "{repeated:?}");
+    assert_eq!(repeated.ticket().version(), recorded.ticket().version());
+    assert_eq!(repeated.ticket().state().name(), StateName::Pending);
+    // The second token is spent too.
+    assert!(matches!(
+        h.use_token(&second, "alice", approve()).await,
+        Err(LinkError::Replayed)
+    ));
 }

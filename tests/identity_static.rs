@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use agent_handoff::backend::{token_hash, DirectoryError};
+use agent_handoff::backend::{token_hash, DirectoryError, PlatformRequest};
 use agent_handoff::{
-    Credential, GroupName, Handoff, IdentityError, IdentityVerifier, PersonId, SqliteStore,
-    StaticDirectory,
+    Credential, DecideError, GroupName, Handoff, IdentityError, IdentityVerifier, PersonId,
+    PlatformVerifier, SqliteStore, StaticDirectory,
 };
 use base64::Engine as _;
 
@@ -18,11 +18,43 @@ fn groups(names: &[&str]) -> BTreeSet<GroupName> {
     names.iter().map(|g| GroupName::new(*g).unwrap()).collect()
 }
 
-fn platform(platform: &str, user: &str) -> Credential {
-    Credential::Platform {
-        platform: platform.into(),
-        user: user.into(),
+/// A channel the tests trust: the user it proves is the `x-test-user` header. Only a test may
+/// trust a header like this; a real verifier checks a signature first.
+#[derive(Debug)]
+struct TrustedHeader(&'static str);
+
+#[async_trait::async_trait]
+impl PlatformVerifier for TrustedHeader {
+    fn platform(&self) -> &str {
+        self.0
     }
+
+    async fn verify(&self, request: &PlatformRequest<'_>) -> Result<String, IdentityError> {
+        request
+            .header("x-test-user")
+            .map(str::to_owned)
+            .ok_or(IdentityError::Unknown)
+    }
+}
+
+/// A handoff over `dir` that trusts the test channels `feishu` and `slack`.
+async fn trusting(dir: &StaticDirectory) -> Handoff {
+    Handoff::builder()
+        .store(SqliteStore::in_memory().await.unwrap())
+        .policy(DenyAll)
+        .identity(dir.clone())
+        .platform_verifier(TrustedHeader("feishu"))
+        .platform_verifier(TrustedHeader("slack"))
+        .build()
+        .unwrap()
+}
+
+/// The credential a trusted test channel proves for `user`.
+async fn platform(handoff: &Handoff, platform: &str, user: &str) -> Credential {
+    handoff
+        .platform_credential(platform, &[("x-test-user".into(), user.into())], b"")
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -174,7 +206,11 @@ async fn platform_users_resolve_to_the_same_person_as_their_tokens() {
     dir.add_person("alice", ["dba"]).unwrap();
     dir.add_platform_user("feishu", "ou_alice", "alice")
         .unwrap();
-    let via_feishu = dir.verify(&platform("feishu", "ou_alice")).await.unwrap();
+    let handoff = trusting(&dir).await;
+    let via_feishu = dir
+        .verify(&platform(&handoff, "feishu", "ou_alice").await)
+        .await
+        .unwrap();
     assert_eq!(via_feishu.person, person("alice"));
     assert_eq!(via_feishu.groups, groups(&["dba"]));
 
@@ -185,7 +221,7 @@ async fn platform_users_resolve_to_the_same_person_as_their_tokens() {
         ("feishu", "OU_ALICE"),
     ] {
         assert!(matches!(
-            dir.verify(&platform(p, u)).await,
+            dir.verify(&platform(&handoff, p, u).await).await,
             Err(IdentityError::Unknown)
         ));
     }
@@ -193,6 +229,66 @@ async fn platform_users_resolve_to_the_same_person_as_their_tokens() {
         dir.add_platform_user("feishu", "ou_x", "nobody"),
         Err(DirectoryError::UnknownPerson(_))
     ));
+}
+
+/// A platform identity cannot be built from request data: the only ways are the crate's own
+/// verified handlers and a verifier the host registered. A platform nobody registered, or a
+/// request the registered verifier refuses, yields no credential, and each refusal is audited.
+#[tokio::test]
+async fn platform_credentials_come_only_from_registered_verifiers_and_refusals_are_audited() {
+    let mut dir = StaticDirectory::new();
+    dir.add_person("alice", ["dba"]).unwrap();
+    dir.add_platform_user("teams", "ou_alice", "alice").unwrap();
+    let handoff = trusting(&dir).await;
+    let asserted = [("x-test-user".to_owned(), "ou_alice".to_owned())];
+    // "teams" maps alice in the directory, but no verifier for it is registered.
+    for (platform, headers) in [("teams", &asserted[..]), ("slack", &[][..])] {
+        match handoff.platform_credential(platform, headers, b"{}").await {
+            Err(DecideError::Unauthenticated(_)) => {}
+            other => panic!("{platform}: {other:?}"),
+        }
+    }
+    // Empty or control-character user ids are not identities.
+    for user in ["", "ou\nalice"] {
+        let headers = [("x-test-user".to_owned(), user.to_owned())];
+        assert!(matches!(
+            handoff.platform_credential("slack", &headers, b"").await,
+            Err(DecideError::Unauthenticated(IdentityError::Unknown))
+        ));
+    }
+    let refusals = handoff
+        .store()
+        .audit_events(1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|raw| {
+            let event = agent_handoff::audit::AuditEvent::decode(raw.clone()).unwrap();
+            let record = event.record();
+            record.kind == "refused" && record.data["refusal"] == "unauthenticated"
+        })
+        .count();
+    assert_eq!(refusals, 4, "each refused platform request is audited");
+    // A registered verifier's credential carries what it proved.
+    let Credential::Platform(identity) = platform(&handoff, "slack", "ou_alice").await else {
+        panic!("a platform credential")
+    };
+    assert_eq!(
+        (identity.platform(), identity.user()),
+        ("slack", "ou_alice")
+    );
+}
+
+#[tokio::test]
+async fn two_verifiers_for_one_platform_are_refused_at_build() {
+    let built = Handoff::builder()
+        .store(SqliteStore::in_memory().await.unwrap())
+        .policy(DenyAll)
+        .identity(StaticDirectory::new())
+        .platform_verifier(TrustedHeader("slack"))
+        .platform_verifier(TrustedHeader("slack"))
+        .build();
+    assert!(matches!(built, Err(agent_handoff::Error::Build(_))));
 }
 
 #[tokio::test]

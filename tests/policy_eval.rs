@@ -536,7 +536,10 @@ fn allow_that_can_reach_production_or_irreversible_needs_opt_in() {
         r#"environment = ["development", "production"], reversibility = "reversible""#,
         r#"environment = "development", reversibility = ["reversible", "irreversible"]"#,
     ] {
-        let e = Policy::from_toml(&format!("{base}{}", allow(when))).unwrap_err();
+        let e = Policy::from_toml(&format!("{base}{}", allow(when)))
+            .unwrap_err()
+            .into_vec()
+            .remove(0);
         assert!(
             matches!(e, PolicyError::HighRiskAllow { .. }),
             "{when}: {e:?}"
@@ -550,7 +553,10 @@ fn allow_that_can_reach_production_or_irreversible_needs_opt_in() {
     );
     assert!(Policy::from_toml(&format!("{base}{limited}")).is_ok());
 
-    let e = Policy::from_toml("version = \"1\"\ndefault.allow.grant_ttl = \"1m\"\n").unwrap_err();
+    let e = Policy::from_toml("version = \"1\"\ndefault.allow.grant_ttl = \"1m\"\n")
+        .unwrap_err()
+        .first()
+        .clone();
     assert!(matches!(e, PolicyError::HighRiskAllow { .. }), "{e:?}");
     assert_eq!(
         (e.rule(), e.field(), e.line()),

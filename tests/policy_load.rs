@@ -2,7 +2,14 @@
 
 use std::time::Duration;
 
-use agent_handoff::policy::{limits, Outcome, Policy, PolicyError};
+use agent_handoff::policy::{limits, Outcome, Policy, PolicyError, PolicyErrors};
+
+/// The one problem a document with one mistake reports.
+#[track_caller]
+fn only(errors: PolicyErrors) -> PolicyError {
+    assert_eq!(errors.as_slice().len(), 1, "one problem expected: {errors}");
+    errors.into_vec().remove(0)
+}
 
 /// The part of a document every test shares (lines 1-4).
 const HEAD: &str = r#"version = "2026-11-25.1"
@@ -13,7 +20,7 @@ review = { approvals = 1, groups = ["oncall"], deadline = "30m", approval_ttl = 
 
 fn toml_err(body: &str) -> PolicyError {
     let text = format!("{HEAD}{body}");
-    Policy::from_toml(&text).expect_err("the document must be refused")
+    only(Policy::from_toml(&text).expect_err("the document must be refused"))
 }
 
 /// Asserts the error's variant, rule id, field and line.
@@ -82,7 +89,7 @@ then.review = { approvals = 2, groups = ["dba"], deadline = "1h", approval_ttl =
 
 #[test]
 fn unknown_top_level_and_outcome_fields_are_refused() {
-    let e = Policy::from_toml("versoin = \"1\"\ndefault.deny.reason = \"no\"\n").unwrap_err();
+    let e = only(Policy::from_toml("versoin = \"1\"\ndefault.deny.reason = \"no\"\n").unwrap_err());
     assert_at(
         &e,
         |e| matches!(e, PolicyError::UnknownField { .. }),
@@ -91,7 +98,8 @@ fn unknown_top_level_and_outcome_fields_are_refused() {
         1,
     );
     // After `[default]`, a misspelled opt-in lands in the default outcome's table.
-    let e = Policy::from_toml(&format!("{HEAD}alow_unreviewed_high_risk = true\n")).unwrap_err();
+    let e =
+        only(Policy::from_toml(&format!("{HEAD}alow_unreviewed_high_risk = true\n")).unwrap_err());
     assert_at(
         &e,
         |e| matches!(e, PolicyError::UnknownField { .. }),
@@ -355,18 +363,19 @@ fn condition_values_are_validated() {
 
 #[test]
 fn empty_version_and_reason_are_refused() {
-    let e = Policy::from_toml("version = \"\"\ndefault.deny.reason = \"no\"\n").unwrap_err();
+    let e = only(Policy::from_toml("version = \"\"\ndefault.deny.reason = \"no\"\n").unwrap_err());
     assert!(matches!(e, PolicyError::InvalidValue { .. }), "{e:?}");
     assert_eq!((e.rule(), e.field(), e.line()), (None, "version", Some(1)));
-    let e = Policy::from_toml("version = \"1\\n2\"\ndefault.deny.reason = \"no\"\n").unwrap_err();
+    let e =
+        only(Policy::from_toml("version = \"1\\n2\"\ndefault.deny.reason = \"no\"\n").unwrap_err());
     assert_eq!(e.field(), "version", "a version is one line: {e}");
-    let e = Policy::from_toml("version = \"1\"\ndefault.deny.reason = \"  \"\n").unwrap_err();
+    let e = only(Policy::from_toml("version = \"1\"\ndefault.deny.reason = \"  \"\n").unwrap_err());
     assert_eq!((e.field(), e.line()), ("default.deny.reason", Some(2)));
 }
 
 #[test]
 fn missing_default_is_refused() {
-    let e = Policy::from_toml("version = \"1\"\n").unwrap_err();
+    let e = only(Policy::from_toml("version = \"1\"\n").unwrap_err());
     assert!(matches!(e, PolicyError::Schema { .. }), "{e:?}");
     assert!(e.message().contains("`default`"), "{e}");
 }
@@ -393,7 +402,7 @@ fn too_many_rules_are_refused() {
             "[[rule]]\nid = \"r{i}\"\nthen.deny.reason = \"x\"\n"
         ));
     }
-    let e = Policy::from_toml(&text).unwrap_err();
+    let e = only(Policy::from_toml(&text).unwrap_err());
     assert!(matches!(e, PolicyError::OutOfBounds { .. }), "{e:?}");
     assert_eq!((e.rule(), e.field()), (None, "rule"));
 }
@@ -404,10 +413,12 @@ const JSON_HEAD: &str = r#""version": "2026-11-25.1",
   "default": {"deny": {"reason": "not covered"}},"#;
 
 fn json_err(rules: &str) -> PolicyError {
-    Policy::from_json(&format!(
-        "{{\n  {JSON_HEAD}\n  \"rule\": [\n{rules}\n  ]\n}}"
-    ))
-    .expect_err("the document must be refused")
+    only(
+        Policy::from_json(&format!(
+            "{{\n  {JSON_HEAD}\n  \"rule\": [\n{rules}\n  ]\n}}"
+        ))
+        .expect_err("the document must be refused"),
+    )
 }
 
 #[test]
@@ -459,7 +470,7 @@ fn json_syntax_errors_carry_the_line() {
     let e = json_err(r#"    {"id": "r", "then": {"deny": {"reason": "x"}}},"#);
     assert!(matches!(e, PolicyError::Syntax { .. }), "{e:?}");
     assert_eq!(e.line(), Some(6));
-    let e = Policy::from_json("").unwrap_err();
+    let e = only(Policy::from_json("").unwrap_err());
     assert!(matches!(e, PolicyError::Syntax { .. }), "{e:?}");
 }
 
@@ -493,4 +504,207 @@ fn the_example_policy_loads() {
     let policy = Policy::from_toml(text).unwrap();
     assert_eq!(policy.rules_len(), 5);
     assert!(!policy.allows_unreviewed_high_risk());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A document with several mistakes reports every one of them, in document order.
+
+/// (variant name, rule, field, line) of each problem.
+fn problems(errors: &PolicyErrors) -> Vec<(&'static str, Option<String>, String, Option<usize>)> {
+    errors
+        .iter()
+        .map(|e| {
+            let variant = match e {
+                PolicyError::Syntax { .. } => "syntax",
+                PolicyError::UnknownField { .. } => "unknown_field",
+                PolicyError::Schema { .. } => "schema",
+                PolicyError::InvalidValue { .. } => "invalid_value",
+                PolicyError::InvalidGlob { .. } => "invalid_glob",
+                PolicyError::OutOfBounds { .. } => "out_of_bounds",
+                PolicyError::DuplicateRuleId { .. } => "duplicate_rule_id",
+                PolicyError::HighRiskAllow { .. } => "high_risk_allow",
+                _ => "other",
+            };
+            (
+                variant,
+                e.rule().map(str::to_owned),
+                e.field().to_owned(),
+                e.line(),
+            )
+        })
+        .collect()
+}
+
+fn p(
+    variant: &'static str,
+    rule: Option<&str>,
+    field: &str,
+    line: usize,
+) -> (&'static str, Option<String>, String, Option<usize>) {
+    (
+        variant,
+        rule.map(str::to_owned),
+        field.to_owned(),
+        Some(line),
+    )
+}
+
+#[test]
+fn three_value_mistakes_are_all_reported() {
+    let errors = Policy::from_toml(&format!(
+        "{HEAD}
+[[rule]]
+id = \"drops\"
+when.kind = \"db.table.drop\"
+then.review = {{ approvals = 0, groups = [\"dba\"], deadline = \"1h\", approval_ttl = \"30m\" }}
+
+[[rule]]
+id = \"payments\"
+when = {{ kind = \"pay*\", environment = [\"Prod uction\"] }}
+then.deny.reason = \"no\"
+"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        problems(&errors),
+        [
+            p(
+                "out_of_bounds",
+                Some("drops"),
+                "rule[0].then.review.approvals",
+                9
+            ),
+            p("invalid_glob", Some("payments"), "rule[1].when.kind", 13),
+            p(
+                "invalid_value",
+                Some("payments"),
+                "rule[1].when.environment[0]",
+                13
+            ),
+        ],
+        "{errors}"
+    );
+    assert_eq!(errors.first(), &errors.as_slice()[0]);
+    assert_eq!(errors.more(), 0);
+    let text = errors.to_string();
+    assert!(
+        text.starts_with("3 problems in the policy document:"),
+        "{text}"
+    );
+    for e in &errors {
+        assert!(text.contains(&e.to_string()), "{text}");
+    }
+    assert_eq!(errors.code().as_str(), "policy_invalid");
+}
+
+#[test]
+fn shape_mistakes_in_several_rules_and_value_mistakes_elsewhere_are_all_reported() {
+    let errors = Policy::from_toml(
+        r#"version = "1"
+default.review = { approvals = 1, groups = ["oncall"], deadline = "forever", approval_ttl = "15m" }
+
+[[rule]]
+id = "a"
+when = { kinds = "db.*" }
+then.deny.reason = "no"
+
+[[rule]]
+id = "b"
+when.kind = "db.*"
+then.review = { approvals = "two", groups = ["dba"], deadline = "1h", approval_ttl = "1h" }
+
+[[rule]]
+id = "c"
+when.kind = "db.*"
+then.allow.grant_ttl = "1 minute"
+
+[[rule]]
+id = "a"
+then.deny.reason = "again"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        problems(&errors),
+        [
+            p("invalid_value", None, "default.review.deadline", 2),
+            p("unknown_field", Some("a"), "rule[0].when.kinds", 6),
+            p("schema", Some("b"), "rule[1].then.review.approvals", 12),
+            p(
+                "invalid_value",
+                Some("c"),
+                "rule[2].then.allow.grant_ttl",
+                17
+            ),
+            p("duplicate_rule_id", Some("a"), "rule[3].id", 20),
+        ],
+        "{errors}"
+    );
+}
+
+#[test]
+fn json_documents_report_every_mistake_too() {
+    let errors = Policy::from_json(
+        r#"{
+  "version": "1",
+  "default": {"deny": {"reason": "not covered"}},
+  "rule": [
+    {"id": "a", "when": {"kind": "db.*"}, "then": {"deny": {"reson": "typo"}}},
+    {"id": "b", "when": {"kind": "db.*", "confidence_below": 3}, "then": {"deny": {"reason": "x"}}},
+    {"id": "c", "then": {"review": {"approvals": 1, "groups": [], "deadline": "1h", "approval_ttl": "1h"}}}
+  ]
+}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        problems(&errors),
+        [
+            p("unknown_field", Some("a"), "rule[0].then.deny.reson", 5),
+            p(
+                "out_of_bounds",
+                Some("b"),
+                "rule[1].when.confidence_below",
+                6
+            ),
+            p("invalid_value", Some("c"), "rule[2].then.review.groups", 7),
+        ],
+        "{errors}"
+    );
+}
+
+/// A condition with a mistake is not judged as "matches anything": an allow rule whose
+/// environment list has a typo reports the typo, not a high-risk allow it would not be.
+#[test]
+fn a_condition_with_a_mistake_does_not_add_a_high_risk_report() {
+    let errors = Policy::from_toml(&format!(
+        "{HEAD}\n[[rule]]\nid = \"reads\"\nwhen = {{ kind = \"db.read\", environment = [\"Development\"], reversibility = [\"reversible\"] }}\nthen.allow.grant_ttl = \"5m\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        problems(&errors),
+        [p(
+            "invalid_value",
+            Some("reads"),
+            "rule[0].when.environment[0]",
+            8
+        )],
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_document_full_of_mistakes_reports_a_bounded_number_and_counts_the_rest() {
+    let mut text = HEAD.to_owned();
+    let n = limits::MAX_REPORTED_PROBLEMS + 25;
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[rule]]\nid = \"r{i}\"\nthen.review = {{ approvals = 99, groups = [\"dba\"], deadline = \"1h\", approval_ttl = \"1h\" }}\n"
+        ));
+    }
+    let errors = Policy::from_toml(&text).unwrap_err();
+    assert_eq!(errors.as_slice().len(), limits::MAX_REPORTED_PROBLEMS);
+    assert_eq!(errors.more(), 25);
+    assert_eq!(errors.as_slice()[0].rule(), Some("r0"));
+    assert!(errors.to_string().contains(&format!("{n} problems")));
+    assert!(errors.to_string().ends_with("and 25 more"));
 }

@@ -164,10 +164,7 @@ async fn writer(store: &SqliteStore, w: u64, seed: u64) {
                 Some(tr.ticket),
             )
         } else if pick < 50 {
-            let write = Write {
-                audit: vec![op_marker(id, now)],
-                ..Write::default()
-            };
+            let write = Write::new().with_audit_records(vec![op_marker(id, now)]);
             (describe_free(id, "nonce", &write, &own), write, None)
         } else if pick < 65 && !decided.is_empty() {
             // The ticket's first transition again, from version 1: a stale compare-and-swap,
@@ -220,13 +217,7 @@ async fn writer(store: &SqliteStore, w: u64, seed: u64) {
 }
 
 fn op_marker(id: u64, at: agent_handoff::Timestamp) -> AuditRecord {
-    AuditRecord {
-        ticket: None,
-        at,
-        kind: "test.op".into(),
-        actor: Actor::System,
-        data: json!({ "op": id }),
-    }
+    AuditRecord::new(None, at, "test.op", Actor::System, json!({ "op": id }))
 }
 
 fn describe(id: u64, what: &str, ticket: &Ticket, write: &Write, nonce: &NonceUse) -> Op {

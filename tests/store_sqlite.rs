@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agent_handoff::audit::{Checkpoint, CheckpointKey, Verifier};
-use agent_handoff::backend::{TicketFilter, Write};
-use agent_handoff::{SqliteOptions, SqliteStore, Store, StoreError, TicketId};
+use agent_handoff::backend::{FreezeChange, TicketFilter, Write};
+use agent_handoff::{
+    FreezeScope, ManualClock, SqliteOptions, SqliteStore, Store, StoreError, TicketId,
+};
 use common::store_conformance::Env;
 use common::*;
 
@@ -300,21 +302,84 @@ async fn commit_time_never_goes_backwards_across_stores_on_one_file() {
     let behind = ahead.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
     let a = file_store(&ahead).await;
     let b = file_store(&behind).await;
-    let marker_write = |n| Write {
-        audit: vec![marker(n, ts(T0))],
-        ..Write::default()
-    };
+    let marker_write = |n| Write::new().with_audit_records(vec![marker(n, ts(T0))]);
     let first = a.commit(marker_write(1)).await.unwrap();
     let second = b.commit(marker_write(2)).await.unwrap();
     assert!(second.at >= first.at, "{second:?} after {first:?}");
-    let late = Write {
-        valid_before: Some(ts(T0 + 7_000)),
-        ..marker_write(3)
-    };
+    let late = Write::new().with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         b.commit(late).await,
         Err(StoreError::TooLate { .. })
     ));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A freeze committed through one store (process) refuses the next guarded write of another on
+/// the same file: the check reads the file inside the guarded write's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_through_one_store_refuses_the_next_guarded_write_of_another() {
+    let env = Env::new();
+    let a = file_store(&env).await;
+    let b = file_store(&env).await;
+    let guarded = |key: &str| {
+        insert(&propose("agent-a", key, review(), ts(T0))).with_freeze_guard(agent("agent-a"))
+    };
+    b.commit(guarded("before")).await.unwrap();
+    let mut freeze = Write::default().with_freeze_change(FreezeChange::set(
+        FreezeScope::Agent(agent("agent-a")),
+        "incident",
+        None,
+    ));
+    freeze.audit.push(marker(1, ts(T0)));
+    a.commit(freeze).await.unwrap();
+    assert!(matches!(
+        b.commit(guarded("after")).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    assert_eq!(b.freezes().await.unwrap().len(), 1);
+    let mut lift = Write::default()
+        .with_freeze_change(FreezeChange::lift(FreezeScope::Agent(agent("agent-a"))));
+    lift.audit.push(marker(2, ts(T0)));
+    b.commit(lift).await.unwrap();
+    a.commit(guarded("after")).await.unwrap();
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A rebase through one store steps back the floor another store on the file remembers from
+/// its own commits: that store's next commit follows its clock, not the poisoned floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebase_through_one_store_is_seen_by_another_on_the_file() {
+    const DAY: i64 = 24 * 3_600_000;
+    let wrong = ManualClock::new(ts(T0 + DAY));
+    let right = ManualClock::new(ts(T0));
+    let env_b = Env::with(Arc::new(wrong.clone()));
+    let env_a = env_b.with_clock(Arc::new(right.clone()));
+    let b = file_store(&env_b).await;
+    let a = file_store(&env_a).await;
+    let marker_write = |n| Write::new().with_audit(marker(n, ts(T0)));
+    // B's clock was a day ahead when it committed; then it is corrected.
+    assert_eq!(b.commit(marker_write(1)).await.unwrap().at, ts(T0 + DAY));
+    wrong.step_wall(ts(T0));
+    assert!(matches!(
+        b.commit(marker_write(2)).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    assert!(matches!(
+        a.commit(marker_write(3)).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    let rebase = marker_write(4).with_clock_rebase();
+    assert_eq!(a.commit(rebase).await.unwrap().at, ts(T0));
+    wrong.advance(std::time::Duration::from_secs(1));
+    assert_eq!(
+        b.commit(marker_write(5)).await.unwrap().at,
+        ts(T0 + 1_000),
+        "B dropped the floor it remembered"
+    );
+    assert_eq!(b.health().await.unwrap().clock_alarm, None);
+    verify_chain(&a).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -354,10 +419,7 @@ async fn the_commit_listener_hears_each_changed_ticket_once_durable() {
     // A refused write and a write without a ticket are not heard.
     store.commit(update(&p.ticket, &next)).await.unwrap_err();
     store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert_eq!(*heard.lock().unwrap(), vec![p.ticket.id(), p.ticket.id()]);
@@ -369,5 +431,173 @@ async fn the_commit_listener_hears_each_changed_ticket_once_durable() {
     let r = propose("agent-a", "c", review(), ts(T0));
     store.commit(insert(&r)).await.unwrap();
     assert!(store.ticket(r.ticket.id()).await.unwrap().is_some());
+    store.shutdown().await.unwrap();
+}
+
+/// A file written by the schema before requester-scoped keys (version 2, `UNIQUE (agent,
+/// idempotency_key)`) is migrated in place: its tickets keep everything, their principal is
+/// read from the ticket, and the key of an agent acting for one principal no longer blocks
+/// the same agent acting for another, or for none. Decisions and outbox rows still belong
+/// to their tickets.
+#[tokio::test]
+async fn a_version_2_file_is_migrated_to_requester_scoped_keys() {
+    let env = Env::new();
+    let carols = propose_for("agent-a", Some("carol"), "shared", review(), ts(T0));
+    let alone = propose("agent-a", "own", review(), ts(T0));
+    {
+        let conn = raw(&env);
+        conn.execute_batch(include_str!("../src/store/sqlite/migrations/0001_init.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!(
+            "../src/store/sqlite/migrations/0002_outbox_order.sql"
+        ))
+        .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for t in [&carols.ticket, &alone.ticket] {
+            conn.execute(
+                "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
+                 created_at, updated_at, due_at, body) VALUES (?1, 'agent-a', ?2, 'pending', 1, \
+                 ?3, ?4, ?4, NULL, ?5)",
+                rusqlite::params![
+                    t.id().as_uuid().as_bytes(),
+                    t.idempotency_key().as_str(),
+                    t.action_digest().as_bytes(),
+                    T0,
+                    serde_json::to_string(t).unwrap(),
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO decisions (ticket_id, person, verdict, refusal, at) \
+                 VALUES (?1, 'bob', 'approve', NULL, ?2)",
+                rusqlite::params![t.id().as_uuid().as_bytes(), T0],
+            )
+            .unwrap();
+        }
+    }
+    let store = file_store(&env).await;
+    let version: i64 = raw(&env)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 3, "migrated, now at {version}");
+    let key = carols.ticket.idempotency_key();
+    assert_eq!(
+        store
+            .ticket_by_key(&requester("agent-a", Some("carol")), key)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&carols.ticket)
+    );
+    assert_eq!(
+        store.ticket(alone.ticket.id()).await.unwrap().as_ref(),
+        Some(&alone.ticket)
+    );
+    assert_eq!(store.decisions(carols.ticket.id()).await.unwrap().len(), 1);
+    // Pat's proposal through the same agent under carol's key is pat's own ticket; the agent
+    // on its own too; carol's key again is carol's ticket.
+    for principal in [Some("pat"), None] {
+        let p = propose_for("agent-a", principal, "shared", review(), ts(T0));
+        store.commit(insert(&p)).await.unwrap();
+    }
+    let again = propose_for("agent-a", Some("carol"), "shared", review(), ts(T0));
+    assert!(matches!(
+        store.commit(insert(&again)).await,
+        Err(StoreError::DuplicateKey { existing }) if existing == carols.ticket.id()
+    ));
+    let orphans: i64 = raw(&env)
+        .query_row(
+            "SELECT count(*) FROM decisions WHERE ticket_id NOT IN (SELECT id FROM tickets)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+    store.shutdown().await.unwrap();
+}
+
+/// Nonces are forgotten only once the newest commit *recorded in the file* is past their
+/// expiry — a time every later commit, by this or another process, after a restart or a
+/// clock set back, is at or after — not merely once the clock is.
+#[tokio::test]
+async fn nonces_are_pruned_against_the_files_last_commit_not_the_clock() {
+    let clock = agent_handoff::ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = file_store(&env).await;
+    let token = agent_handoff::backend::NonceUse::new(nonce().nonce, ts(T0 + 1_000));
+    store
+        .commit(Write::new().with_audit(marker(1, ts(T0))).with_nonce(token))
+        .await
+        .unwrap();
+    clock.set(ts(T0 + 60_000));
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 0, "no commit since");
+    store.shutdown().await.unwrap();
+
+    // Reopened with the clock set back before the expiry: the file's last commit rules.
+    let store =
+        file_store(&env.with_clock(Arc::new(agent_handoff::ManualClock::new(ts(T0))))).await;
+    let mut write = insert(&propose("agent-a", "k-1", review(), ts(T0)));
+    write.nonces = vec![token];
+    assert!(
+        matches!(store.commit(write).await, Err(StoreError::NonceReused)),
+        "still remembered"
+    );
+    let committed = store
+        .commit(Write::new().with_audit(marker(2, ts(T0))))
+        .await
+        .unwrap();
+    assert!(committed.at < token.expires, "the clock was set back");
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 0);
+    store.shutdown().await.unwrap();
+}
+
+/// A nonce forgotten under a poisoned floor stays unusable after an operator steps the floor
+/// back: the store keeps the latest expiry it forgot (its nonce horizon), never lowered, and a
+/// write consuming a nonce that expired at or before it is too late — else a token still
+/// valid by the corrected clock could be used a second time.
+#[tokio::test]
+async fn a_nonce_forgotten_under_a_poisoned_floor_stays_spent_after_a_rebase() {
+    const DAY: i64 = 24 * 3_600_000;
+    let clock = agent_handoff::ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = file_store(&env).await;
+    // A token valid for an hour is spent.
+    let token = agent_handoff::backend::NonceUse::new(nonce().nonce, ts(T0 + 3_600_000));
+    store
+        .commit(Write::new().with_audit(marker(1, ts(T0))).with_nonce(token))
+        .await
+        .unwrap();
+    // The clock jumps a day ahead (accepted after a rebase onto it), a commit makes that the
+    // floor, and the sweep forgets the nonce.
+    clock.step_wall(ts(T0 + DAY));
+    store
+        .commit(
+            Write::new()
+                .with_audit(marker(2, ts(T0 + DAY)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 1);
+    // The clock is corrected and the floor rebased back onto it.
+    clock.step_wall(ts(T0 + 60_000));
+    let rebased = store
+        .commit(
+            Write::new()
+                .with_audit(marker(3, ts(T0 + 60_000)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        rebased.at < token.expires,
+        "the token is valid again by the clock"
+    );
+    let mut replay = insert(&propose("agent-a", "k-1", review(), ts(T0 + 60_000)));
+    replay.nonces = vec![token];
+    assert!(
+        matches!(store.commit(replay).await, Err(StoreError::TooLate { .. })),
+        "the forgotten nonce is never consumed again"
+    );
     store.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@
 //! 1. **Duplicate proposals** (`duplicate_proposal_storm…`): `STORM_TASKS` tasks each propose
 //!    every one of `STORM_KEYS` idempotency keys, in their own shuffled order; for one key in
 //!    eight, one task proposes a *different* action under the key. Checked: one ticket per key
-//!    (the store's `UNIQUE (agent, key)`), every task that proposed the same action got the
+//!    (the store's `UNIQUE (agent, principal, key)`), every task that proposed the same action got the
 //!    same ticket and the answer its ruling gives, every task that proposed another action got
 //!    `IdempotencyConflict` naming that ticket, each ticket has exactly the audit events of its
 //!    proposal (`proposed`, plus `approved`/`rejected` by policy) — a replay writes nothing, as
@@ -31,7 +31,14 @@
 //!    answer has its transition and every transition an `Ok` answer; every refusal answered is
 //!    audited once, with the state it saw, and is one that state justifies; the decisions table
 //!    holds exactly the accepted and refused decisions; expiries are those the sweeps and waits
-//!    report; nothing else is in the chain, and the chain verifies.
+//!    report; nothing else is in the chain, and the chain verifies. **Freezes**: the operator of
+//!    the driving process freezes the agent, lifts it, freezes every agent and lifts that, each
+//!    at a set share of the process's operations (`FREEZES`), racing the approvals and begins; the model reads the `frozen` and
+//!    `unfrozen` events of the chain and checks that no approval was counted and no permit issued
+//!    (`execution_started`) between a freeze and its lift — the store checks the freeze inside
+//!    the committing write, so chain order is the order that counts — that each `frozen`
+//!    refusal of an approval or a begin was answered as such and follows a freeze, and that the
+//!    chain holds exactly the freezes answered.
 //! 3. **Several processes** (`multi_process_storm…`): `STORM_PROCS` child processes (this test
 //!    binary re-run as the ignored test `storm_worker`, selected with `--exact --ignored`, told
 //!    by `STORM_WORKER_DIR` to act as a worker) open one SQLite file. They share time through
@@ -73,14 +80,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_handoff::action::ActionRequest;
+use agent_handoff::action::{ActionRequest, Requester};
 use agent_handoff::audit::{Actor, AuditRecord};
 use agent_handoff::backend::TicketFilter;
 use agent_handoff::policy::Outcome;
 use agent_handoff::ticket::{ExecutionOutcome, StateName, Ticket, TicketState, Verdict};
 use agent_handoff::{
-    AgentHandle, Clock, Credential, DecideError, Decision, ExecuteError, Handoff, Limits,
-    ManualClock, PendingTicket, Proposal, ProposeError, SqliteOptions, SqliteStore, Store,
+    AgentHandle, Clock, Credential, DecideError, Decision, ExecuteError, FreezeScope, Handoff,
+    Limits, ManualClock, PendingTicket, Proposal, ProposeError, SqliteOptions, SqliteStore, Store,
     TicketId, Timestamp,
 };
 use async_trait::async_trait;
@@ -116,6 +123,7 @@ const WORKER_INDEX: &str = "STORM_WORKER_INDEX";
 const LINE_PROPOSAL: &str = "STORM-PROPOSAL ";
 const LINE_OP: &str = "STORM-OP ";
 const LINE_SUMMARY: &str = "STORM-SUMMARY ";
+const LINE_FREEZE: &str = "STORM-FREEZE ";
 
 /// Real-time guard against a storm that never settles (a bug, reported as a panic).
 const HANG_GUARD: Duration = Duration::from_secs(300);
@@ -381,6 +389,8 @@ impl Node {
             .limits(Limits {
                 // Every proposal of the storm must be answered, not rate-limited.
                 proposals_per_minute: 0,
+                // Every refusal by a freeze audited (the model counts them).
+                frozen_audit_per_minute: 0,
                 lease_ttl: STEP,
                 ..Limits::default()
             })
@@ -433,6 +443,69 @@ struct OpRecord {
     result: String,
 }
 
+/// One freeze or lift of the kill switch by the operator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FreezeRecord {
+    proc: usize,
+    /// `freeze` or `unfreeze`.
+    op: String,
+    /// `agent` (the storm's agent) or `all`.
+    scope: String,
+    /// `ok` or `error:<what>`.
+    result: String,
+}
+
+fn freeze_scope(scope: &str) -> FreezeScope {
+    match scope {
+        "all" => FreezeScope::All,
+        _ => FreezeScope::Agent(agent_id(AGENT)),
+    }
+}
+
+/// Freezes (`on`) or lifts `scope` as the operator.
+async fn freeze_op(node: &Node, proc: usize, on: bool, scope: &str) -> FreezeRecord {
+    let h = &node.handoff;
+    let r = if on {
+        h.freeze(node.cred(OPERATOR), freeze_scope(scope), "storm freezes")
+            .await
+    } else {
+        h.unfreeze(node.cred(OPERATOR), freeze_scope(scope)).await
+    };
+    FreezeRecord {
+        proc,
+        op: if on { "freeze" } else { "unfreeze" }.into(),
+        scope: scope.into(),
+        result: decide_result(r),
+    }
+}
+
+/// The kill switch during the decision storm: (freeze?, scope), each once this share (in
+/// percent) of the driving process's immediate operations is done — in the thick of the
+/// approvals and begins, and short, so that most of the storm runs unfrozen.
+const FREEZES: [(bool, &str, usize); 4] = [
+    (true, "agent", 70),
+    (false, "agent", 71),
+    (true, "all", 90),
+    (false, "all", 91),
+];
+
+/// The driving process's operator: works the kill switch as [`FREEZES`] says.
+async fn work_the_kill_switch(node: &Node, proc: usize, progress: &Progress) -> Vec<FreezeRecord> {
+    let begun = Instant::now();
+    let mut out = Vec::new();
+    for (on, scope, percent) in FREEZES {
+        let due = progress.immediate_total * percent / 100;
+        while progress.immediate_done.load(Ordering::SeqCst) < due
+            && !progress.quiet.load(Ordering::SeqCst)
+        {
+            assert!(begun.elapsed() < HANG_GUARD, "the storm stalled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        out.push(freeze_op(node, proc, on, scope).await);
+    }
+    out
+}
+
 /// What one process's sweeps moved, and how long it took.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Summary {
@@ -451,7 +524,8 @@ fn refused(code: &str) -> String {
 fn decide_result<T>(r: Result<T, DecideError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(DecideError::Refused(refusal)) => refused(refusal.code()),
+        Err(DecideError::Refused(refusal)) => refused(refusal.code().as_str()),
+        Err(e @ DecideError::Frozen { .. }) => refused(e.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -459,7 +533,8 @@ fn decide_result<T>(r: Result<T, DecideError>) -> String {
 fn execute_result<T>(r: &Result<T, ExecuteError>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(ExecuteError::Refused(refusal)) => refused(refusal.code()),
+        Err(ExecuteError::Refused(refusal)) => refused(refusal.code().as_str()),
+        Err(e @ ExecuteError::Frozen { .. }) => refused(e.code().as_str()),
         Err(e) => format!("error:{e:?}"),
     }
 }
@@ -847,7 +922,7 @@ fn decision_name(d: &Decision) -> String {
 }
 
 /// Runs this process's share of the decision storm on `tickets` (key → ticket) and returns
-/// the answers and what its sweeps moved.
+/// the answers, what its sweeps moved and the freezes its clock task made.
 async fn decision_storm(
     node: &Arc<Node>,
     tickets: &BTreeMap<usize, TicketId>,
@@ -855,7 +930,7 @@ async fn decision_storm(
     proc: usize,
     time: &Time,
     role: Role,
-) -> (Vec<OpRecord>, usize) {
+) -> (Vec<OpRecord>, usize, Vec<FreezeRecord>) {
     let mut mine = Vec::new();
     for (&k, &id) in tickets {
         for planned in plan_ticket(cfg.seed, k, cfg.procs) {
@@ -895,13 +970,21 @@ async fn decision_storm(
         let (node, progress, time) = (Arc::clone(node), Arc::clone(&progress), time.clone());
         tokio::spawn(async move { keep_time(&node, &progress, &time, role).await })
     };
+    let operator = (role == Role::Driver).then(|| {
+        let (node, progress) = (Arc::clone(node), Arc::clone(&progress));
+        tokio::spawn(async move { work_the_kill_switch(&node, proc, &progress).await })
+    });
     barrier.wait().await;
     let mut out = Vec::new();
     for h in handles {
         out.extend(h.await.unwrap());
     }
     timekeeper.await.unwrap();
-    (out, progress.swept.load(Ordering::SeqCst))
+    let freezes = match operator {
+        Some(operator) => operator.await.unwrap(),
+        None => Vec::new(),
+    };
+    (out, progress.swept.load(Ordering::SeqCst), freezes)
 }
 
 /// The clock task (driver) or the sweeper of a process.
@@ -956,6 +1039,8 @@ async fn keep_time(node: &Node, progress: &Progress, time: &Time, role: Role) {
 struct Evidence {
     proposals: Vec<ProposalRecord>,
     ops: Vec<OpRecord>,
+    /// The operator's freezes and lifts.
+    freezes: Vec<FreezeRecord>,
     /// Tickets moved by `expire_due`, over all processes.
     swept: usize,
 }
@@ -1053,9 +1138,56 @@ enum Expect {
     },
 }
 
+/// The stretches of the chain (by seq, `[from, to)`) during which a freeze was in force: from a
+/// `frozen` event while none was, to the `unfrozen` that lifts the last one.
+#[derive(Debug, Clone, Default)]
+struct FrozenSpans {
+    spans: Vec<(u64, u64)>,
+}
+
+impl FrozenSpans {
+    /// From the chain's `frozen` / `unfrozen` events, in seq order, with their scopes.
+    fn of(events: &[(u64, bool, String)]) -> Self {
+        let mut active = BTreeSet::new();
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for (seq, on, scope) in events {
+            let was = !active.is_empty();
+            if *on {
+                active.insert(scope.clone());
+            } else {
+                active.remove(scope);
+            }
+            match (was, active.is_empty()) {
+                (false, false) => start = *seq,
+                (true, true) => spans.push((start, *seq)),
+                _ => {}
+            }
+        }
+        if !active.is_empty() {
+            spans.push((start, u64::MAX));
+        }
+        Self { spans }
+    }
+
+    /// Whether a freeze was in force when the event at `seq` committed.
+    fn covers(&self, seq: u64) -> bool {
+        self.spans.iter().any(|(from, to)| *from < seq && seq < *to)
+    }
+
+    /// Whether a freeze had been set before the event at `seq` (a refusal is recorded after
+    /// the refused write, possibly after the lift).
+    fn set_before(&self, seq: u64) -> bool {
+        self.spans.first().is_some_and(|(from, _)| *from < seq)
+    }
+}
+
 /// One ticket's audit events replayed through a reference of the lifecycle.
 struct Replay {
     id: TicketId,
+    /// The seq of the event being replayed.
+    seq: u64,
+    frozen: FrozenSpans,
     needed: usize,
     veto: bool,
     ttl: i64,
@@ -1080,7 +1212,13 @@ struct Replay {
 }
 
 impl Replay {
-    fn run(stored: &Ticket, events: &[AuditRecord], report: &mut Report) -> Replay {
+    fn run(
+        stored: &Ticket,
+        events: &[AuditRecord],
+        seqs: &[u64],
+        frozen: &FrozenSpans,
+        report: &mut Report,
+    ) -> Replay {
         let id = stored.id();
         let (needed, veto, ttl) = match stored.plan() {
             Some(plan) => (
@@ -1092,6 +1230,8 @@ impl Replay {
         };
         let mut r = Replay {
             id,
+            seq: 0,
+            frozen: frozen.clone(),
             needed,
             veto,
             ttl,
@@ -1147,7 +1287,9 @@ impl Replay {
         }
         r.seen.insert(r.state);
         let mut expect: Option<Expect> = None;
-        for e in rest {
+        let offset = events.len() - rest.len();
+        for (i, e) in rest.iter().enumerate() {
+            r.seq = seqs.get(offset + i).copied().unwrap_or(0);
             if let Some(x) = expect.take() {
                 r.expected(x, e, &mut bad);
             } else {
@@ -1289,6 +1431,10 @@ impl Replay {
                 }
                 if vote == "approve" {
                     need(person != PRINCIPAL, "a self-approval counted");
+                    need(
+                        !self.frozen.covers(self.seq),
+                        "an approval counted while frozen",
+                    );
                 }
                 *self
                     .voted
@@ -1390,6 +1536,10 @@ impl Replay {
                     "a begin on a ticket not approved, or after its validity",
                 );
                 need(actor == agent_key(), "a begin not by the proposing agent");
+                need(
+                    !self.frozen.covers(self.seq),
+                    "a permit issued while frozen",
+                );
                 self.lease = e.data.get("lease").cloned().unwrap_or(Value::Null);
                 self.lease_expires = num(&e.data, "lease_expires").unwrap_or(0);
                 need(
@@ -1501,6 +1651,15 @@ impl Replay {
                 _ => false,
             },
             "lease_expired" => event == "renew" && seen == Executing,
+            // Approvals and begins, after a freeze was set.
+            "frozen" => {
+                self.frozen.set_before(self.seq)
+                    && match event {
+                        "vote" | "edit" => seen == Pending,
+                        "begin" => seen == Approved,
+                        _ => false,
+                    }
+            }
             // Legitimate only right after the forced expiry that announces them (`Expect`).
             _ => false,
         };
@@ -1529,7 +1688,7 @@ fn outcome_state(data: &Value) -> StateName {
 async fn check(node: &Node, cfg: &Cfg, evidence: &Evidence, initial: bool) -> Report {
     let mut report = Report::default();
     let store = node.store.as_ref();
-    let agent = agent_id(AGENT);
+    let agent = Requester::new(agent_id(AGENT), Some(person(PRINCIPAL)));
 
     // One ticket per key, and the proposals' answers.
     let mut by_key: BTreeMap<usize, Ticket> = BTreeMap::new();
@@ -1567,18 +1726,17 @@ async fn check(node: &Node, cfg: &Cfg, evidence: &Evidence, initial: bool) -> Re
             .or_default() += 1;
         ops_by_ticket.entry(op.ticket).or_default().push(op);
     }
-    let mut events_total = 0u64;
+    // The events of no ticket: the operator's freezes and lifts, exactly those answered.
+    let frozen = check_freezes(store, evidence, &mut report).await;
+    let mut events_total = frozen.1;
+    let frozen = frozen.0;
     let mut swept = 0usize;
     let mut waits_expired = 0usize;
     for (k, stored) in &by_key {
         let id = stored.id();
-        let events: Vec<AuditRecord> = store
-            .ticket_audit(id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.record().clone())
-            .collect();
+        let stored_events = store.ticket_audit(id).await.unwrap();
+        let seqs: Vec<u64> = stored_events.iter().map(|e| e.seq()).collect();
+        let events: Vec<AuditRecord> = stored_events.iter().map(|e| e.record().clone()).collect();
         events_total += events.len() as u64;
         for e in &events {
             *report.events.entry(e.kind.clone()).or_default() += 1;
@@ -1591,7 +1749,7 @@ async fn check(node: &Node, cfg: &Cfg, evidence: &Evidence, initial: bool) -> Re
         if stored.request().kind().as_str() != kind {
             report.violation(format!("key {k}: ticket {id} is of kind {kind}"));
         }
-        let replay = Replay::run(stored, &events, &mut report);
+        let replay = Replay::run(stored, &events, &seqs, &frozen, &mut report);
         swept += replay.swept;
         if initial {
             let expected = if matches!(stored.ruling().outcome, Outcome::Review(_)) {
@@ -1659,6 +1817,69 @@ async fn check(node: &Node, cfg: &Cfg, evidence: &Evidence, initial: bool) -> Re
         ));
     }
     report
+}
+
+/// The events that name no ticket must be the operator's freezes and lifts, one per answered
+/// `ok`; returns the stretches of the chain they froze and how many there are.
+async fn check_freezes(
+    store: &dyn Store,
+    evidence: &Evidence,
+    report: &mut Report,
+) -> (FrozenSpans, u64) {
+    let mut found = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store.audit_events(from, 4096).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        for raw in page {
+            let event = agent_handoff::audit::AuditEvent::decode(raw).unwrap();
+            let r = event.record();
+            if r.ticket.is_some() {
+                continue;
+            }
+            let on = match r.kind.as_str() {
+                "frozen" => true,
+                "unfrozen" => false,
+                other => {
+                    report.violation(format!("an unexpected `{other}` event of no ticket"));
+                    continue;
+                }
+            };
+            if actor_key(&r.actor) != format!("operator:{OPERATOR}") {
+                report.violation(format!("a `{}` event by {:?}", r.kind, r.actor));
+                continue;
+            }
+            let scope = match r.data.get("scope").and_then(|s| s.get("scope")) {
+                Some(Value::String(s)) if s == "all" => "all",
+                _ => "agent",
+            };
+            found.push((event.seq(), on, scope.to_owned()));
+        }
+    }
+    let mut answered: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for f in &evidence.freezes {
+        *report
+            .answers
+            .entry(format!("{} {} {}", f.op, f.scope, f.result))
+            .or_default() += 1;
+        if f.result == "ok" {
+            *answered.entry((f.op.clone(), f.scope.clone())).or_default() += 1;
+        } else {
+            report.violation(format!("a {} of {} failed: {}", f.op, f.scope, f.result));
+        }
+    }
+    let mut audited: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (_, on, scope) in &found {
+        let op = if *on { "freeze" } else { "unfreeze" };
+        *audited.entry((op.to_owned(), scope.clone())).or_default() += 1;
+    }
+    if answered != audited {
+        report.violation(format!(
+            "freezes answered {answered:?}, audited {audited:?}"
+        ));
+    }
+    (FrozenSpans::of(&found), found.len() as u64)
 }
 
 /// The stored ticket is where the replay ended.
@@ -2008,12 +2229,13 @@ async fn decision_storm_leaves_every_ticket_as_its_successful_operations_explain
         .collect();
     assert_eq!(tickets.len(), cfg.keys, "every key has its ticket");
     let begun = Instant::now();
-    let (ops, swept) = decision_storm(&node, &tickets, &cfg, 0, &time, Role::Driver).await;
+    let (ops, swept, freezes) = decision_storm(&node, &tickets, &cfg, 0, &time, Role::Driver).await;
     let elapsed = begun.elapsed();
     let n_ops = ops.len();
     let evidence = Evidence {
         proposals,
         ops,
+        freezes,
         swept,
     };
     let report = check(&node, &cfg, &evidence, false).await;
@@ -2097,6 +2319,37 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
         .await;
         evidence.ops.extend(answers);
     }
+    // The kill switch: an approval refused while frozen, counted once lifted; then every agent
+    // frozen to the end.
+    let frozen_one = ticket(1);
+    let vote_on = |id, who| {
+        let (node, progress, time) = (Arc::clone(&node), Arc::clone(&progress), time.clone());
+        let planned = Planned {
+            op: vote(who, "approve"),
+            proc: 0,
+            delay: 0,
+        };
+        async move { run_op(node, id, planned, 0, progress, time).await }
+    };
+    evidence
+        .freezes
+        .push(freeze_op(&node, 0, true, "agent").await);
+    evidence.ops.extend(vote_on(frozen_one, "alice").await);
+    evidence
+        .freezes
+        .push(freeze_op(&node, 0, false, "agent").await);
+    evidence.ops.extend(vote_on(frozen_one, "alice").await);
+    evidence
+        .freezes
+        .push(freeze_op(&node, 0, true, "all").await);
+    assert!(
+        evidence
+            .ops
+            .iter()
+            .any(|o| o.ticket == frozen_one && o.result == refused("frozen")),
+        "the approval while frozen was refused: {:?}",
+        evidence.ops
+    );
     time.set(at_step(STEPS));
     evidence.swept = node.handoff.expire_due().await.unwrap();
     check(&node, &cfg, &evidence, false).await.assert_clean();
@@ -2178,6 +2431,19 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
             }),
         ),
         ("a sweep that moved one more", Box::new(|e| e.swept += 1)),
+        (
+            "a refusal by a freeze answered as ok",
+            Box::new(move |e| {
+                let i = find(e, frozen_one, "vote", "refused:frozen");
+                e.ops[i].result = "ok".into();
+            }),
+        ),
+        (
+            "a freeze nobody answered",
+            Box::new(|e| {
+                e.freezes.remove(0);
+            }),
+        ),
     ];
     for (what, tamper) in &tampered {
         let mut e = evidence.clone();
@@ -2191,42 +2457,29 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
     let forged = [
         (
             "an accepted decision row nobody answered",
-            agent_handoff::backend::Write {
-                decision: Some(agent_handoff::backend::DecisionRow {
-                    ticket: two,
-                    person: Some(person("dave")),
-                    verdict: "approve".into(),
-                    refusal: None,
-                    at,
-                }),
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_decision(
+                agent_handoff::backend::DecisionRow::new(two, Some(person("dave")), "approve", at),
+            ),
         ),
         (
             "a second execution_started",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    ticket: Some(allowed),
-                    at,
-                    kind: "execution_started".into(),
-                    actor: Actor::Agent(agent_id(AGENT)),
-                    data: json!({ "lease_expires": ms(at) + 1000 }),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                Some(allowed),
+                at,
+                "execution_started",
+                Actor::Agent(agent_id(AGENT)),
+                json!({ "lease_expires": ms(at) + 1000 }),
+            )]),
         ),
         (
             "an event about no ticket",
-            agent_handoff::backend::Write {
-                audit: vec![AuditRecord {
-                    ticket: None,
-                    at,
-                    kind: "frozen".into(),
-                    actor: Actor::System,
-                    data: json!({}),
-                }],
-                ..Default::default()
-            },
+            agent_handoff::backend::Write::new().with_audit_records(vec![AuditRecord::new(
+                None,
+                at,
+                "frozen",
+                Actor::System,
+                json!({}),
+            )]),
         ),
     ];
     let mut found = 0;
@@ -2236,6 +2489,29 @@ async fn the_model_reports_answers_and_rows_that_do_not_fit() {
         assert!(report.violations.len() > found, "the model missed {what}");
         found = report.violations.len();
     }
+    // A permit issued while frozen (every agent is, to the end): written past the engine's
+    // guard, as a store ignoring freezes would.
+    let forged_begin = agent_handoff::backend::Write::new().with_audit(AuditRecord::new(
+        Some(ticket(3)),
+        at,
+        "execution_started",
+        Actor::Agent(agent_id(AGENT)),
+        json!({ "lease_expires": ms(at) + 1000 }),
+    ));
+    node.store.commit(forged_begin).await.unwrap();
+    let report = check(&node, &cfg, &evidence, false).await;
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("a permit issued while frozen")),
+        "the model missed a permit issued while frozen: {:?}",
+        report.violations
+    );
+    found = report.violations.len();
+    evidence
+        .freezes
+        .push(freeze_op(&node, 0, false, "all").await);
     // A ticket under a key no task proposed.
     let _ = node
         .agent
@@ -2448,7 +2724,10 @@ fn storm_worker() {
         for k in 0..cfg.tickets.min(cfg.keys) {
             let t = node
                 .store
-                .ticket_by_key(&agent_id(AGENT), &key(&key_text(k)))
+                .ticket_by_key(
+                    &Requester::new(agent_id(AGENT), Some(person(PRINCIPAL))),
+                    &key(&key_text(k)),
+                )
                 .await
                 .unwrap()
                 .expect("every key has its ticket");
@@ -2456,10 +2735,13 @@ fn storm_worker() {
         }
         let role = if me == 0 { Role::Driver } else { Role::Sweeper };
         let begun = Instant::now();
-        let (ops, swept) = decision_storm(&node, &tickets, &cfg, me, &time, role).await;
+        let (ops, swept, freezes) = decision_storm(&node, &tickets, &cfg, me, &time, role).await;
         let decide_ms = begun.elapsed().as_millis();
         for op in &ops {
             say(LINE_OP, op);
+        }
+        for f in &freezes {
+            say(LINE_FREEZE, f);
         }
         say(
             LINE_SUMMARY,
@@ -2547,6 +2829,8 @@ fn multi_process_storm_keeps_one_ticket_per_key_and_one_begin_per_ticket() {
                 evidence.proposals.push(serde_json::from_str(json).unwrap());
             } else if let Some(json) = line.strip_prefix(LINE_OP) {
                 evidence.ops.push(serde_json::from_str(json).unwrap());
+            } else if let Some(json) = line.strip_prefix(LINE_FREEZE) {
+                evidence.freezes.push(serde_json::from_str(json).unwrap());
             } else if let Some(json) = line.strip_prefix(LINE_SUMMARY) {
                 let summary: Summary = serde_json::from_str(json).unwrap();
                 evidence.swept += summary.swept;

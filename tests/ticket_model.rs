@@ -867,7 +867,7 @@ fn run(rule: Rule, principal: Principal, ops: Vec<Op>) -> Result<(), TestCaseErr
                     ticket = next;
                     ticket.state().name()
                 });
-                Expect::Refused(refused.refusal.code(), persisted)
+                Expect::Refused(refused.refusal.code().as_str(), persisted)
             }
         };
         prop_assert_eq!(

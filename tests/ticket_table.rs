@@ -301,7 +301,7 @@ fn observe(ticket: &Ticket, column: &str, at: i64) -> String {
         Err(refused) => {
             let last = refused.audit.last().expect("a refusal is audited");
             assert_eq!(last.kind, kind::REFUSED);
-            assert_eq!(last.data["refusal"], refused.refusal.code());
+            assert_eq!(last.data["refusal"], refused.refusal.code().as_str());
             if let Refusal::NotApplicable { state, event } = &refused.refusal {
                 assert_eq!(*state, ticket.state().name());
                 assert_eq!(*event, event_kind);
@@ -309,12 +309,16 @@ fn observe(ticket: &Ticket, column: &str, at: i64) -> String {
             match refused.ticket {
                 None => {
                     assert_eq!(refused.audit.len(), 1);
-                    format!("!{}", refused.refusal.code())
+                    format!("!{}", refused.refusal.code().as_str())
                 }
                 Some(next) => {
                     assert_eq!(next.version(), ticket.version() + 1, "{column}: version");
                     assert_eq!(refused.audit.len(), 2, "{column}: change + refusal");
-                    format!("!{}>{}", refused.refusal.code(), next.state().name())
+                    format!(
+                        "!{}>{}",
+                        refused.refusal.code().as_str(),
+                        next.state().name()
+                    )
                 }
             }
         }

@@ -676,7 +676,7 @@ async fn a_proposal_reaches_the_receiver_as_a_signed_card() {
         .iter()
         .any(|l| l.verdict == VerdictKind::Approve && l.url.starts_with(LINK_BASE)));
     assert!(!String::from_utf8_lossy(body).contains(SENSITIVE));
-    handoff.store().shutdown().await.unwrap();
+    handoff.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -720,5 +720,5 @@ async fn the_engine_retries_a_timed_out_delivery_under_the_same_id() {
     verifier(&[SPEC_SECRET])
         .verify(&got[1].0, &got[1].1, clock.now())
         .unwrap();
-    handoff.store().shutdown().await.unwrap();
+    handoff.shutdown().await.unwrap();
 }

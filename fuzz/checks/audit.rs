@@ -1,4 +1,5 @@
-//! The audit export: [`verify_jsonl`] (with and without a signed checkpoint) and
+//! The audit export: [`verify_jsonl`] (with and without a signed checkpoint),
+//! [`verify_jsonl_against`] (the same, with the checkpoint's origin checked) and
 //! [`Checkpoint::parse`].
 //!
 //! Input: a mode byte, then
@@ -26,8 +27,9 @@
 use std::io::BufRead as _;
 
 use agent_handoff::audit::{
-    from_jsonl, to_jsonl, verify_jsonl, Actor, AuditRecord, Chain, ChainHash, ChainHead,
-    Checkpoint, CheckpointKey, ExportError, RawEvent, VerifyError, VerifyJsonlError,
+    from_jsonl, to_jsonl, verify_jsonl, verify_jsonl_against, Actor, AuditRecord, Chain, ChainHash,
+    ChainHead, Checkpoint, CheckpointError, CheckpointKey, ExportError, RawEvent, VerifyError,
+    VerifyJsonlError,
 };
 use agent_handoff::{AgentId, PersonId, TicketId, Timestamp};
 use sha2::{Digest as _, Sha256};
@@ -231,6 +233,26 @@ fn check_export(data: &[u8], checkpoint: Option<&Checkpoint>) -> Verdict {
     let expected = checkpoint.map(|cp| cp.verify(&keys).expect("a signed checkpoint"));
     let want = reference(data, expected);
     assert_eq!(got, want, "verify_jsonl disagrees with the reference");
+    if let Some(cp) = checkpoint {
+        // The origin-checking twin agrees for the chain the checkpoint is of, and refuses the
+        // checkpoint for any other.
+        let against = verdict(verify_jsonl_against(
+            data,
+            std::slice::from_ref(cp),
+            &keys,
+            ORIGIN,
+        ));
+        assert_eq!(
+            against, want,
+            "verify_jsonl_against disagrees with the reference"
+        );
+        assert!(matches!(
+            verify_jsonl_against(data, std::slice::from_ref(cp), &keys, "fuzz.example/other"),
+            Err(VerifyJsonlError::Checkpoint(
+                CheckpointError::WrongOrigin { .. }
+            ))
+        ));
+    }
     // `lines()` and the reference split alike.
     let read: Vec<Vec<u8>> = data
         .lines()
@@ -282,14 +304,14 @@ fn record(input: &mut Input<'_>, i: usize) -> AuditRecord {
         4 => Actor::Unauthenticated,
         _ => Actor::System,
     };
-    AuditRecord {
-        ticket: (ticket_bytes[0] % 2 == 0)
+    AuditRecord::new(
+        (ticket_bytes[0] % 2 == 0)
             .then(|| TicketId::from_uuid(uuid::Uuid::from_bytes(ticket_bytes))),
-        at: Timestamp::from_unix_millis(input.i64()),
-        kind: input.text(),
+        Timestamp::from_unix_millis(input.i64()),
+        input.text(),
         actor,
-        data: serde_json::json!({ "note": input.text(), "i": i }),
-    }
+        serde_json::json!({ "note": input.text(), "i": i }),
+    )
 }
 
 fn export(events: &[RawEvent]) -> Vec<Vec<u8>> {

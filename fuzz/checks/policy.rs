@@ -5,8 +5,10 @@
 //! Properties:
 //!
 //! - nothing panics;
-//! - a refusal is a typed [`PolicyError`] whose line, when given, lies inside the text; TOML
-//!   refusals always name a line, and so do JSON refusals other than syntax errors;
+//! - a refusal is a non-empty list of typed [`PolicyError`]s in document order (lines never
+//!   decrease), at most [`limits::MAX_REPORTED_PROBLEMS`], without repeats; each one's line,
+//!   when given, lies inside the text; TOML problems always name a line, and so do JSON
+//!   problems other than syntax errors;
 //! - a loaded policy carries the SHA-256 of the exact text; every ruling names that policy,
 //!   lists its rules sorted by id without repeats, is deterministic, equals the default when
 //!   no rule took part and is at least as strict as the default when the default took part,
@@ -19,7 +21,9 @@
 //!   JSON, loads too and rules the same on every request.
 
 use agent_handoff::action::{ActionRequest, Environment, Reversibility};
-use agent_handoff::policy::{limits, Outcome, Policy, PolicyEngine, PolicyError, Ruling};
+use agent_handoff::policy::{
+    limits, Outcome, Policy, PolicyEngine, PolicyError, PolicyErrors, Ruling,
+};
 use sha2::{Digest as _, Sha256};
 
 /// The requests every loaded policy rules on: worst case, a development read, payments in two
@@ -66,11 +70,23 @@ pub fn check_json(data: &[u8]) {
     check_loaded(&text, &Policy::from_json(&text), false);
 }
 
-fn check_loaded(text: &str, loaded: &Result<Policy, PolicyError>, toml: bool) {
+fn check_loaded(text: &str, loaded: &Result<Policy, PolicyErrors>, toml: bool) {
     let policy = match loaded {
         Ok(policy) => policy,
-        Err(e) => {
-            check_error(text, e, toml);
+        Err(errors) => {
+            let all = errors.as_slice();
+            assert!(!all.is_empty(), "a refusal without a problem");
+            assert!(all.len() <= limits::MAX_REPORTED_PROBLEMS);
+            assert_eq!(errors.first(), &all[0]);
+            let lines: Vec<usize> = all.iter().map(|e| e.line().unwrap_or(0)).collect();
+            assert!(
+                lines.windows(2).all(|w| w[0] <= w[1]),
+                "problems not in document order: {errors}"
+            );
+            for (i, e) in all.iter().enumerate() {
+                assert!(!all[..i].contains(e), "problem reported twice: {e:?}");
+                check_error(text, e, toml);
+            }
             return;
         }
     };

@@ -9,6 +9,8 @@ use std::io::Write as _;
 
 use serde_json::{Map, Number, Value};
 
+use crate::codes::{self, Code};
+
 /// Largest JSON text [`parse_strict_json`] accepts, in bytes (1 MiB).
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
 
@@ -76,6 +78,13 @@ pub enum CanonicalError {
         /// Column of the number.
         column: usize,
     },
+}
+
+impl CanonicalError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        codes::MALFORMED_JSON
+    }
 }
 
 /// Parses JSON text strictly.

@@ -14,6 +14,7 @@ use super::canonical::{
     canonical_json, es6_number, write_canonical, write_canonical_map, write_string,
 };
 use super::request::ActionRequest;
+use crate::codes::{self, Code};
 
 /// The `format` member of the digested document; a new document layout gets a new value.
 pub const ACTION_DIGEST_FORMAT: &str = "agent-handoff/action-digest/v1";
@@ -256,6 +257,13 @@ pub enum ParseDigestError {
         /// Byte offset of the first offending character.
         index: usize,
     },
+}
+
+impl ParseDigestError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        codes::INVALID_DIGEST
+    }
 }
 
 /// Writes bytes as lowercase hex.

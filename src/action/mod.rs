@@ -16,6 +16,7 @@ mod request;
 
 pub use canonical::{canonical_json, parse_strict_json, CanonicalError};
 pub(crate) use canonical::{write_canonical, write_string};
+pub(crate) use digest::commitment;
 pub use digest::{
     ActionDigest, DigestKey, KeyedDigest, ParseDigestError, ACTION_DIGEST_FORMAT,
     KEYED_DIGEST_LABEL,

@@ -18,6 +18,7 @@ use super::limits::{
     MAX_REASON_LEN, MAX_RISK_FACTORS, MAX_RISK_FACTOR_LEN, MAX_ROLLBACK_PLAN_LEN, MAX_SAFE_INTEGER,
     MAX_SENSITIVE_POINTERS, MAX_TARGETS, MAX_TARGET_LEN, MAX_UNIT_LEN, MAX_VALUE_DEPTH,
 };
+use crate::codes::{self, Code};
 use crate::id::{AgentId, PersonId};
 
 /// Who proposes an action: the agent, and the human principal it acts for, if any.
@@ -51,7 +52,11 @@ impl Requester {
 /// A caller-chosen key that makes retries of one proposal idempotent.
 ///
 /// 8 to 255 bytes of printable ASCII (`!` to `~`, no spaces): long enough to be unique per
-/// action (a UUID is 36), short enough to index. Keys are scoped per requester agent.
+/// action (a UUID is 36), short enough to index. Keys are scoped per requester: the agent and
+/// the principal it acts for (see [`Requester`]).
+///
+/// [`IdempotencyKey::new`] checks the bounds where a key is made;
+/// [`ActionRequest::builder`] takes the key made so.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
@@ -80,6 +85,13 @@ impl IdempotencyKey {
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The key's text: so [`ActionRequest::builder`] takes a key validated where it was made.
+impl From<IdempotencyKey> for String {
+    fn from(key: IdempotencyKey) -> Self {
+        key.0
     }
 }
 
@@ -221,6 +233,26 @@ impl ActionRequest {
     /// Defaults are the worst case: environment `production`, sensitivity `regulated`,
     /// reversibility `irreversible`, no stated impact (unbounded), no stated confidence (zero).
     /// Validation happens in [`ActionRequestBuilder::build`].
+    ///
+    /// `idempotency_key` is text or an [`IdempotencyKey`]. A key made from host data (an order
+    /// number, a job id) is best made with [`IdempotencyKey::new`], which checks its bounds
+    /// ([`MIN_IDEMPOTENCY_KEY_LEN`](super::limits::MIN_IDEMPOTENCY_KEY_LEN) to
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`](super::limits::MAX_IDEMPOTENCY_KEY_LEN) bytes of printable
+    /// ASCII) where the key is made, instead of at `build`:
+    ///
+    /// ```
+    /// use agent_handoff::action::{ActionRequest, IdempotencyKey, ValidationError};
+    ///
+    /// let order = 42;
+    /// assert!(matches!(
+    ///     IdempotencyKey::new(format!("{order}")),
+    ///     Err(ValidationError::IdempotencyKeyTooShort { len: 2 })
+    /// ));
+    /// let key = IdempotencyKey::new(format!("refund-order-{order:08}"))?;
+    /// let request = ActionRequest::builder("payment.refund", key).build()?;
+    /// assert_eq!(request.idempotency_key().as_str(), "refund-order-00000042");
+    /// # Ok::<(), ValidationError>(())
+    /// ```
     pub fn builder(
         kind: impl Into<String>,
         idempotency_key: impl Into<String>,
@@ -644,6 +676,40 @@ pub enum ValidationError {
         /// What is wrong.
         problem: &'static str,
     },
+}
+
+impl ValidationError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        use ValidationError as V;
+        match self {
+            V::EmptyKind | V::InvalidKind { .. } => codes::INVALID_KIND,
+            V::ConfidenceOutOfRange(_) => codes::INVALID_CONFIDENCE,
+            V::IdempotencyKeyTooShort { .. }
+            | V::IdempotencyKeyTooLong { .. }
+            | V::IdempotencyKeyCharacters => codes::INVALID_IDEMPOTENCY_KEY,
+            V::BadPointer { .. }
+            | V::PointerNotFound { .. }
+            | V::PointerTooLong { .. }
+            | V::DuplicatePointer { .. }
+            | V::TooManySensitivePointers { .. } => codes::INVALID_SENSITIVE_POINTER,
+            V::ParametersNotObject => codes::INVALID_PARAMETERS,
+            V::Field { .. } | V::InvalidName { .. } | V::InvalidUnit { .. } => codes::INVALID_FIELD,
+            V::Json(_) | V::UnknownField { .. } => codes::MALFORMED_REQUEST,
+            V::Malformed(e) => e.code(),
+            V::TooManyTargets { .. }
+            | V::EmptyTarget { .. }
+            | V::TargetTooLong { .. }
+            | V::TargetControlCharacter { .. } => codes::INVALID_TARGETS,
+            V::TextTooLong { .. }
+            | V::TooManyRiskFactors { .. }
+            | V::RiskFactorTooLong { .. }
+            | V::TooManyEntries { .. }
+            | V::TooLarge { .. } => codes::TOO_LARGE,
+            V::TooDeep { .. } => codes::TOO_DEEP,
+            V::UnsafeInteger { .. } => codes::UNSAFE_INTEGER,
+        }
+    }
 }
 
 /// Builds and validates an [`ActionRequest`]; see [`ActionRequest::builder`].

@@ -266,6 +266,10 @@ impl AuditEvent {
         }
     }
 
+    pub(super) fn record_mut(&mut self) -> &mut AuditRecord {
+        &mut self.record
+    }
+
     /// The stored form.
     pub fn raw(&self) -> &RawEvent {
         &self.raw
@@ -503,6 +507,7 @@ mod tests {
             for (j, data) in data.iter().enumerate() {
                 for ticket in tickets {
                     let record = AuditRecord {
+                        texts: Vec::new(),
                         ticket,
                         at: Timestamp::from_unix_millis(1_700_000_000_000 - (i * j) as i64 * 7),
                         kind: if j % 2 == 0 {
@@ -528,6 +533,7 @@ mod tests {
         }
         // Before the epoch too.
         let record = AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: Timestamp::from_unix_millis(-5),
             kind: "x".into(),
@@ -544,6 +550,7 @@ mod tests {
     fn append_links_events_and_decode_round_trips() {
         let mut chain = Chain::new();
         let record = AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: Timestamp::from_unix_millis(1_700_000_000_000),
             kind: "proposed".into(),
@@ -569,6 +576,7 @@ mod tests {
         let mut chain = Chain::new();
         let event = chain
             .append(AuditRecord {
+                texts: Vec::new(),
                 ticket: None,
                 at: Timestamp::EPOCH,
                 kind: "x".into(),
@@ -601,6 +609,7 @@ mod tests {
             hash: ChainHash::GENESIS,
         });
         let record = AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: Timestamp::EPOCH,
             kind: "x".into(),

@@ -143,6 +143,15 @@ pub enum CheckpointError {
         /// The key name.
         key: String,
     },
+    /// The checkpoint is of another chain than the one expected (its origin line differs):
+    /// it vouches for nothing here.
+    #[error("the checkpoint is of `{found}`, not of `{expected}`")]
+    WrongOrigin {
+        /// The origin expected (cut to 64 characters).
+        expected: String,
+        /// The checkpoint's origin (cut to 64 characters).
+        found: String,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -312,6 +321,23 @@ impl Checkpoint {
         } else {
             Err(CheckpointError::NoTrustedSignature)
         }
+    }
+
+    /// [`verify`](Self::verify), after checking that the checkpoint is of the chain called
+    /// `origin` ([`CheckpointError::WrongOrigin`] otherwise): what a verifier of one chain
+    /// calls, since one key may sign the checkpoints of several chains.
+    pub fn verify_for(
+        &self,
+        origin: &str,
+        keys: &[CheckpointKey],
+    ) -> Result<ChainHead, CheckpointError> {
+        if self.origin != origin {
+            return Err(CheckpointError::WrongOrigin {
+                expected: origin.chars().take(64).collect(),
+                found: self.origin.chars().take(64).collect(),
+            });
+        }
+        self.verify(keys)
     }
 
     /// The chain's name.
@@ -506,6 +532,23 @@ mod tests {
         assert!(Checkpoint::parse(&many).is_err());
         assert!(Checkpoint::sign("with space", head(), &k).is_err());
         assert!(Checkpoint::sign("", head(), &k).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_origin_is_refused_for_this_one() {
+        let k = key("k", 1);
+        let checkpoint = Checkpoint::sign("prod", head(), &k).unwrap();
+        assert_eq!(
+            checkpoint.verify_for("prod", std::slice::from_ref(&k)),
+            Ok(head())
+        );
+        assert_eq!(
+            checkpoint.verify_for("staging", std::slice::from_ref(&k)),
+            Err(CheckpointError::WrongOrigin {
+                expected: "staging".into(),
+                found: "prod".into()
+            })
+        );
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub fn from_jsonl(line: &str) -> Result<RawEvent, String> {
 
 /// Verifies an exported chain read from `input`, in constant memory. With a checkpoint and its
 /// keys, the checkpoint's signature must verify and the chain must pass through its head (a
-/// truncated or rewritten export is refused).
+/// truncated or rewritten export is refused). The checkpoint's origin is not looked at: see
+/// [`verify_jsonl_against`].
 pub fn verify_jsonl(
     input: impl BufRead,
     checkpoint: Option<(&Checkpoint, &[CheckpointKey])>,
@@ -80,6 +81,33 @@ pub fn verify_jsonl(
     if let Some((cp, keys)) = checkpoint {
         verifier = verifier.expect_head(cp.verify(keys)?);
     }
+    verify_lines(input, verifier)
+}
+
+/// Verifies an exported chain called `origin` against checkpoints kept elsewhere (the
+/// engine's [`verify_audit_against`](crate::Handoff::verify_audit_against) for an export):
+/// each checkpoint must be of `origin` ([`CheckpointError::WrongOrigin`](super::CheckpointError::WrongOrigin)),
+/// carry a verifying signature by one of `keys`, and the chain must pass through every one of
+/// their heads — an export whose tail was cut ([`Truncated`](VerifyError::Truncated)) or that
+/// was rewritten ([`Rewritten`](VerifyError::Rewritten)) is refused, whatever checkpoints the
+/// exporting database still held. Constant memory in the length of the export.
+pub fn verify_jsonl_against(
+    input: impl BufRead,
+    checkpoints: &[Checkpoint],
+    keys: &[CheckpointKey],
+    origin: &str,
+) -> Result<VerifySummary, VerifyJsonlError> {
+    let mut verifier = Verifier::new();
+    for cp in checkpoints {
+        verifier.add_expected_head(cp.verify_for(origin, keys)?);
+    }
+    verify_lines(input, verifier)
+}
+
+fn verify_lines(
+    input: impl BufRead,
+    mut verifier: Verifier,
+) -> Result<VerifySummary, VerifyJsonlError> {
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(ExportError::Io)?;
         if line.trim().is_empty() {
@@ -121,6 +149,7 @@ mod tests {
             .map(|i| {
                 chain
                     .append(AuditRecord {
+                        texts: Vec::new(),
                         ticket: None,
                         at: Timestamp::from_unix_millis(i as i64),
                         kind: "proposed".into(),
@@ -143,6 +172,46 @@ mod tests {
         }
         let summary = verify_jsonl(text.as_bytes(), None).unwrap();
         assert_eq!(summary.count, 5);
+    }
+
+    #[test]
+    fn an_export_is_checked_against_every_kept_checkpoint_and_its_origin() {
+        let events = chain(5);
+        let key = CheckpointKey::new("k", &[3; 32]).unwrap();
+        let at = |n: usize| {
+            Checkpoint::sign(
+                "prod",
+                crate::audit::ChainHead {
+                    seq: n as u64,
+                    hash: events[n - 1].hash,
+                },
+                &key,
+            )
+            .unwrap()
+        };
+        let text: String = events.iter().map(|e| to_jsonl(e) + "\n").collect();
+        let keys = std::slice::from_ref(&key);
+        let both = [at(2), at(5)];
+        assert_eq!(
+            verify_jsonl_against(text.as_bytes(), &both, keys, "prod")
+                .unwrap()
+                .count,
+            5
+        );
+        let cut: String = events[..4].iter().map(|e| to_jsonl(e) + "\n").collect();
+        assert!(matches!(
+            verify_jsonl_against(cut.as_bytes(), &both, keys, "prod"),
+            Err(VerifyJsonlError::Chain(VerifyError::Truncated {
+                checkpoint_size: 5,
+                chain_size: 4
+            }))
+        ));
+        assert!(matches!(
+            verify_jsonl_against(text.as_bytes(), &both, keys, "staging"),
+            Err(VerifyJsonlError::Checkpoint(
+                crate::audit::CheckpointError::WrongOrigin { .. }
+            ))
+        ));
     }
 
     #[test]

@@ -15,8 +15,34 @@
 //! or `null`. Verification hashes the stored bytes as they are and never re-serialises, so a
 //! verifier needs no JSON library; [`AuditEvent::decode`] reads them back.
 //!
-//! Sensitive values never enter the chain: `data` holds salted commitments (the action module's
-//! committed parameters), so a secret can be erased from the ticket without breaking the chain.
+//! Sensitive values and free text never enter the chain: `data` holds salted commitments (the
+//! action module's committed parameters, and the commitments of texts, below), so a secret can
+//! be erased without breaking the chain.
+//!
+//! # Texts
+//!
+//! Free text and values an event is about — a reviewer's feedback, an execution's error text
+//! and output, a cancel, revoke, freeze or erase reason, the expected and observed precondition
+//! values of a failed `begin` — are [`AuditText`]s: kept beside the event in the store's side
+//! table, bounded in size ([`crate::limits`]), and committed in the event's `data` under their
+//! name as
+//!
+//! ```text
+//! "feedback": {"commitment": hex(HMAC-SHA256(key = salt, message = "feedback" ‖ 0x00 ‖ JCS(value)))}
+//! ```
+//!
+//! with a fresh random 32-byte salt per text (the form of committed parameters). A text absent
+//! from an event (an approval's feedback) is `null`. Whoever keeps value and salt can prove
+//! what the event said; the audited erase operation
+//! ([`Handoff::erase_text`](crate::Handoff::erase_text)) drops both, and the chain still
+//! verifies. Read back, a text is [`Kept`](TextState::Kept) only if it opens its commitment.
+//!
+//! | event kind | texts |
+//! |---|---|
+//! | `voted` | `feedback` (reject, request changes) |
+//! | `cancelled`, `revoked`, `frozen`, `clock_rebased`, `text_erased`, `rejected` by a freeze | `reason` |
+//! | `execution_finished`, `resolved` | `error` (failed) or `output` (succeeded, unless `null`) |
+//! | `stale` (`reason: "preconditions"`) | `expected`, `observed`: the action's precondition values and the values observed for the same names, each as one object |
 //!
 //! # Hashes
 //!
@@ -69,6 +95,7 @@ mod chain;
 mod checkpoint;
 mod export;
 mod record;
+mod text;
 mod verify;
 
 pub use chain::{
@@ -78,6 +105,10 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointKey, KeyError, MAX_CHECKPOINT_LEN,
     MAX_CHECKPOINT_SIGNATURES, MIN_CHECKPOINT_SECRET_LEN,
 };
-pub use export::{from_jsonl, to_jsonl, verify_jsonl, ExportError, VerifyJsonlError};
+pub use export::{
+    from_jsonl, to_jsonl, verify_jsonl, verify_jsonl_against, ExportError, VerifyJsonlError,
+};
 pub use record::{kind, Actor, AuditRecord};
+pub(crate) use text::{committed_names, row_opens};
+pub use text::{AuditText, TextError, TextRef, TextRow, TextState, MAX_TEXT_NAME_LEN};
 pub use verify::{try_verify, verify, Verifier, VerifyError, VerifySummary};

@@ -26,8 +26,11 @@ pub enum Actor {
 
 /// One audited fact, not yet chained. The store assigns the sequence number and hashes.
 ///
-/// `data` must never hold sensitive parameter values: use salted commitments.
+/// `data` must never hold sensitive parameter values or free text: use salted commitments —
+/// the action's committed parameters, and for free text and values the record's
+/// [`texts`](Self::texts), kept beside the event (see [`AuditText`](super::AuditText)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     /// The ticket it concerns, if any.
     pub ticket: Option<TicketId>,
@@ -39,6 +42,32 @@ pub struct AuditRecord {
     pub actor: Actor,
     /// Details (a JSON object).
     pub data: Value,
+    /// Free text and values the event is about, kept beside it and never hashed: `data` holds
+    /// a salted commitment of each under its name once [sealed](Self::seal). Read back from a
+    /// store, each says whether it is kept, erased or altered.
+    #[serde(skip)]
+    pub texts: Vec<super::AuditText>,
+}
+
+impl AuditRecord {
+    /// A record of `kind` caused by `actor` at `at`, about `ticket` if any, with `data` (a
+    /// JSON object), without texts (add them with [`with_text`](Self::with_text)).
+    pub fn new(
+        ticket: Option<TicketId>,
+        at: Timestamp,
+        kind: impl Into<String>,
+        actor: Actor,
+        data: Value,
+    ) -> Self {
+        Self {
+            ticket,
+            at,
+            kind: kind.into(),
+            actor,
+            data,
+            texts: Vec::new(),
+        }
+    }
 }
 
 /// The audit event kinds the library writes.
@@ -82,7 +111,18 @@ pub mod kind {
     /// A delivery attempt failed (the data gives the attempt, whether a retry can help and
     /// the error code).
     pub const DELIVERY_FAILED: &str = "delivery_failed";
+    /// An operator erased a text kept beside an event (the data names it, `{"text": {"seq",
+    /// "name"}}`); its commitment stays in the chain.
+    pub const TEXT_ERASED: &str = "text_erased";
     /// Delivery of a review card was given up (retries exhausted, or a failure retrying
     /// cannot fix); the outbox row is dead.
     pub const GAVE_UP: &str = "gave_up";
+    /// An operator froze proposals, approvals and `begin` (the data names the scope and the
+    /// reason); written in the same transaction that sets the freeze.
+    pub const FROZEN: &str = "frozen";
+    /// An operator lifted a freeze (the data names the scope).
+    pub const UNFROZEN: &str = "unfrozen";
+    /// An operator rebased the commit floor onto the clock (the data gives the floor before,
+    /// the clock's reading, the alarm if one was raised, and the reason).
+    pub const CLOCK_REBASED: &str = "clock_rebased";
 }

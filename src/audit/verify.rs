@@ -1,5 +1,6 @@
 //! Streaming verification of a chain, in constant memory.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
 
 use super::chain::{ChainHash, ChainHead, RawEvent};
@@ -130,8 +131,12 @@ pub struct Verifier {
     start: ChainHead,
     head: ChainHead,
     count: u64,
-    expected: Option<ChainHead>,
-    expected_checked: bool,
+    /// Expected heads not reached yet, by sequence number.
+    expected: VecDeque<ChainHead>,
+    /// The first expected head that could not be checked (it lies before the current head).
+    behind: Option<ChainHead>,
+    /// The first expected head at the current head whose hash differed when it was added.
+    mismatch: Option<u64>,
 }
 
 impl Default for Verifier {
@@ -153,19 +158,38 @@ impl Verifier {
             start: head,
             head,
             count: 0,
-            expected: None,
-            expected_checked: false,
+            expected: VecDeque::new(),
+            behind: None,
+            mismatch: None,
         }
     }
 
     /// Also requires the chain to pass through `head`, typically the head of a kept checkpoint
     /// whose signature was verified ([`Checkpoint::verify`](super::Checkpoint::verify)): a chain
     /// that ends earlier is [`Truncated`](VerifyError::Truncated), one with another hash there
-    /// is [`Rewritten`](VerifyError::Rewritten).
+    /// is [`Rewritten`](VerifyError::Rewritten). May be given several times (every checkpoint
+    /// of a chain): the chain must pass through each.
     pub fn expect_head(mut self, head: ChainHead) -> Self {
-        self.expected = Some(head);
-        self.expected_checked = false;
+        self.add_expected_head(head);
         self
+    }
+
+    /// [`expect_head`](Self::expect_head) on a verifier under way, e.g. the checkpoints of a
+    /// store read page by page while the events are. A head must be added before the events
+    /// reach it: one at the current head is compared at once, one before it cannot be checked
+    /// any more and is reported by [`finish`](Self::finish) as
+    /// [`CheckpointNotCovered`](VerifyError::CheckpointNotCovered).
+    pub fn add_expected_head(&mut self, head: ChainHead) {
+        if head.seq < self.head.seq {
+            self.behind.get_or_insert(head);
+        } else if head.seq == self.head.seq {
+            if head.hash != self.head.hash {
+                self.mismatch.get_or_insert(head.seq);
+            }
+        } else {
+            let at = self.expected.partition_point(|h| h.seq <= head.seq);
+            self.expected.insert(at, head);
+        }
     }
 
     /// The head after the events checked so far.
@@ -175,6 +199,9 @@ impl Verifier {
 
     /// Checks the next event.
     pub fn push(&mut self, event: &RawEvent) -> Result<(), VerifyError> {
+        if let Some(seq) = self.mismatch {
+            return Err(VerifyError::Rewritten { seq });
+        }
         // `head.seq < u64::MAX` always holds here: a head at u64::MAX can only be a resumed one,
         // and then every event is a repeat.
         let expected = self.head.seq.wrapping_add(1);
@@ -202,38 +229,41 @@ impl Verifier {
             hash,
         };
         self.count += 1;
-        if let Some(want) = self.expected {
-            if want.seq == event.seq {
-                if want.hash != hash {
-                    return Err(VerifyError::Rewritten { seq: want.seq });
-                }
-                self.expected_checked = true;
+        while self
+            .expected
+            .front()
+            .is_some_and(|want| want.seq == event.seq)
+        {
+            if self
+                .expected
+                .pop_front()
+                .is_some_and(|want| want.hash != hash)
+            {
+                return Err(VerifyError::Rewritten { seq: event.seq });
             }
         }
         Ok(())
     }
 
     /// Ends verification: checks the expected head was reached and returns the summary.
+    ///
+    /// With several expected heads beyond the end of the chain, [`Truncated`](VerifyError::Truncated)
+    /// names the largest.
     pub fn finish(self) -> Result<VerifySummary, VerifyError> {
-        if let Some(want) = self.expected {
-            if !self.expected_checked {
-                if want.seq > self.head.seq {
-                    return Err(VerifyError::Truncated {
-                        checkpoint_size: want.seq,
-                        chain_size: self.head.seq,
-                    });
-                }
-                if want.seq < self.start.seq {
-                    return Err(VerifyError::CheckpointNotCovered {
-                        checkpoint_size: want.seq,
-                        start: self.start.seq,
-                    });
-                }
-                // want.seq == start.seq and no event was needed to reach it.
-                if want.hash != self.start.hash {
-                    return Err(VerifyError::Rewritten { seq: want.seq });
-                }
-            }
+        if let Some(seq) = self.mismatch {
+            return Err(VerifyError::Rewritten { seq });
+        }
+        if let Some(want) = self.expected.back() {
+            return Err(VerifyError::Truncated {
+                checkpoint_size: want.seq,
+                chain_size: self.head.seq,
+            });
+        }
+        if let Some(want) = self.behind {
+            return Err(VerifyError::CheckpointNotCovered {
+                checkpoint_size: want.seq,
+                start: self.start.seq,
+            });
         }
         Ok(VerifySummary {
             count: self.count,
@@ -379,6 +409,66 @@ mod tests {
                 .expect_head(forged)
                 .verify(&events[2..]),
             Err(VerifyError::Rewritten { seq: 2 })
+        ));
+    }
+
+    #[test]
+    fn the_chain_must_pass_through_every_expected_head() {
+        let events = chain(5);
+        let at = |i: usize| ChainHead {
+            seq: i as u64 + 1,
+            hash: events[i].hash,
+        };
+        let summary = Verifier::new()
+            .expect_head(at(3))
+            .expect_head(at(1))
+            .expect_head(at(1))
+            .expect_head(ChainHead::GENESIS)
+            .verify(&events)
+            .unwrap();
+        assert_eq!(summary.count, 5);
+        let forged = ChainHead {
+            seq: 2,
+            hash: events[3].hash,
+        };
+        assert!(matches!(
+            Verifier::new()
+                .expect_head(at(3))
+                .expect_head(forged)
+                .verify(&events),
+            Err(VerifyError::Rewritten { seq: 2 })
+        ));
+        // Beyond the end: the largest is named.
+        let beyond = ChainHead {
+            seq: 9,
+            hash: events[0].hash,
+        };
+        assert!(matches!(
+            Verifier::new()
+                .expect_head(ChainHead { seq: 7, ..beyond })
+                .expect_head(beyond)
+                .verify(&events),
+            Err(VerifyError::Truncated {
+                checkpoint_size: 9,
+                chain_size: 5
+            })
+        ));
+        // Added while under way, before the events reach it.
+        let mut verifier = Verifier::new();
+        verifier.push(&events[0]).unwrap();
+        verifier.add_expected_head(at(2));
+        verifier.add_expected_head(at(0));
+        for e in &events[1..] {
+            verifier.push(e).unwrap();
+        }
+        verifier.finish().unwrap();
+        let mut verifier = Verifier::new();
+        verifier.push(&events[0]).unwrap();
+        verifier.push(&events[1]).unwrap();
+        verifier.add_expected_head(at(0));
+        assert!(matches!(
+            verifier.finish(),
+            Err(VerifyError::CheckpointNotCovered { .. })
         ));
     }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -15,18 +15,62 @@ use crate::timestamp::Timestamp;
 
 /// Where the engine gets "now", and how it waits for a later instant.
 ///
+/// A `Handoff` reads one clock, and its store stamps commits with that same clock (the
+/// builder refuses two: see [`Clock::id`]). Besides wall time, a clock may keep monotonic
+/// time ([`Clock::monotonic`]), which lets the store tell a step of the wall clock from time
+/// passing (see [`CommitClock`](crate::backend::CommitClock)).
+///
 /// Sleeping is runtime-agnostic: [`SystemClock`] wakes futures from one shared timer thread,
 /// [`ManualClock`] when a test advances it.
 #[async_trait]
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time.
+    /// The current (wall) time.
     fn now(&self) -> Timestamp;
 
     /// Completes at or after `deadline` by this clock.
     async fn sleep_until(&self, deadline: Timestamp);
+
+    /// Monotonic time: how long this clock has run since an origin fixed for its life. It
+    /// never goes backwards and does not follow steps of the wall clock (an operator or NTP
+    /// setting it, a virtual machine restored from a snapshot).
+    ///
+    /// Default `None`: the clock has no such notion, and stores cannot detect a jump of its
+    /// wall time (the commit floor and its check against the clock still apply).
+    fn monotonic(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Which clock this is. Two handles with the same id read one clock: the store and the
+    /// engine of one `Handoff` must have the same (the builder refuses otherwise).
+    ///
+    /// Default: the address of this value, so one `Arc<dyn Clock>` shared by the store and
+    /// the builder is one clock, and two separately allocated values are two. Clocks whose
+    /// clones share their state (as [`ManualClock`]'s do) override it with
+    /// [`ClockId::of`] that state; every [`SystemClock`] is [`ClockId::SYSTEM`].
+    fn id(&self) -> ClockId {
+        ClockId::of(self)
+    }
 }
 
-/// Wall-clock time (`SystemTime`), with a shared timer thread for sleeping.
+/// Identifies a clock (see [`Clock::id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClockId(usize);
+
+impl ClockId {
+    /// The operating system's clock: every [`SystemClock`].
+    pub const SYSTEM: ClockId = ClockId(0);
+
+    /// The id of the clock whose state lives at `state`'s address (valid while it lives:
+    /// compare ids of clocks that are both alive).
+    pub fn of<T: ?Sized>(state: &T) -> ClockId {
+        ClockId(state as *const T as *const () as usize)
+    }
+}
+
+/// Wall-clock time (`SystemTime`), with a shared timer thread for sleeping. Its monotonic
+/// time is [`Instant`]'s (on Linux it does not advance while the machine is suspended: a
+/// suspend longer than the store's clock tolerance is then seen as a jump, see
+/// [`CommitClock`](crate::backend::CommitClock)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -44,6 +88,15 @@ impl SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Self::read()
+    }
+
+    fn monotonic(&self) -> Option<Duration> {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        Some(ORIGIN.get_or_init(Instant::now).elapsed())
+    }
+
+    fn id(&self) -> ClockId {
+        ClockId::SYSTEM
     }
 
     async fn sleep_until(&self, deadline: Timestamp) {
@@ -168,6 +221,11 @@ impl Drop for Sleep {
 /// A clock that moves only when told to; sleepers wake when it is advanced past their
 /// deadline. For deterministic tests of deadlines, ttls and `wait` without real time.
 ///
+/// Clones share the clock: they are one clock ([`Clock::id`]). [`advance`](Self::advance)
+/// and [`set`](Self::set) move wall and monotonic time together, as time passing does;
+/// [`step_wall`](Self::step_wall) moves wall time alone, as a wall clock that is set does
+/// (to test clock jumps).
+///
 /// ```
 /// use agent_handoff::{Clock, ManualClock, Timestamp};
 /// use std::time::Duration;
@@ -175,6 +233,10 @@ impl Drop for Sleep {
 /// let clock = ManualClock::new(Timestamp::from_unix_millis(1_000));
 /// clock.advance(Duration::from_secs(2));
 /// assert_eq!(clock.now(), Timestamp::from_unix_millis(3_000));
+/// assert_eq!(clock.monotonic(), Some(Duration::from_secs(2)));
+/// clock.step_wall(Timestamp::from_unix_millis(500));
+/// assert_eq!(clock.now(), Timestamp::from_unix_millis(500));
+/// assert_eq!(clock.monotonic(), Some(Duration::from_secs(2)));
 /// ```
 #[derive(Clone, Default)]
 pub struct ManualClock {
@@ -184,6 +246,8 @@ pub struct ManualClock {
 #[derive(Default)]
 struct ManualState {
     now: Timestamp,
+    /// Time passed since the clock was made (moved by `advance` and `set`, not `step_wall`).
+    monotonic: Duration,
     /// Parked sleeps by id: their deadline and the waker to call.
     sleepers: HashMap<u64, (Timestamp, Waker)>,
     next_id: u64,
@@ -197,19 +261,38 @@ impl ManualClock {
         clock
     }
 
-    /// Moves the clock forward and wakes sleepers whose deadline has come.
+    /// Moves the clock forward (wall and monotonic time) and wakes sleepers whose deadline
+    /// has come.
     pub fn advance(&self, by: Duration) {
-        let now = self.now().saturating_add(by);
-        self.set(now);
+        self.update(|state| {
+            state.now = state.now.saturating_add(by);
+            state.monotonic = state.monotonic.saturating_add(by);
+        });
     }
 
-    /// Sets the time (never backwards: an earlier time is ignored) and wakes due sleepers.
+    /// Sets the time (never backwards: an earlier time is ignored), moving monotonic time
+    /// forward by as much, and wakes due sleepers.
     pub fn set(&self, to: Timestamp) {
-        let due: Vec<Waker> = {
-            let mut state = lock(&self.inner);
+        self.update(|state| {
             if to > state.now {
+                let passed = to.saturating_duration_since(state.now);
+                state.monotonic = state.monotonic.saturating_add(passed);
                 state.now = to;
             }
+        });
+    }
+
+    /// Steps the wall time alone to `to`, in either direction, leaving monotonic time where
+    /// it is: what a wall clock set by an operator or NTP, or restored with a virtual machine,
+    /// does. For tests of clock jumps; wakes sleepers that are due by the new time.
+    pub fn step_wall(&self, to: Timestamp) {
+        self.update(|state| state.now = to);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ManualState)) {
+        let due: Vec<Waker> = {
+            let mut state = lock(&self.inner);
+            change(&mut state);
             let now = state.now;
             let mut due = Vec::new();
             state.sleepers.retain(|_, (deadline, waker)| {
@@ -291,6 +374,14 @@ impl Clock for ManualClock {
             id: None,
         }
         .await
+    }
+
+    fn monotonic(&self) -> Option<Duration> {
+        Some(lock(&self.inner).monotonic)
+    }
+
+    fn id(&self) -> ClockId {
+        ClockId::of(&*self.inner)
     }
 }
 

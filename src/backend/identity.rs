@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
+use super::platform::PlatformIdentity;
+use crate::codes::{self, Code};
 use crate::id::{GroupName, PersonId};
 use crate::ticket::Reviewer;
 
@@ -14,19 +16,27 @@ use crate::ticket::Reviewer;
 ///
 /// The facade's reviewer API takes credentials only, never a ready-made [`Reviewer`]: the
 /// configured [`IdentityVerifier`] turns a credential into one, or refuses.
+///
+/// A bearer token can be presented by anyone who holds it. A platform identity cannot be made
+/// from request data: it comes only from a verified channel request (see
+/// [`PlatformIdentity`]), so this does not compile:
+///
+/// ```compile_fail
+/// use agent_handoff::{Credential, PlatformIdentity};
+///
+/// let forged = Credential::Platform(PlatformIdentity {
+///     platform: "feishu".into(),
+///     user: "ou_alice".into(),
+/// });
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credential {
     /// A bearer API token.
     Token(String),
-    /// A user id asserted by a chat platform in a callback whose signature was verified
-    /// (e.g. a Feishu `open_id`). Only a verified callback handler should build one.
-    Platform {
-        /// The platform (`feishu`).
-        platform: String,
-        /// The platform's user id.
-        user: String,
-    },
+    /// A chat platform's user, proven by a verified channel request (see
+    /// [`PlatformIdentity`] for the only ways to get one).
+    Platform(PlatformIdentity),
 }
 
 impl Credential {
@@ -40,10 +50,10 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credential::Token(_) => f.write_str("Credential::Token(<redacted>)"),
-            Credential::Platform { platform, user } => f
+            Credential::Platform(identity) => f
                 .debug_struct("Credential::Platform")
-                .field("platform", platform)
-                .field("user", user)
+                .field("platform", &identity.platform())
+                .field("user", &identity.user())
                 .finish(),
         }
     }
@@ -62,6 +72,17 @@ pub enum IdentityError {
     /// The directory could not be reached or failed.
     #[error("identity directory failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IdentityError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            IdentityError::Unknown => codes::UNAUTHENTICATED,
+            IdentityError::Unsupported(_) => codes::CREDENTIAL_UNSUPPORTED,
+            IdentityError::Backend(_) => codes::IDENTITY_UNAVAILABLE,
+        }
+    }
 }
 
 /// Turns credentials into authenticated reviewers, and requester principals into the same
@@ -147,6 +168,17 @@ pub enum DirectoryError {
     Random(String),
 }
 
+impl DirectoryError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            DirectoryError::InvalidId(e) => e.code(),
+            DirectoryError::UnknownPerson(_) => codes::UNKNOWN_PERSON,
+            DirectoryError::Random(_) => codes::RANDOM_FAILED,
+        }
+    }
+}
+
 impl StaticDirectory {
     /// An empty directory.
     pub fn new() -> Self {
@@ -202,7 +234,9 @@ impl StaticDirectory {
         Ok(self)
     }
 
-    /// Maps a chat platform's user id (e.g. a Feishu `open_id`) to a person.
+    /// Maps a chat platform's user id (e.g. a Feishu `open_id`) to a person. A platform user
+    /// is only ever presented as a [`Credential::Platform`] that a verified channel request
+    /// produced (see [`PlatformIdentity`]).
     pub fn add_platform_user(
         &mut self,
         platform: &str,
@@ -265,9 +299,9 @@ impl IdentityVerifier for StaticDirectory {
                 }
                 found
             }
-            Credential::Platform { platform, user } => {
-                self.platform_users.get(&(platform.clone(), user.clone()))
-            }
+            Credential::Platform(identity) => self
+                .platform_users
+                .get(&(identity.platform().to_owned(), identity.user().to_owned())),
         };
         person
             .and_then(|p| self.reviewer(p))

@@ -2,42 +2,127 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent};
+use super::clock::Clock;
+use super::commit_clock::ClockAlarm;
+use super::freeze::{Freeze, FreezeChange, FreezeScope};
+use crate::action::{IdempotencyKey, Requester};
+use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent, TextRef, TextRow};
+use crate::codes::{self, Code};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
 use crate::ticket::{StateName, Ticket};
 use crate::timestamp::Timestamp;
 
-/// Durable state: tickets, decisions, the audit chain, the outbox and used nonces.
+/// Durable state: tickets, decisions, the audit chain with the texts kept beside it, signed
+/// checkpoints, the outbox and used nonces.
 ///
 /// One [`commit`](Store::commit) is one atomic write: the ticket (insert, or compare-and-swap
-/// on its version), the audit records (chained onto the current head by the store), outbox rows
-/// and single-use nonces — all or nothing. Implementations must pass the conformance suite in
+/// on its version), the audit records (chained onto the current head by the store) with their
+/// texts, erasures of texts, outbox rows and single-use nonces, freezes set or lifted — all or
+/// nothing. Implementations must pass the conformance suite in
 /// `tests/common/store_conformance.rs` unchanged.
 ///
+/// **Time.** A store is opened with the `Handoff`'s clock ([`clock`](Store::clock)) and stamps
+/// every commit with [`CommitClock`](crate::backend::CommitClock)'s rule: the later of the
+/// clock and the latest commit time stored, never backwards; a clock that jumped ahead of its
+/// monotonic time, or a stored floor far ahead of the clock, refuses the commit
+/// ([`StoreError::ClockJump`], [`StoreError::FloorAhead`]) and shows in
+/// [`health`](Store::health), until the clock reads sensibly or a write with
+/// [`Write::rebase_clock`] steps the floor onto the clock.
+///
+/// **Freezes** live in the store, so they hold across restarts and every process sharing it: a
+/// write with [`Write::unless_frozen`] is refused whole ([`StoreError::Frozen`]) when a freeze
+/// covering that agent is in force *at its commit*, checked inside the committing transaction
+/// against the store's own records (never a cache); [`Write::freeze`] sets or lifts one in the
+/// same transaction as the write's audit rows; [`freezes`](Store::freezes) lists them.
+///
+/// **Texts beside the chain.** An audit record's [`texts`](AuditRecord::texts) (free text and values, see
+/// [`AuditText`](crate::audit::AuditText)) never enter the hashed bytes: the record's data
+/// holds their salted commitments. A store keeps each text in a side table beside its event —
+/// name, value (its JSON text), salt — in the same transaction as the event, after checking
+/// the record with [`AuditRecord::check_texts`] (a record whose texts are not sealed, or do
+/// not open the commitments its data holds, refuses the whole write with
+/// [`StoreError::InvalidWrite`]). Reads of events that decode them (`ticket_audit_page`,
+/// `ticket_audit`) attach the texts with [`AuditEvent::decode_with_texts`]; `audit_texts`
+/// lists the rows by event. An erasure ([`Write::erase`]) drops a text's value and salt and
+/// records which event erased it; the chain is never touched, so it still verifies.
+///
+/// **Idempotency scope.** One ticket per (requester, idempotency key), where the requester is
+/// the agent *and* the principal it acts for, "no principal" being a value of its own (two
+/// proposals of one key without a principal are one ticket: a `UNIQUE` index over a `NULL`
+/// column would let both in). [`StoreError::DuplicateKey`] names the ticket of the same
+/// requester only; a key used by another requester is no conflict.
+///
+/// **Rebase.** A write carrying a [`Rebase`] whose [`TicketWrite::Update`] finds the ticket at
+/// another version is recomputed on the ticket as committed (see [`Write::rebase`]), so writes
+/// that commute (reviewers' votes) never lose a compare-and-swap to each other.
+///
+/// **Nonces.** A write is refused with [`StoreError::TooLate`] when committed at or after the
+/// expiry of any nonce it consumes, so a nonce past its expiry can never be consumed again and
+/// [`prune_nonces`](Store::prune_nonces) may forget it. Because an operator may step the
+/// commit floor back ([`Write::rebase_clock`]), a store that forgot nonces also refuses, as
+/// `TooLate`, a write consuming a nonce that expired at or before the latest expiry it forgot
+/// (a horizon that never goes back).
+///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
+///
+/// Every object in a [`Write`] this store does not know how to apply must refuse the whole
+/// write with [`StoreError::InvalidWrite`] (the parts are `#[non_exhaustive]`: match them with
+/// a refusing wildcard arm), and a store states the contract version it implements
+/// ([`contract_version`](Store::contract_version)), so a store written against an older
+/// contract is refused at build instead of silently ignoring what it does not know.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
+    /// The version of the store contract this store implements (see
+    /// [`STORE_CONTRACT_VERSION`]): return the number of the contract you implemented and
+    /// tested, as a literal — never the constant itself, which would claim whatever the crate
+    /// you are compiled against requires. [`HandoffBuilder::build`](crate::HandoffBuilder::build)
+    /// refuses a store older than the engine needs.
+    fn contract_version(&self) -> u32;
+
     /// Commits one write atomically, or nothing.
     ///
     /// The store decides the commit time: the later of its clock and every earlier commit (it
     /// never goes backwards). A write whose [`Write::valid_before`] is not after the commit
     /// time is refused with [`StoreError::TooLate`], so deadlines are judged at commit.
+    ///
+    /// The clock reading is checked first, as [`CommitClock::stamp`] does: a jump refuses the
+    /// commit with [`StoreError::ClockJump`], a floor more than the tolerance ahead of the
+    /// clock with [`StoreError::FloorAhead`]; neither writes anything nor moves the floor. A
+    /// write with [`Write::rebase_clock`] is stamped with the clock's reading as it is
+    /// ([`CommitClock::rebase`]) and every later commit, by any process, continues from it.
+    ///
+    /// Then [`Write::unless_frozen`] is checked against the freezes in force in the same
+    /// transaction ([`StoreError::Frozen`]), so a write committed after a freeze's commit is
+    /// refused, one committed before it is not.
+    ///
+    /// [`CommitClock::stamp`]: crate::backend::CommitClock::stamp
+    /// [`CommitClock::rebase`]: crate::backend::CommitClock::rebase
     async fn commit(&self, write: Write) -> Result<Committed, StoreError>;
+
+    /// The clock that stamps this store's commits. The `Handoff` builder takes it (or checks
+    /// that the engine's clock is the same one, by [`Clock::id`]), so one `Handoff` reads one
+    /// clock.
+    fn clock(&self) -> std::sync::Arc<dyn Clock>;
+
+    /// The freezes in force, global first, then by agent.
+    async fn freezes(&self) -> Result<Vec<Freeze>, StoreError>;
 
     /// A ticket by id.
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
 
-    /// A ticket by its idempotency key, scoped to the proposing agent.
+    /// A ticket by its idempotency key, scoped to the whole requester: the proposing agent and
+    /// the principal it acts for (`None` is a principal of its own, not a wildcard). Another
+    /// requester's ticket under the same key is never returned.
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError>;
 
@@ -56,9 +141,35 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// edited column cannot move an event between tickets' histories unnoticed.
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError>;
 
-    /// Audit events of one ticket, in order. Every event returned names this ticket in its
-    /// hashed bytes ([`StoreError::MisfiledAuditEvent`] otherwise).
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Audit events of one ticket with `seq > after`, in order, at most `limit`, decoded with
+    /// their texts attached ([`AuditEvent::decode_with_texts`]). Every event returned names
+    /// this ticket in its hashed bytes ([`StoreError::MisfiledAuditEvent`] otherwise).
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Every audit event of one ticket, in order, with their texts (pages of
+    /// [`ticket_audit_page`](Self::ticket_audit_page) put together).
+    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
+        const PAGE: usize = 1024;
+        let mut events: Vec<AuditEvent> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, AuditEvent::seq);
+            let page = self.ticket_audit_page(ticket, after, PAGE).await?;
+            let full = page.len() == PAGE;
+            events.extend(page);
+            if !full {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// The side-table rows of the texts of events `from..=to`, ordered by event and name
+    /// (erased ones included, without value and salt).
+    async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError>;
 
     /// The chain head ([`ChainHead::GENESIS`] when empty).
     async fn audit_head(&self) -> Result<ChainHead, StoreError>;
@@ -67,11 +178,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// deadline, approved past their grant, executing past their lease. Oldest first.
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<TicketId>, StoreError>;
 
-    /// Keeps a signed checkpoint of the chain head.
+    /// Keeps a signed checkpoint of the chain head (one per size: saving another of the same
+    /// size replaces it).
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
 
-    /// The newest saved checkpoint.
+    /// The saved checkpoint of the longest chain.
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Saved checkpoints of sizes `>= from`, smallest first, at most `limit` (page through
+    /// every checkpoint to check that the chain passes through each).
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError>;
 
     /// Claims outbox rows that are due: status pending, `due <= now`, oldest due first, at
     /// most `limit`. A row is not claimable while an earlier row (by insertion order) of the
@@ -101,6 +217,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         channel: &str,
     ) -> Result<Option<Value>, StoreError>;
 
+    /// Forgets at most `limit` consumed nonces whose expiry is at or before the store's commit
+    /// time (the later of its clock and every earlier commit), and answers how many it forgot.
+    ///
+    /// Safe by construction: a write consuming a nonce is refused at or after that nonce's
+    /// expiry (see [`Write::nonces`]), and — should the floor be rebased back — whenever the
+    /// nonce expired at or before the latest expiry forgotten, so a forgotten nonce can never
+    /// be consumed again. The
+    /// engine's sweep ([`Handoff::expire_due`](crate::Handoff::expire_due)) calls it until it
+    /// answers fewer than `limit`; without it the nonce table only grows.
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError>;
+
     /// Reachability and backlog figures.
     async fn health(&self) -> Result<StoreHealth, StoreError>;
 
@@ -116,11 +243,52 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 }
 
+/// The version of the [`Store`] contract this crate's engine speaks: the parts of a [`Write`] a
+/// store must apply and what each store method must answer.
+///
+/// A store states the version it implements ([`Store::contract_version`]);
+/// [`HandoffBuilder::build`](crate::HandoffBuilder::build) refuses a store that implements an
+/// older one. Every new obligation — a new part of [`Write`] to apply (a store that silently
+/// ignored grant counts or freezes would fail open), a new method, a new refusal a store must
+/// give — raises it, and the conformance suite checks a store against the current one.
+///
+/// | version | the contract |
+/// |---|---|
+/// | 1 | tickets inserted or replaced by compare-and-swap on their version, decisions, audit records chained onto the head at commit, outbox rows and delivery outcomes, single-use nonces, `valid_before` judged at the commit time, which never goes backwards |
+/// | 2 | 1, and: the store names its clock (`clock`); commit times follow [`CommitClock`](crate::backend::CommitClock) (a jumped clock and a floor ahead of the clock refuse the commit, `rebase_clock` steps the floor onto the clock, seen by every process); freezes held by the store (`freezes`), set or lifted with their write (`freeze`), and `unless_frozen` checked inside the committing transaction |
+/// | 3 | 2, and the texts of audit records kept beside their events only when the chain commits to them ([`AuditRecord::check_texts`]), read back with the events (`ticket_audit_page`, `audit_texts`); erasures of texts ([`Write::erase`], [`StoreError::NoSuchText`]); every checkpoint listed by size (`checkpoints`) |
+/// | 4 | 3, and idempotency keys unique per whole requester (agent and principal, "no principal" a value) and `ticket_by_key` by requester; [`Write::rebase`] applied on a lost compare-and-swap; a write `TooLate` at or after any of its nonces' expiry; [`Store::prune_nonces`]; [`StoreHealth::nonces`] |
+pub const STORE_CONTRACT_VERSION: u32 = 4;
+
 /// Called with the ids of the tickets a durable commit changed.
 pub type CommitListener = std::sync::Arc<dyn Fn(&[TicketId]) + Send + Sync>;
 
 /// One atomic write.
+///
+/// Build one with [`Write::new`] and the `with_*` methods; a store reads the fields. New parts
+/// come with a new [`STORE_CONTRACT_VERSION`], so a store that does not know them is refused
+/// instead of ignoring them.
+///
+/// ```
+/// use agent_handoff::backend::{NonceUse, Write};
+/// use agent_handoff::Timestamp;
+///
+/// let expires = Timestamp::from_unix_millis(1_700_000_060_000);
+/// let write = Write::new()
+///     .with_nonce(NonceUse::new([7; 16], expires))
+///     .with_valid_before(expires);
+/// assert_eq!(write.nonces.len(), 1);
+/// assert!(write.ticket.is_none());
+/// ```
+///
+/// Outside this crate a struct literal does not compile, so code written today keeps
+/// compiling when a part is added:
+///
+/// ```compile_fail
+/// let write = agent_handoff::backend::Write { valid_before: None, ..Default::default() };
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Write {
     /// The ticket change, if any.
     pub ticket: Option<TicketWrite>,
@@ -135,18 +303,203 @@ pub struct Write {
     /// is refused with [`StoreError::OutboxConflict`] (another worker recorded it first).
     pub outbox_updates: Vec<OutboxUpdate>,
     /// Single-use nonces consumed by this write; a nonce seen before refuses the whole write
-    /// with [`StoreError::NonceReused`].
+    /// with [`StoreError::NonceReused`]. Each nonce also limits the write like
+    /// [`valid_before`](Self::valid_before): committed at or after a nonce's
+    /// [`expires`](NonceUse::expires), the write is [`StoreError::TooLate`] (the store may have
+    /// forgotten the nonce by then, see [`Store::prune_nonces`]).
     pub nonces: Vec<NonceUse>,
     /// The write is valid only if committed strictly before this instant (a review deadline,
     /// a grant's end); otherwise [`StoreError::TooLate`] and nothing is written.
     pub valid_before: Option<Timestamp>,
+    /// The write is valid only if, when it commits, no freeze covers this agent (a freeze of
+    /// every agent, or of this one); otherwise [`StoreError::Frozen`] and nothing is written.
+    /// Checked inside the committing transaction against the store's own freeze records. The
+    /// engine sets it on what a freeze refuses: proposals, approvals, `begin`.
+    pub unless_frozen: Option<AgentId>,
+    /// A freeze to set or lift, in the same transaction as the rest of the write (its audit
+    /// record): a write guarded by [`unless_frozen`](Self::unless_frozen) commits either
+    /// before the freeze or not at all.
+    pub freeze: Option<FreezeChange>,
+    /// An operator vouched for the clock: commit at its reading even when it jumped or the
+    /// stored floor is ahead of it ([`StoreError::ClockJump`], [`StoreError::FloorAhead`]),
+    /// stepping the floor back onto the clock.
+    pub rebase_clock: bool,
+    /// Texts to erase: each must be kept (not erased) in the side table, else the whole write
+    /// is refused with [`StoreError::NoSuchText`]. Its value and salt are dropped and it is
+    /// recorded as erased by the write's first audit record (the `text_erased` event), which
+    /// the write must carry ([`StoreError::InvalidWrite`] otherwise).
+    pub erase: Vec<TextRef>,
+    /// How to recompute this write if its [`TicketWrite::Update`] would lose the
+    /// compare-and-swap: the store calls it, inside the transaction, with the ticket as
+    /// committed (by earlier commits, and by the writes of its batch applied before this one)
+    /// and the commit time, and applies the write it returns in place of this one — limits,
+    /// nonces and all, keeping this rebase. `None` from it: [`StoreError::VersionConflict`] as
+    /// without a rebase. A rebase is only called when the stored version differs from the
+    /// expected one, and may be called more than once for one commit (the last call is the one
+    /// applied).
+    ///
+    /// For changes that commute with whatever got there first — reviewers' votes, which the
+    /// engine recomputes with the ticket machine — like a key-value store's merge operator.
+    pub rebase: Option<Rebase>,
+}
+
+/// The function of a [`Write::rebase`]: the ticket as committed and the commit time in, the
+/// write to apply instead (or `None`: refuse with [`StoreError::VersionConflict`]) out.
+type RebaseFn = dyn Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync;
+
+/// Recomputes a write on the ticket as committed (see [`Write::rebase`]). Cheap to clone.
+///
+/// The function runs on the store's writing thread or inside its transaction: it must be a
+/// quick, pure computation and must never call the store.
+#[derive(Clone)]
+pub struct Rebase(Arc<RebaseFn>);
+
+impl Rebase {
+    /// A rebase computed by `f`.
+    pub fn new(f: impl Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The write to apply instead, on `current` committed at `at`.
+    pub fn apply(&self, current: &Ticket, at: Timestamp) -> Option<Write> {
+        (self.0)(current, at)
+    }
+}
+
+impl fmt::Debug for Rebase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rebase(..)")
+    }
+}
+
+impl Write {
+    /// Adds a text to erase (see [`erase`](Self::erase)).
+    pub fn with_erasure(mut self, text: TextRef) -> Self {
+        self.erase.push(text);
+        self
+    }
+}
+
+impl Write {
+    /// A write with nothing in it (committing it still takes a commit time).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`rebase`](Self::rebase).
+    #[must_use]
+    pub fn with_rebase(mut self, rebase: Rebase) -> Self {
+        self.rebase = Some(rebase);
+        self
+    }
+
+    /// Sets the ticket change.
+    #[must_use]
+    pub fn with_ticket(mut self, change: TicketWrite) -> Self {
+        self.ticket = Some(change);
+        self
+    }
+
+    /// Sets the decision row to record.
+    #[must_use]
+    pub fn with_decision(mut self, row: DecisionRow) -> Self {
+        self.decision = Some(row);
+        self
+    }
+
+    /// Appends one audit record (records are chained in the order added).
+    #[must_use]
+    pub fn with_audit(mut self, record: AuditRecord) -> Self {
+        self.audit.push(record);
+        self
+    }
+
+    /// Appends audit records, in order.
+    #[must_use]
+    pub fn with_audit_records(mut self, records: impl IntoIterator<Item = AuditRecord>) -> Self {
+        self.audit.extend(records);
+        self
+    }
+
+    /// Appends one outbox row.
+    #[must_use]
+    pub fn with_outbox(mut self, row: OutboxRow) -> Self {
+        self.outbox.push(row);
+        self
+    }
+
+    /// Appends outbox rows, in order.
+    #[must_use]
+    pub fn with_outbox_rows(mut self, rows: impl IntoIterator<Item = OutboxRow>) -> Self {
+        self.outbox.extend(rows);
+        self
+    }
+
+    /// Appends the outcome of a delivery attempt.
+    #[must_use]
+    pub fn with_outbox_update(mut self, update: OutboxUpdate) -> Self {
+        self.outbox_updates.push(update);
+        self
+    }
+
+    /// Appends outcomes of delivery attempts.
+    #[must_use]
+    pub fn with_outbox_updates(mut self, updates: impl IntoIterator<Item = OutboxUpdate>) -> Self {
+        self.outbox_updates.extend(updates);
+        self
+    }
+
+    /// Appends a single-use nonce to consume.
+    #[must_use]
+    pub fn with_nonce(mut self, nonce: NonceUse) -> Self {
+        self.nonces.push(nonce);
+        self
+    }
+
+    /// Appends single-use nonces to consume.
+    #[must_use]
+    pub fn with_nonces(mut self, nonces: impl IntoIterator<Item = NonceUse>) -> Self {
+        self.nonces.extend(nonces);
+        self
+    }
+
+    /// Makes the write valid only if committed strictly before `limit`.
+    #[must_use]
+    pub fn with_valid_before(mut self, limit: Timestamp) -> Self {
+        self.valid_before = Some(limit);
+        self
+    }
+
+    /// Refuses the write if a freeze covers `agent` when it commits
+    /// ([`unless_frozen`](Self::unless_frozen)).
+    pub fn with_freeze_guard(mut self, agent: AgentId) -> Self {
+        self.unless_frozen = Some(agent);
+        self
+    }
+
+    /// Sets or lifts a freeze with the write ([`freeze`](Self::freeze)).
+    pub fn with_freeze_change(mut self, change: FreezeChange) -> Self {
+        self.freeze = Some(change);
+        self
+    }
+
+    /// Commits at the clock's reading, rebasing the floor onto it
+    /// ([`rebase_clock`](Self::rebase_clock)).
+    pub fn with_clock_rebase(mut self) -> Self {
+        self.rebase_clock = true;
+        self
+    }
 }
 
 /// Insert a new ticket, or replace one at an expected version.
+///
+/// A store refuses a kind of ticket change it does not know with [`StoreError::InvalidWrite`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TicketWrite {
-    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if the agent already
-    /// has a ticket under the same idempotency key.
+    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if its requester
+    /// (agent and principal, see [`Store`]) already has a ticket under the same idempotency
+    /// key.
     Insert(Box<Ticket>),
     /// Compare-and-swap: replace the stored ticket only if its version is `expected_version`
     /// (the new ticket's version must be `expected_version + 1`).
@@ -158,8 +511,24 @@ pub enum TicketWrite {
     },
 }
 
+impl TicketWrite {
+    /// A new ticket (version 1).
+    pub fn insert(ticket: Ticket) -> Self {
+        TicketWrite::Insert(Box::new(ticket))
+    }
+
+    /// Replaces the stored ticket if its version is `expected_version`.
+    pub fn update(ticket: Ticket, expected_version: u64) -> Self {
+        TicketWrite::Update {
+            ticket: Box::new(ticket),
+            expected_version,
+        }
+    }
+}
+
 /// A recorded decision (accepted or refused).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DecisionRow {
     /// The ticket.
     pub ticket: TicketId,
@@ -174,8 +543,38 @@ pub struct DecisionRow {
     pub at: Timestamp,
 }
 
+impl DecisionRow {
+    /// An accepted decision on `ticket` by `person` (`None`: not authenticated), asking for
+    /// `verdict`, at `at`.
+    pub fn new(
+        ticket: TicketId,
+        person: Option<PersonId>,
+        verdict: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            ticket,
+            person,
+            verdict: verdict.into(),
+            refusal: None,
+            at,
+        }
+    }
+
+    /// Marks the decision refused, with the refusal's code (see [`codes`](crate::codes)).
+    #[must_use]
+    pub fn with_refusal(mut self, code: impl Into<String>) -> Self {
+        self.refusal = Some(code.into());
+        self
+    }
+}
+
 /// A notification to deliver after commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` does not show the payload: a review card carries decision links, whose tokens are
+/// live credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct OutboxRow {
     /// Stable id: channels use it to deduplicate deliveries.
     pub id: Uuid,
@@ -187,6 +586,37 @@ pub struct OutboxRow {
     pub payload: Value,
     /// Earliest delivery time.
     pub due: Timestamp,
+}
+
+impl OutboxRow {
+    /// A row delivering `payload` about `ticket` on `channel`, not before `due`.
+    pub fn new(
+        id: Uuid,
+        ticket: TicketId,
+        channel: impl Into<String>,
+        payload: Value,
+        due: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            ticket,
+            channel: channel.into(),
+            payload,
+            due,
+        }
+    }
+}
+
+impl fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("id", &self.id)
+            .field("ticket", &self.ticket)
+            .field("channel", &self.channel)
+            .field("due", &self.due)
+            .field("payload", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Where an outbox row stands.
@@ -213,7 +643,10 @@ impl OutboxStatus {
 }
 
 /// A stored outbox row with its delivery state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows neither the payload (see [`OutboxRow`]) nor the receipt's contents (a
+/// channel's receipt may hold what lets a card be updated).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxEntry {
     /// The row as written (`due` is the current due time: a claim moves it to the lease end).
     pub row: OutboxRow,
@@ -227,8 +660,21 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+impl fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("row", &self.row)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("receipt", &self.receipt.as_ref().map(|_| "<redacted>"))
+            .field("last_error", &self.last_error)
+            .finish()
+    }
+}
+
 /// The outcome of one delivery attempt, recorded on an outbox row.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OutboxUpdate {
     /// The row.
     pub id: Uuid,
@@ -239,8 +685,21 @@ pub struct OutboxUpdate {
     pub outcome: OutboxOutcome,
 }
 
-/// What a delivery attempt came to.
+impl OutboxUpdate {
+    /// The outcome of an attempt on row `id`, claimed with `attempts` failed attempts.
+    pub fn new(id: Uuid, attempts: u32, outcome: OutboxOutcome) -> Self {
+        Self {
+            id,
+            attempts,
+            outcome,
+        }
+    }
+}
+
+/// What a delivery attempt came to. A store refuses an outcome it does not know with
+/// [`StoreError::InvalidWrite`].
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum OutboxOutcome {
     /// The channel accepted it: status `delivered`, receipt kept.
     Delivered {
@@ -263,11 +722,19 @@ pub enum OutboxOutcome {
 
 /// A nonce consumed by a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct NonceUse {
     /// The nonce.
     pub nonce: [u8; 16],
     /// After this it may be forgotten (the token carrying it has expired).
     pub expires: Timestamp,
+}
+
+impl NonceUse {
+    /// Consumes `nonce`, which may be forgotten after `expires`.
+    pub fn new(nonce: [u8; 16], expires: Timestamp) -> Self {
+        Self { nonce, expires }
+    }
 }
 
 /// What a successful commit did.
@@ -302,6 +769,19 @@ pub struct TicketFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketCursor(pub(crate) TicketId);
 
+impl TicketCursor {
+    /// The position after `ticket`, the last one of a page (for stores answering
+    /// [`Store::list_tickets`]).
+    pub fn after(ticket: TicketId) -> Self {
+        Self(ticket)
+    }
+
+    /// The last ticket of the page before.
+    pub fn ticket(&self) -> TicketId {
+        self.0
+    }
+}
+
 /// One page of tickets.
 #[derive(Debug, Clone)]
 pub struct TicketPage {
@@ -325,6 +805,13 @@ pub struct StoreHealth {
     pub outbox_dead: u64,
     /// Number of audit events.
     pub audit_events: u64,
+    /// The latest commit time stored (the floor later commits never go below), if any.
+    pub commit_floor: Option<Timestamp>,
+    /// Why commits are being refused because of the clock, if they are (see
+    /// [`ClockAlarm`]): an alarm for operators.
+    pub clock_alarm: Option<ClockAlarm>,
+    /// Consumed nonces still remembered (pruned once expired, see [`Store::prune_nonces`]).
+    pub nonces: u64,
 }
 
 /// A store failure.
@@ -339,10 +826,10 @@ pub enum StoreError {
         /// The version the write expected.
         expected: u64,
     },
-    /// The agent already has a ticket under this idempotency key.
+    /// The requester (agent and principal) already has a ticket under this idempotency key.
     #[error("idempotency key already used by ticket {existing}")]
     DuplicateKey {
-        /// The existing ticket.
+        /// The existing ticket, of the same requester.
         existing: TicketId,
     },
     /// A nonce in the write was used before.
@@ -366,6 +853,42 @@ pub enum StoreError {
     /// An update named a ticket that does not exist.
     #[error("ticket {0} not found")]
     NotFound(TicketId),
+    /// A freeze covering the write's [`Write::unless_frozen`] agent was in force when it
+    /// would have committed. Nothing was written.
+    ///
+    /// Code: `frozen`.
+    #[error("frozen by an operator: {reason}")]
+    Frozen {
+        /// The freeze that refused it.
+        scope: FreezeScope,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The clock jumped: it read more than the store's tolerance ahead of the last commit's
+    /// time plus the monotonic time since ([`ClockAlarm::Jumped`]). Nothing was written and
+    /// the floor did not move; retry once the clock is fixed, or have an operator vouch for
+    /// it (`Handoff::rebase_clock`).
+    ///
+    /// Code: `clock_jump`.
+    #[error("the clock jumped to {clock} (expected about {expected}): commit refused")]
+    ClockJump {
+        /// What the clock read.
+        clock: Timestamp,
+        /// What monotonic time says it should read.
+        expected: Timestamp,
+    },
+    /// The latest commit time stored is more than the store's tolerance ahead of the clock
+    /// ([`ClockAlarm::FloorAhead`]): a poisoned floor, or a clock behind. Nothing was written;
+    /// an operator rebases the floor (`Handoff::rebase_clock`) or fixes the clock.
+    ///
+    /// Code: `floor_ahead`.
+    #[error("the commit floor {floor} is ahead of the clock {clock}: commit refused")]
+    FloorAhead {
+        /// The latest commit time stored.
+        floor: Timestamp,
+        /// What the clock read.
+        clock: Timestamp,
+    },
     /// The store was shut down.
     #[error("store is shut down")]
     Closed,
@@ -391,6 +914,10 @@ pub enum StoreError {
         /// The event's sequence number.
         seq: u64,
     },
+    /// An erasure named a text that is not kept (never written, or erased already). Nothing
+    /// of the write was recorded. Code: `no_such_text`.
+    #[error("no kept audit text `{0}`")]
+    NoSuchText(TextRef),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -399,9 +926,40 @@ pub enum StoreError {
     Backend(#[source] Box<dyn StdError + Send + Sync>),
 }
 
+impl From<ClockAlarm> for StoreError {
+    fn from(alarm: ClockAlarm) -> Self {
+        match alarm {
+            ClockAlarm::Jumped { clock, expected } => StoreError::ClockJump { clock, expected },
+            ClockAlarm::FloorAhead { floor, clock } => StoreError::FloorAhead { floor, clock },
+        }
+    }
+}
+
 impl StoreError {
     /// Wraps a backend error, keeping it as the source.
     pub fn backend(e: impl StdError + Send + Sync + 'static) -> Self {
         StoreError::Backend(Box::new(e))
+    }
+
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            StoreError::VersionConflict { .. } => codes::VERSION_CONFLICT,
+            StoreError::DuplicateKey { .. } => codes::DUPLICATE_KEY,
+            StoreError::NonceReused => codes::NONCE_REUSED,
+            StoreError::TooLate { .. } => codes::TOO_LATE,
+            StoreError::OutboxConflict { .. } => codes::OUTBOX_CONFLICT,
+            StoreError::NotFound(_) => codes::NOT_FOUND,
+            StoreError::Frozen { .. } => codes::FROZEN,
+            StoreError::ClockJump { .. } => codes::CLOCK_JUMP,
+            StoreError::FloorAhead { .. } => codes::FLOOR_AHEAD,
+            StoreError::Closed => codes::STORE_CLOSED,
+            StoreError::SchemaTooNew { .. } => codes::STORE_SCHEMA_TOO_NEW,
+            StoreError::InvalidWrite(_) => codes::INVALID_WRITE,
+            StoreError::MisfiledAuditEvent { .. } => codes::AUDIT_MISFILED,
+            StoreError::NoSuchText(_) => codes::NO_SUCH_TEXT,
+            StoreError::Corrupt(_) => codes::STORE_CORRUPT,
+            StoreError::Backend(_) => codes::STORE_UNAVAILABLE,
+        }
     }
 }

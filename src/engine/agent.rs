@@ -91,6 +91,17 @@ pub enum Proposal {
     },
 }
 
+impl Proposal {
+    /// The ticket that records the proposal, whatever the answer.
+    pub fn ticket(&self) -> TicketId {
+        match self {
+            Proposal::Allowed(grant) => grant.ticket(),
+            Proposal::Pending(pending) => pending.id,
+            Proposal::Denied { ticket, .. } | Proposal::Closed { ticket, .. } => *ticket,
+        }
+    }
+}
+
 /// A ticket waiting for reviewers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTicket {
@@ -194,6 +205,14 @@ impl Grant {
     pub fn approved_by(&self) -> &ApprovedBy {
         &self.approved_by
     }
+
+    /// Whether `request` is the action this grant approves: the same action digest (kind,
+    /// targets, parameters as approved — with any reviewer edits —, facts, attributes and
+    /// preconditions; not the justification or the idempotency key). A gateway that holds a
+    /// grant checks with it that the call it is about to forward is the approved one.
+    pub fn covers(&self, request: &ActionRequest) -> bool {
+        self.action.covers(request)
+    }
 }
 
 /// The exact action that was approved: the proposal, with a reviewer's edited parameters if
@@ -232,6 +251,11 @@ impl ApprovedAction {
     /// Whether a reviewer changed the parameters.
     pub fn was_edited(&self) -> bool {
         self.edited
+    }
+
+    /// Whether `request` is this action (see [`Grant::covers`]).
+    pub fn covers(&self, request: &ActionRequest) -> bool {
+        request.digest() == self.digest
     }
 }
 
@@ -308,29 +332,21 @@ impl AgentHandle {
     async fn propose_inner(&self, request: ActionRequest) -> Result<Proposal, ProposeError> {
         let inner = self.inner();
         let agent = self.requester.agent();
-        if let Some(reason) = inner.frozen(agent) {
-            let record = inner.refusal_record(
-                None,
-                Actor::Agent(agent.clone()),
-                "frozen",
-                serde_json::json!({
-                    "kind": request.kind().as_str(),
-                    "idempotency_key": request.idempotency_key().as_str(),
-                    "digest": request.digest().to_string(),
-                    "reason": reason,
-                }),
-            );
-            inner.audit_only(vec![record]).await?;
-            return Err(ProposeError::Frozen { reason });
-        }
-        // No read before the insert: the store's unique (agent, key) constraint finds a
+        // No read before the insert: the store's unique (requester, key) constraint finds a
         // repeated key in the same transaction (`DuplicateKey` below), which saves a round
         // trip to the store on every new proposal. Replays cost no rate-limit token: a
         // limited agent retrying after a crash still gets its answer.
         if let Err(limited) = self.take_token() {
+            // A frozen agent is answered `Frozen`, limited or not (the store's freezes are
+            // read here; an unlimited proposal has them checked by its own write).
+            let freezes = inner.store.freezes().await?;
+            if let Some(freeze) = crate::backend::covering(&freezes, agent) {
+                let reason = freeze.reason.clone();
+                return Err(self.frozen(&request, request.digest(), reason).await);
+            }
             return match inner
                 .store
-                .ticket_by_key(agent, request.idempotency_key())
+                .ticket_by_key(&self.requester, request.idempotency_key())
                 .await?
             {
                 Some(existing) => self.replay(existing, request.digest()).await,
@@ -348,6 +364,8 @@ impl AgentHandle {
         let ruling = inner.policy.evaluate(&request);
         let now = inner.clock.now();
         let id = new_ticket_id(now)?;
+        // Kept for the audit row of a refusal by a freeze (the request moves into the ticket).
+        let (kind, key) = (request.kind().clone(), request.idempotency_key().clone());
         tracing::Span::current().record("ticket", tracing::field::display(id));
         let transition = open(id, self.requester.clone(), principal, request, ruling, now);
         let ticket = transition.ticket;
@@ -359,6 +377,8 @@ impl AgentHandle {
             outbox: inner.notifications(&ticket, &transition.effects, now)?,
             ticket: Some(TicketWrite::Insert(Box::new(ticket))),
             audit: transition.audit,
+            // A freeze is checked by the store inside this write's transaction.
+            unless_frozen: Some(agent.clone()),
             ..Write::default()
         };
         match inner.store.commit(write).await {
@@ -374,7 +394,43 @@ impl AgentHandle {
                     None => Err(StoreError::NotFound(existing).into()),
                 }
             }
+            Err(StoreError::Frozen { reason, .. }) => {
+                self.refund_token();
+                let refused = super::freeze::Refused::Proposal {
+                    kind: kind.as_str(),
+                    idempotency_key: key.as_str(),
+                    digest: digest.to_string(),
+                };
+                Err(self.refused_frozen(refused, reason).await)
+            }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Audits a proposal refused by a freeze (coalesced) and returns the refusal.
+    async fn frozen(
+        &self,
+        request: &ActionRequest,
+        digest: ActionDigest,
+        reason: String,
+    ) -> ProposeError {
+        let refused = super::freeze::Refused::Proposal {
+            kind: request.kind().as_str(),
+            idempotency_key: request.idempotency_key().as_str(),
+            digest: digest.to_string(),
+        };
+        self.refused_frozen(refused, reason).await
+    }
+
+    async fn refused_frozen(
+        &self,
+        refused: super::freeze::Refused<'_>,
+        reason: String,
+    ) -> ProposeError {
+        let agent = self.requester.agent();
+        match self.inner().refused_frozen(agent, refused).await {
+            Ok(()) => ProposeError::Frozen { reason },
+            Err(e) => e.into(),
         }
     }
 
@@ -383,10 +439,17 @@ impl AgentHandle {
         existing: Ticket,
         digest: ActionDigest,
     ) -> Result<Proposal, ProposeError> {
-        // A replay is the same action by the same requester. The same agent acting for another
-        // principal must not receive that principal's ticket (or its grant, which could then
-        // have been approved by the person now asking).
-        if existing.proposed_digest() != digest || existing.requester() != &self.requester {
+        // Keys are scoped by the whole requester (agent and principal), so the store answers
+        // this requester's own ticket only. Anything else would hand out another principal's
+        // ticket (or its grant, which the person now asking may have approved): refused
+        // without naming it.
+        if existing.requester() != &self.requester {
+            return Err(StoreError::Corrupt(
+                "the store answered another requester's ticket for an idempotency key".into(),
+            )
+            .into());
+        }
+        if existing.proposed_digest() != digest {
             return Err(ProposeError::IdempotencyConflict {
                 existing: existing.id(),
             });
@@ -496,8 +559,15 @@ impl AgentHandle {
     ///
     /// Checks that the action about to run is the approved one (digest), that the observed
     /// precondition values equal the expected ones, and that the current policy is not
-    /// stricter; on failure the ticket becomes `Stale` and this returns the refusal. On
-    /// success the ticket moves `Approved → Executing` under a fresh random lease.
+    /// stricter; on failure the ticket becomes `Stale` and this returns the refusal (the
+    /// ticket's history then holds the expected and the observed values, as texts of its
+    /// `stale` event). On success the ticket moves `Approved → Executing` under a fresh random
+    /// lease.
+    ///
+    /// Only the observed values of the preconditions the action names are looked at and
+    /// kept; they are bounded like parameters ([`crate::limits`]), and values over the bounds
+    /// are refused with [`ExecuteError::Limit`] before anything is written (reload the grant
+    /// with [`Handoff::grant`]).
     pub async fn begin(
         &self,
         grant: Grant,
@@ -542,12 +612,21 @@ impl AgentHandle {
 
     /// Records how the execution ended, consuming the permit. A finish after the lease lapsed
     /// (the ticket became `Unknown`) is still recorded when the lease id matches.
+    ///
+    /// An outcome over its bounds ([`ExecutionOutcome::check`]: error text, output size and
+    /// depth) is refused with [`ExecuteError::OutcomeRefused`], which hands the permit back.
     pub async fn finish(
         &self,
         permit: Permit,
         outcome: ExecutionOutcome,
     ) -> Result<(), ExecuteError> {
         let _op = crate::failpoint::operation("finish");
+        if let Err(error) = outcome.check() {
+            return Err(ExecuteError::OutcomeRefused {
+                error,
+                permit: Box::new(permit),
+            });
+        }
         crate::failpoint::failpoint("finish.entered");
         let span = tracing::info_span!("finish", ticket = %permit.ticket);
         let lease = permit.lease;
@@ -570,10 +649,13 @@ impl AgentHandle {
         }
     }
 
-    /// Cancels one of this agent's tickets (pending or approved and unused).
+    /// Cancels one of this agent's tickets (pending or approved and unused). A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`ExecuteError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket, agent = %self.requester.agent()))]
     pub async fn cancel(&self, ticket: TicketId, reason: &str) -> Result<(), ExecuteError> {
         let _op = crate::failpoint::operation("cancel");
+        super::operator::check_reason(reason)?;
         let actor = Actor::Agent(self.requester.agent().clone());
         let reason = reason.to_owned();
         let requester = self.requester.clone();
@@ -673,13 +755,10 @@ impl AgentHandle {
                 Ok(value)
             }
             Err(e) => {
-                self.finish(
-                    permit,
-                    ExecutionOutcome::Failed {
-                        error: e.to_string(),
-                    },
-                )
-                .await?;
+                // The action's own error, cut to the bound the outcome must keep.
+                let error = crate::limits::clip_text(&e.to_string(), crate::limits::MAX_ERROR_LEN);
+                self.finish(permit, ExecutionOutcome::Failed { error })
+                    .await?;
                 Err(RunError::Action(e))
             }
         }
@@ -834,8 +913,8 @@ impl Handoff {
         observed: BTreeMap<String, Value>,
     ) -> Result<Permit, ExecuteError> {
         let inner = &self.inner;
+        check_observed(grant.action.request(), &observed)?;
         let lease = new_lease_id()?;
-        let ruling = inner.policy.evaluate(grant.action.request());
         let digest = grant.action.digest;
         let ttl = inner.limits.lease_ttl;
         let mut expires = None;
@@ -849,15 +928,31 @@ impl Handoff {
                 }
                 let until = now.saturating_add(ttl);
                 expires = Some(until);
+                // The policy as it is for this attempt: a retry after a lost race judges the
+                // action against the policy in force then, not the one read before the first.
+                let current = inner.policy.evaluate(grant.action.request());
                 Ok(Event::Begin {
                     digest,
                     observed: observed.clone(),
-                    current: ruling.clone(),
+                    current,
                     lease,
                     lease_expires: until,
                 })
             })
             .await;
+        if let Err(DriveError::Store(StoreError::Frozen { reason, .. })) = &driven {
+            let refused = super::freeze::Refused::Event {
+                ticket: grant.ticket,
+                event: "begin",
+                state: StateName::Approved.as_str(),
+                decision: None,
+            };
+            inner.refused_frozen(requester.agent(), refused).await?;
+            tracing::info!(refusal = "frozen", "begin refused");
+            return Err(ExecuteError::Frozen {
+                reason: reason.clone(),
+            });
+        }
         match execute_result(driven)? {
             Ok(ticket) => match ticket.state() {
                 TicketState::Executing {
@@ -883,11 +978,34 @@ impl Handoff {
                 )))),
             },
             Err(refusal) => {
-                tracing::info!(refusal = refusal.code(), "begin refused");
+                tracing::info!(refusal = %refusal.code(), "begin refused");
                 Err(ExecuteError::Refused(refusal))
             }
         }
     }
+}
+
+/// The observed values of the preconditions `request` names, within the bounds of values:
+/// each as deep as a parameter value may be, all together as large as the parameters.
+fn check_observed(
+    request: &ActionRequest,
+    observed: &BTreeMap<String, Value>,
+) -> Result<(), crate::limits::LimitError> {
+    let expected = request.preconditions();
+    let mut kept = serde_json::Map::new();
+    for (name, value) in observed.iter().filter(|(n, _)| expected.contains_key(*n)) {
+        crate::limits::check_depth("observed", value)?;
+        kept.insert(name.clone(), value.clone());
+    }
+    let len = crate::action::canonical_json(&Value::Object(kept)).len();
+    if len > crate::limits::MAX_VALUE_BYTES {
+        return Err(crate::limits::LimitError::ValueTooLarge {
+            field: "observed",
+            len,
+            max: crate::limits::MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn decision_of(ticket: &Ticket, view: TicketState, now: Timestamp) -> Decision {

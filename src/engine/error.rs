@@ -1,7 +1,10 @@
 //! Errors of the facade, one enum per operation, all converting into [`Error`].
 
+use crate::audit::TextRef;
 use crate::backend::{IdentityError, StoreError};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
+use crate::limits::LimitError;
 use crate::ticket::{Refusal, StateName};
 use crate::timestamp::Timestamp;
 use crate::token::{MalformedToken, SignError};
@@ -10,7 +13,14 @@ use crate::token::{MalformedToken, SignError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProposeError {
-    /// Proposals are frozen by an operator's kill switch (audited).
+    /// The agent is frozen by an operator's kill switch ([`Handoff::freeze`]): nothing was
+    /// recorded but the refusal (audited, coalesced per agent: see
+    /// [`Limits::frozen_audit_per_minute`]).
+    ///
+    /// Code: `frozen`.
+    ///
+    /// [`Handoff::freeze`]: crate::Handoff::freeze
+    /// [`Limits::frozen_audit_per_minute`]: crate::Limits::frozen_audit_per_minute
     #[error("proposals are frozen: {reason}")]
     Frozen {
         /// The operator's reason.
@@ -19,10 +29,13 @@ pub enum ProposeError {
     /// The agent exceeded its proposal rate limit.
     #[error("agent exceeded its proposal rate limit")]
     RateLimited,
-    /// The idempotency key was used before for a different action; nothing was written.
+    /// This requester (the same agent acting for the same principal) used the idempotency key
+    /// before for a different action; nothing was written. Keys are scoped by the whole
+    /// requester, so another requester's key never conflicts, and `existing` is always a
+    /// ticket of this requester.
     #[error("idempotency key was used for a different action (ticket {existing})")]
     IdempotencyConflict {
-        /// The ticket recorded under the key.
+        /// This requester's ticket recorded under the key.
         existing: TicketId,
     },
     /// The identity directory failed while resolving the requester's principal.
@@ -34,7 +47,9 @@ pub enum ProposeError {
 }
 
 /// Why a reviewer's or operator's decision was not applied. Every variant except
-/// [`DecideError::Store`] is also recorded in the audit trail.
+/// [`DecideError::Store`] is also recorded in the audit trail (refusals of a person in none
+/// of the ticket's groups once per ticket and minute, the others counted: see
+/// [`Limits`](crate::Limits#coalesced-refusals)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecideError {
@@ -46,6 +61,18 @@ pub enum DecideError {
     NotOperator {
         /// Who tried.
         person: String,
+    },
+    /// An approval (plain or with edits) of a ticket whose agent is frozen by an operator's
+    /// kill switch ([`Handoff::freeze`](crate::Handoff::freeze)): not counted; the refusal
+    /// is audited with a refused decision row (coalesced per agent, see
+    /// [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// Rejections and change requests are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
     },
     /// No such ticket.
     #[error("ticket {0} not found")]
@@ -61,6 +88,14 @@ pub enum DecideError {
     /// The ticket machine refused (already decided, expired, not eligible, self-approval…).
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A feedback, reason or outcome over its bound ([`crate::limits`]): refused before the
+    /// credential was looked at; nothing was recorded. Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// The text to erase is not kept (never written, or erased already); nothing was
+    /// recorded. Code: `no_such_text`.
+    #[error("no kept audit text `{0}`")]
+    NoSuchText(TextRef),
     /// The store failed; nothing was recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -109,7 +144,9 @@ pub enum LinkError {
     /// still use it.
     #[error("credential refused")]
     Unauthenticated(#[source] IdentityError),
-    /// The token was issued to another reviewer (a forwarded link). The token is spent.
+    /// The token was issued to another reviewer (a forwarded link). Nothing is spent: the
+    /// reviewer it was issued to can still use it. Recorded once per link, person and minute;
+    /// further attempts are counted into one summary row (see [`Limits`](crate::Limits)).
     #[error("token was issued to `{bound}`, not to `{presented}`")]
     WrongReviewer {
         /// The reviewer the token names.
@@ -124,6 +161,17 @@ pub enum LinkError {
     /// The token was used before.
     #[error("token was already used")]
     Replayed,
+    /// An approval of a ticket whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): not counted, audited as for
+    /// [`DecideError::Frozen`]. The token was not spent: it can be used once the freeze is
+    /// lifted.
+    ///
+    /// Code: `frozen`.
+    #[error("approvals are frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
     /// The token names a ticket the store does not hold.
     #[error("ticket {0} not found")]
     NotFound(TicketId),
@@ -142,6 +190,10 @@ pub enum LinkError {
     /// self-approval…). The token is spent.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The submission's feedback is over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN):
+    /// refused first, nothing recorded, the token not spent. Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// A token could not be signed.
     #[error("token could not be signed")]
     Sign(#[source] SignError),
@@ -167,6 +219,33 @@ pub enum ExecuteError {
     /// The action has preconditions but none were observed (use `run_with`).
     #[error("the action has preconditions; observe them and use `run_with`")]
     PreconditionsNotObserved,
+    /// A cancel reason or observed precondition values over their bounds
+    /// ([`crate::limits`]); nothing was recorded. A refused `begin` leaves the grant usable:
+    /// reload it with [`Handoff::grant`](crate::Handoff::grant). Code: the [`LimitError`]'s.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// `finish` was given an outcome over its bounds ([`ExecutionOutcome::check`](crate::ticket::ExecutionOutcome::check)):
+    /// nothing was recorded, and the permit is handed back to finish again with a bounded
+    /// outcome. Code: the [`LimitError`]'s.
+    #[error("the outcome was refused: {error}")]
+    OutcomeRefused {
+        /// Which bound.
+        error: LimitError,
+        /// The permit, unused.
+        permit: Box<super::Permit>,
+    },
+    /// `begin` of a grant whose agent is frozen by an operator's kill switch
+    /// ([`Handoff::freeze`](crate::Handoff::freeze)): no permit was issued and the ticket is
+    /// still approved (until its grant ends); the refusal is audited (coalesced per agent,
+    /// see [`Limits::frozen_audit_per_minute`](crate::Limits::frozen_audit_per_minute)).
+    /// `renew` and `finish` are never frozen.
+    ///
+    /// Code: `frozen`.
+    #[error("execution is frozen: {reason}")]
+    Frozen {
+        /// The operator's reason.
+        reason: String,
+    },
     /// The store failed. For `finish`, the outcome was not recorded: call it again.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -197,6 +276,18 @@ pub enum AuditError {
     /// No checkpoint key was configured.
     #[error("no checkpoint key configured")]
     NoCheckpointKey,
+    /// [`checkpoint`](crate::Handoff::checkpoint) refused to sign: the chain from the newest
+    /// checkpoint it trusts (from its first event, if none) to the head does not verify, so the
+    /// chain was cut or rewritten since, and signing its head would launder that. Audited.
+    /// Code: `audit_checkpoint_refused`.
+    #[error("refusing to sign a checkpoint: the chain since {} does not verify", match .previous { Some(size) => format!("the checkpoint at size {size}"), None => "its start".to_owned() })]
+    CheckpointRefused {
+        /// The size of the checkpoint verification started from (`None`: from the start).
+        previous: Option<u64>,
+        /// What verification found.
+        #[source]
+        source: crate::audit::VerifyError,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -261,4 +352,151 @@ pub enum Error {
     /// The builder was missing a part.
     #[error("handoff builder: {0}")]
     Build(&'static str),
+    /// The store implements an older store contract than this engine needs (see
+    /// [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)): it would ignore
+    /// parts of the writes it is given.
+    #[error("the store implements store contract version {implemented}; this engine needs version {required}")]
+    StoreContract {
+        /// The version the store states.
+        implemented: u32,
+        /// The version the engine needs.
+        required: u32,
+    },
+    /// The clock given to the builder is not the one the store stamps commits with (see
+    /// [`HandoffBuilder::clock`](crate::HandoffBuilder::clock)): open the store with it
+    /// (e.g. `SqliteOptions::with_clock`), or leave it out of the builder, which then takes
+    /// the store's.
+    ///
+    /// Code: [`clock_mismatch`](crate::codes::CLOCK_MISMATCH).
+    #[error("handoff builder: the store stamps commits with another clock than the engine's")]
+    ClockMismatch,
+}
+
+impl ProposeError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            ProposeError::Frozen { .. } => codes::FROZEN,
+            ProposeError::RateLimited => codes::RATE_LIMITED,
+            ProposeError::IdempotencyConflict { .. } => codes::IDEMPOTENCY_CONFLICT,
+            ProposeError::Identity(e) => e.code(),
+            ProposeError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl DecideError {
+    /// The stable code (see [`codes`](crate::codes)); a refusal of the ticket machine answers
+    /// its own code.
+    pub fn code(&self) -> Code {
+        match self {
+            DecideError::Unauthenticated(e) => e.code(),
+            DecideError::NotOperator { .. } => codes::NOT_OPERATOR,
+            DecideError::Frozen { .. } => codes::FROZEN,
+            DecideError::NotFound(_) => codes::NOT_FOUND,
+            DecideError::StaleVersion { .. } => codes::STALE_VERSION,
+            DecideError::Refused(r) => r.code(),
+            DecideError::Limit(e) => e.code(),
+            DecideError::NoSuchText(_) => codes::NO_SUCH_TEXT,
+            DecideError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl LinkError {
+    /// The stable code (see [`codes`](crate::codes)); the same code names the refusal in the
+    /// audit trail.
+    pub fn code(&self) -> Code {
+        match self {
+            LinkError::NotConfigured(_) => codes::NOT_CONFIGURED,
+            LinkError::Malformed(_) => codes::TOKEN_MALFORMED,
+            LinkError::UnknownKey { .. } => codes::TOKEN_UNKNOWN_KEY,
+            LinkError::BadSignature => codes::TOKEN_BAD_SIGNATURE,
+            LinkError::Expired { .. } => codes::TOKEN_EXPIRED,
+            LinkError::NotYetValid { .. } => codes::TOKEN_NOT_YET_VALID,
+            LinkError::Unauthenticated(e) => e.code(),
+            LinkError::WrongReviewer { .. } => codes::WRONG_REVIEWER,
+            LinkError::DigestChanged => codes::DIGEST_CHANGED,
+            LinkError::Replayed => codes::REPLAYED,
+            LinkError::Frozen { .. } => codes::FROZEN,
+            LinkError::NotFound(_) => codes::NOT_FOUND,
+            LinkError::InvalidSubmission(_) => codes::INVALID_SUBMISSION,
+            LinkError::NotPending { .. } => codes::NOT_PENDING,
+            LinkError::Refused(r) => r.code(),
+            LinkError::Limit(e) => e.code(),
+            LinkError::Sign(_) => codes::TOKEN_SIGN_FAILED,
+            LinkError::Random(_) => codes::RANDOM_FAILED,
+            LinkError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl ExecuteError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            ExecuteError::NotFound(_) => codes::NOT_FOUND,
+            ExecuteError::Refused(r) => r.code(),
+            ExecuteError::PreconditionsNotObserved => codes::PRECONDITIONS_NOT_OBSERVED,
+            ExecuteError::Limit(e) | ExecuteError::OutcomeRefused { error: e, .. } => e.code(),
+            ExecuteError::Frozen { .. } => codes::FROZEN,
+            ExecuteError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl WaitError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            WaitError::NotFound(_) => codes::NOT_FOUND,
+            WaitError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl AuditError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            AuditError::Chain(_) => codes::AUDIT_CHAIN_BROKEN,
+            AuditError::Checkpoint(_) => codes::AUDIT_CHECKPOINT_INVALID,
+            AuditError::NoCheckpointKey => codes::NOT_CONFIGURED,
+            AuditError::CheckpointRefused { .. } => codes::AUDIT_CHECKPOINT_REFUSED,
+            AuditError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl<E> RunError<E> {
+    /// The stable code (see [`codes`](crate::codes)); the action's own failure is
+    /// [`ACTION_FAILED`](crate::codes::ACTION_FAILED).
+    pub fn code(&self) -> Code {
+        match self {
+            RunError::Propose(e) => e.code(),
+            RunError::NotApproved { .. } => codes::NOT_APPROVED,
+            RunError::StillPending(_) => codes::STILL_PENDING,
+            RunError::Wait(e) => e.code(),
+            RunError::Execute(e) => e.code(),
+            RunError::Action(_) => codes::ACTION_FAILED,
+        }
+    }
+}
+
+impl Error {
+    /// The stable code of the error inside (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Propose(e) => e.code(),
+            Error::Decide(e) => e.code(),
+            Error::Execute(e) => e.code(),
+            Error::Wait(e) => e.code(),
+            Error::Audit(e) => e.code(),
+            Error::Link(e) => e.code(),
+            Error::Store(e) => e.code(),
+            Error::Build(_) => codes::INVALID_CONFIGURATION,
+            Error::StoreContract { .. } => codes::STORE_CONTRACT_TOO_OLD,
+            Error::ClockMismatch => codes::CLOCK_MISMATCH,
+        }
+    }
 }

@@ -7,9 +7,11 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::error::LinkError;
+use super::review::Decided;
 use super::Handoff;
 use crate::audit::Actor;
-use crate::backend::{Credential, NonceUse, StoreError, Write};
+use crate::backend::{Credential, NonceUse, PlatformIdentity};
+use crate::codes::{self, Code};
 use crate::notify::feishu::{
     Callback, CardAction, FeishuCallbackVerifier, FeishuCardRenderer, FeishuResponse,
     DECISION_TOKEN_KEY,
@@ -37,13 +39,20 @@ impl Handoff {
     ///    [`Limits::unauthenticated_audit_per_minute`](crate::Limits)) and answered `401` with
     ///    an empty body, whatever the reason.
     /// 2. `url_verification`: `200 {"challenge": …}`.
-    /// 3. `card.action.trigger`: its `header.event_id` is consumed in the store's nonce table
-    ///    (durable, shared by every process on the store, remembered for a day); a repeat is
-    ///    refused and audited. The operator's `open_id` becomes
-    ///    `Credential::Platform { platform: "feishu", user: open_id }`, and the button's
+    /// 3. `card.action.trigger`: the operator's `open_id` becomes a
+    ///    [`Credential::Platform`] for platform `feishu` (this verified handler is one of the
+    ///    only producers of platform identities, see
+    ///    [`PlatformIdentity`](crate::backend::PlatformIdentity)), and the button's
     ///    [`DECISION_TOKEN_KEY`] goes to [`Handoff::decide_with_token`], which authenticates the
     ///    operator through the [`IdentityVerifier`](crate::IdentityVerifier), applies the
-    ///    decision and audits every refusal.
+    ///    decision and audits every refusal. The callback's `header.event_id` is consumed in
+    ///    the store's nonce table (durable, shared by every process on the store, remembered
+    ///    for a day) **in the same write as the token's use**: a callback is decided at most
+    ///    once (a repeat is refused as [`Replayed`](LinkError::Replayed)), a click refused
+    ///    before anyone is authenticated (an unknown `open_id`, a forged token, no token)
+    ///    writes no nonce — only its audit row, coalesced under the flood limit — and a click
+    ///    whose write failed in the store consumed nothing, so the same callback delivered
+    ///    again is decided.
     ///
     /// Authenticated requests are answered `200` with `{"toast": {"type", "content"}}` — a
     /// success, or the refusal's reason in words for the reviewer, never internal details —
@@ -81,40 +90,17 @@ impl Handoff {
             Ok(Callback::CardAction(action)) => action,
             Err(e) => {
                 tracing::info!(
-                    refusal = "feishu_callback_refused",
+                    refusal = codes::FEISHU_CALLBACK_REFUSED.as_str(),
                     "feishu callback refused"
                 );
                 self.audit_unauthenticated(
-                    "feishu_callback_refused",
+                    codes::FEISHU_CALLBACK_REFUSED,
                     json!({ "error": e.to_string() }),
                 )
                 .await;
                 return unauthorized();
             }
         };
-
-        match self.consume_event(&action).await {
-            Ok(()) => {}
-            Err(StoreError::NonceReused) => {
-                tracing::info!(
-                    refusal = "feishu_event_replayed",
-                    "feishu callback replayed"
-                );
-                self.audit_unauthenticated(
-                    "feishu_event_replayed",
-                    json!({
-                        "event_id": action.event_id,
-                        "operator": action.operator_open_id,
-                    }),
-                )
-                .await;
-                return toast("error", "This action was already received.", None);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "feishu callback: store failed");
-                return toast("error", "Could not record the action; try again.", None);
-            }
-        }
 
         let Some(token) = action
             .action_value
@@ -123,23 +109,36 @@ impl Handoff {
             .filter(|t| !t.is_empty())
         else {
             self.audit_unauthenticated(
-                "feishu_no_decision_token",
+                codes::FEISHU_NO_DECISION_TOKEN,
                 json!({ "event_id": action.event_id }),
             )
             .await;
             return toast("error", "This button does not carry a decision.", None);
         };
 
-        let credential = Credential::Platform {
-            platform: PLATFORM.to_owned(),
-            user: action.operator_open_id.clone(),
-        };
+        // The callback's signature, time window and Verification Token were checked above:
+        // this handler is one of the verified ones that may vouch for a platform user.
+        let credential = Credential::Platform(PlatformIdentity::verified(
+            PLATFORM,
+            action.operator_open_id.clone(),
+        ));
+        // The event id is consumed with the token, in the write that records the decision: a
+        // request refused before anyone was authenticated writes no nonce (only its audit row,
+        // coalesced), and one whose write failed is not lost — delivered again, it is decided.
         let outcome = self
-            .decide_with_token(token, &credential, TokenSubmission::new())
+            .decide_with_token_spending(
+                token,
+                &credential,
+                TokenSubmission::new(),
+                Some(self.event_nonce(&action)),
+            )
             .await;
         let card = self.updated_card(renderer, token).await;
         match outcome {
-            Ok(ticket) => {
+            Ok(Decided::Repeated(_)) => {
+                toast("success", "Your decision was already recorded.", card)
+            }
+            Ok(Decided::Recorded(ticket)) => {
                 let text = match ticket.state() {
                     TicketState::Pending => "Your decision was recorded; the review continues.",
                     _ => "Your decision was recorded.",
@@ -150,8 +149,8 @@ impl Handoff {
         }
     }
 
-    /// Consumes the callback's event id in the store's nonce table.
-    async fn consume_event(&self, action: &CardAction) -> Result<(), StoreError> {
+    /// The callback's event id as a nonce for the store's nonce table.
+    fn event_nonce(&self, action: &CardAction) -> NonceUse {
         let mut h = Sha256::new();
         h.update(b"agent-handoff/feishu-event/v1\0");
         h.update(action.event_id.as_bytes());
@@ -159,19 +158,12 @@ impl Handoff {
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(&digest[..16]);
         let expires = self.inner.clock.now().saturating_add(EVENT_MEMORY);
-        self.inner
-            .store
-            .commit(Write {
-                nonces: vec![NonceUse { nonce, expires }],
-                ..Write::default()
-            })
-            .await
-            .map(|_| ())
+        NonceUse::new(nonce, expires)
     }
 
     /// Audits a refusal of a request whose sender is not authenticated, coalesced under the
     /// flood limit. A store failure is logged: the request is refused either way.
-    async fn audit_unauthenticated(&self, code: &str, detail: Value) {
+    async fn audit_unauthenticated(&self, code: Code, detail: Value) {
         let inner = &self.inner;
         let record = inner.refusal_record(None, Actor::Unauthenticated, code, detail);
         let records = inner.flood_records(record);
@@ -186,10 +178,10 @@ impl Handoff {
     /// pending, the outcome otherwise. `None` if the token leads nowhere or the card cannot be
     /// built.
     async fn updated_card(&self, renderer: &FeishuCardRenderer, token: &str) -> Option<Value> {
-        let preview = self.preview_token(token).await.ok()?;
+        let (preview, ticket) = self.inner.preview(token).await.ok()?;
         let now = self.inner.clock.now();
         let (_, key) = self.inner.link_config().ok()?;
-        let ticket: &Ticket = &preview.ticket;
+        let ticket: &Ticket = &ticket;
         let (links, kind) = if preview.pending {
             let minted = self
                 .mint_links(ticket, preview.reviewer.clone(), now)
@@ -234,6 +226,9 @@ fn refusal_text(e: &LinkError) -> &'static str {
         LinkError::WrongReviewer { .. } => "This card was sent to another reviewer.",
         LinkError::Replayed => "You already used this button.",
         LinkError::Expired { .. } => "This decision button has expired.",
+        LinkError::Frozen { .. } => {
+            "Approvals for this agent are frozen by an operator; try again once they are lifted."
+        }
         LinkError::DigestChanged => {
             "The action changed since this card was sent; review the current version."
         }

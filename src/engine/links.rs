@@ -24,13 +24,15 @@ use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
 use super::error::{Error, LinkError};
-use super::review::{verdict_event, verdict_name, AuthError};
-use super::{DriveError, Driven, Handoff, Inner, Spend};
+use super::review::{verdict_event, verdict_name, AuthError, Decided};
+use super::{no_say, DriveError, Driven, Handoff, Inner, Spend};
 use crate::action::{DigestKey, KeyedDigest};
-use crate::audit::Actor;
-use crate::backend::{Credential, DecisionRow, NonceUse, StoreError, Write};
+use crate::audit::{Actor, AuditRecord};
+use crate::backend::{lock, Credential, DecisionRow, NonceUse, StoreError, Write};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
-use crate::ticket::{Reviewer, Ticket, TicketState, Verdict};
+use crate::notify::ReviewCard;
+use crate::ticket::{Reviewer, StateName, Ticket, TicketState, Verdict};
 use crate::timestamp::Timestamp;
 use crate::token::{
     AuthenticToken, TokenClaims, TokenError, TokenKeyRing, TokenNonce, VerdictKind,
@@ -117,10 +119,16 @@ impl fmt::Debug for MintedLink {
 }
 
 /// What a confirmation page needs to show for a token, from [`Handoff::preview_token`].
+///
+/// Whoever holds a link can preview it, so it shows what a channel shows — the redacted
+/// [`ReviewCard`] — never the stored ticket: sensitive parameters stay hidden until the reviewer
+/// signs in (and decides through [`Handoff::decide_with_token`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenPreview {
-    /// The ticket as stored now (render its card from it).
-    pub ticket: Ticket,
+    /// The ticket as a channel shows it now: redacted, keyed digest, no decision links (the
+    /// page offers the confirmation instead).
+    pub card: ReviewCard,
     /// The verdict the token submits, if the action is still the one it was issued for;
     /// `None` once the action changed (the token reveals its verdict only for the current
     /// action), in which case the page should send the reviewer to the current version.
@@ -248,18 +256,6 @@ fn hex(nonce: &TokenNonce) -> String {
         .collect()
 }
 
-/// Stable codes of token refusals in audit records.
-fn token_error_code(e: &TokenError) -> &'static str {
-    match e {
-        TokenError::Malformed(_) => "token_malformed",
-        TokenError::UnknownKey { .. } => "token_unknown_key",
-        TokenError::BadSignature => "token_bad_signature",
-        TokenError::Expired { .. } => "token_expired",
-        TokenError::NotYetValid { .. } => "token_not_yet_valid",
-        TokenError::DigestMismatch => "digest_changed",
-    }
-}
-
 impl From<TokenError> for LinkError {
     fn from(e: TokenError) -> Self {
         match e {
@@ -280,10 +276,12 @@ struct Recorded<'a> {
     ticket: TicketId,
     person: &'a PersonId,
     verdict: &'a str,
-    code: &'static str,
+    code: Code,
     detail: Value,
     token: &'a AuthenticToken,
-    spend: bool,
+    spend: Option<&'a Spend>,
+    /// Written just before the refusal's own record (a summary of coalesced attempts).
+    before: Option<AuditRecord>,
 }
 
 impl Handoff {
@@ -330,31 +328,12 @@ impl Handoff {
     /// already used previews like a fresh one; submitting it is refused.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn preview_token(&self, token: &str) -> Result<TokenPreview, LinkError> {
-        let (links, key) = self.links()?;
-        let now = self.inner.clock.now();
-        let authentic = links.ring.open(token, now)?;
-        let ticket = self
-            .inner
-            .store
-            .ticket(authentic.ticket())
-            .await?
-            .ok_or(LinkError::NotFound(authentic.ticket()))?;
-        let verdict = authentic
-            .check_digest(&key.keyed(&ticket.action_digest()))
-            .ok()
-            .map(|claims| claims.verdict);
-        Ok(TokenPreview {
-            pending: matches!(ticket.state_at(now), TicketState::Pending),
-            verdict,
-            digest_current: verdict.is_some(),
-            reviewer: authentic.reviewer().cloned(),
-            expires_at: authentic.expires_at(),
-            ticket,
-        })
+        self.inner.preview(token).await.map(|(preview, _)| preview)
     }
 
     /// Decides with a token and the reviewer's credential: the confirmation page's explicit
-    /// submission, never the mere following of a link. Returns the ticket after the decision.
+    /// submission, never the mere following of a link. Returns the ticket after the decision,
+    /// as [`Decided::Repeated`] if it repeated a vote already on record.
     ///
     /// Checks, in this order:
     ///
@@ -368,19 +347,33 @@ impl Handoff {
     ///    credential does **not** spend the token, so whoever holds a forwarded link cannot
     ///    cancel the reviewer's vote.
     /// 3. The token's reviewer, if it names one, must be the authenticated reviewer
-    ///    ([`WrongReviewer`](LinkError::WrongReviewer)).
+    ///    ([`WrongReviewer`](LinkError::WrongReviewer)). This refusal spends **nothing** — a
+    ///    forwarded link must not let anyone cancel the rightful reviewer's vote — and is
+    ///    recorded once per link, person and minute, further attempts counted (see
+    ///    [`Limits`](crate::Limits#coalesced-refusals)).
     /// 4. The token's keyed digest must be the current action's
     ///    ([`DigestChanged`](LinkError::DigestChanged): a reviewer edited it since).
     /// 5. The ticket state machine ([`Refused`](LinkError::Refused): already decided, expired,
     ///    not eligible, self-approval…).
     ///
-    /// From step 3 on, the token is spent — its nonce consumed in the same store transaction
+    /// From step 4 on, the token is spent — its nonce consumed in the same store transaction
     /// as the decision or the refusal's audit row, both recorded as the authenticated
     /// reviewer's — so it can never be used twice: a second use is refused with
     /// [`Replayed`](LinkError::Replayed) and audited. That includes an accepted repeat of a
-    /// vote already counted, which changes nothing else. Steps 4 and 5 are repeated on every
-    /// compare-and-swap retry, and the write must commit before the token expires (else
-    /// [`Expired`](LinkError::Expired), unspent).
+    /// vote already counted, which changes nothing else. The one exception is a
+    /// [`NotEligible`](crate::ticket::Refusal::NotEligible) refusal coalesced with an earlier
+    /// one of the same person on the ticket (see [`Limits`](crate::Limits#coalesced-refusals)),
+    /// which writes nothing at all. Steps 4 and 5 are repeated on every compare-and-swap
+    /// retry (a vote that lost to another vote is re-applied, by the store or here), and the
+    /// write must commit before the token expires (else [`Expired`](LinkError::Expired),
+    /// unspent).
+    ///
+    /// A token refused at step 1 although authentic (expired, not yet valid) is filed under the
+    /// ticket it names, with its key id and nonce; the other refusals after step 1 are
+    /// filed under the ticket as the authenticated reviewer's.
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`Limit`](LinkError::Limit) before anything else: nothing recorded, nothing spent.
     ///
     /// `submission` carries feedback (reject, request changes) or edited parameters (approve
     /// with edits) as the token's verdict needs; one that does not fit is refused with
@@ -391,14 +384,29 @@ impl Handoff {
         token: &str,
         credential: &Credential,
         submission: TokenSubmission,
-    ) -> Result<Ticket, LinkError> {
+    ) -> Result<Decided, LinkError> {
+        self.decide_with_token_spending(token, credential, submission, None)
+            .await
+    }
+
+    /// [`decide_with_token`](Self::decide_with_token), consuming `also` (a channel's request
+    /// id) with the token in whatever write spends it, so a request that recorded nothing —
+    /// refused before the token was spent, or failed in the store — leaves nothing consumed
+    /// and can be delivered again.
+    pub(crate) async fn decide_with_token_spending(
+        &self,
+        token: &str,
+        credential: &Credential,
+        submission: TokenSubmission,
+        also: Option<NonceUse>,
+    ) -> Result<Decided, LinkError> {
         let _op = crate::failpoint::operation("decide_token");
         let span = tracing::info_span!(
             "decide_with_token",
             ticket = tracing::field::Empty,
             reviewer = tracing::field::Empty
         );
-        self.decide_with_token_inner(token, credential, submission)
+        self.decide_with_token_inner(token, credential, submission, also)
             .instrument(span)
             .await
     }
@@ -408,20 +416,37 @@ impl Handoff {
         token: &str,
         credential: &Credential,
         submission: TokenSubmission,
-    ) -> Result<Ticket, LinkError> {
+        also: Option<NonceUse>,
+    ) -> Result<Decided, LinkError> {
         let inner = &self.inner;
         let (links, key) = self.links()?;
+        crate::limits::check_text(
+            "feedback",
+            &submission.feedback,
+            crate::limits::MAX_FEEDBACK_LEN,
+        )?;
 
-        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated.
+        // 1. Signature and expiry. Anyone can send these: audited as unauthenticated, filed
+        // under the ticket an authentic (expired, not yet valid) token names.
         let authentic = match links.ring.open(token, inner.clock.now()) {
             Ok(t) => t,
             Err(e) => {
-                tracing::info!(refusal = token_error_code(&e), "token refused");
+                tracing::info!(refusal = %e.code(), "token refused");
+                let signed = match e {
+                    TokenError::Expired { .. } | TokenError::NotYetValid { .. } => {
+                        links.ring.authenticate(token).ok()
+                    }
+                    _ => None,
+                };
+                let mut detail = json!({ "error": e.to_string() });
+                if let Some(signed) = &signed {
+                    detail["token"] = token_note(signed);
+                }
                 let record = inner.refusal_record(
-                    None,
+                    signed.as_ref().map(AuthenticToken::ticket),
                     Actor::Unauthenticated,
-                    token_error_code(&e),
-                    json!({ "error": e.to_string() }),
+                    e.code(),
+                    detail,
                 );
                 let records = inner.flood_records(record);
                 if !records.is_empty() {
@@ -442,12 +467,14 @@ impl Handoff {
         let person = reviewer.person.clone();
         tracing::Span::current().record("reviewer", tracing::field::display(&person));
         // From here on the token is authentic and its holder authenticated: every outcome
-        // spends it.
+        // spends it, except a use by someone it was not issued to and a coalesced refusal.
         let spend = Spend {
-            nonce: NonceUse {
+            nonces: std::iter::once(NonceUse {
                 nonce: spent_nonce(&authentic, &person),
                 expires: authentic.expires_at(),
-            },
+            })
+            .chain(also)
+            .collect(),
             note: token_note(&authentic),
         };
 
@@ -458,10 +485,11 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: "token",
-                        code: "not_found",
+                        code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
-                        spend: true,
+                        spend: Some(&spend),
+                        before: None,
                     },
                     LinkError::NotFound(id),
                     false,
@@ -473,34 +501,58 @@ impl Handoff {
         let verdict_kind = current.as_ref().ok().map(|c| c.verdict);
         let asked = verdict_kind.map_or("token", |k| kind_name(k));
 
-        // 3. The token's reviewer.
+        // 3. The token's reviewer. A use by someone else spends nothing (a forwarded link
+        // must not cancel the rightful reviewer's vote) and is coalesced per link and person.
         if let Some(bound) = authentic.reviewer() {
             if *bound != person {
                 let err = LinkError::WrongReviewer {
                     bound: bound.clone(),
                     presented: person.clone(),
                 };
-                return Err(self
+                tracing::info!(
+                    refusal = codes::WRONG_REVIEWER.as_str(),
+                    "token decision refused"
+                );
+                let key = no_say::Key {
+                    ticket: id,
+                    person: person.clone(),
+                    code: codes::WRONG_REVIEWER,
+                    token: Some(no_say::LinkRef {
+                        key_id: authentic.key_id().to_owned(),
+                        nonce: *authentic.nonce().as_bytes(),
+                    }),
+                };
+                let before = match lock(&inner.no_say).admit(&key, inner.clock.now()) {
+                    no_say::Recorded::Coalesced => return Err(err),
+                    no_say::Recorded::Yes(summary) => summary,
+                };
+                let answer = self
                     .record_link_refusal(
                         Recorded {
                             ticket: id,
                             person: &person,
                             verdict: asked,
-                            code: "wrong_reviewer",
+                            code: codes::WRONG_REVIEWER,
                             detail: json!({ "bound": bound.as_str() }),
                             token: &authentic,
-                            spend: true,
+                            spend: None,
+                            before: before.clone(),
                         },
                         err,
                         true,
                     )
-                    .await);
+                    .await;
+                if matches!(answer, LinkError::Store(_)) {
+                    // Nothing was recorded: the next attempt under the key is, with the count.
+                    lock(&inner.no_say).undo(&key, before);
+                }
+                return Err(answer);
             }
         }
 
         // 4. The digest (again inside the loop, against the ticket actually written).
         let Some(kind) = verdict_kind else {
-            return Err(self.digest_changed(id, &person, &authentic).await);
+            return Err(self.digest_changed(id, &person, &authentic, &spend).await);
         };
         let verdict = submission.verdict(kind)?;
         let verdict_label = verdict_name(&verdict).to_owned();
@@ -526,16 +578,16 @@ impl Handoff {
             )
             .await;
         match driven {
-            Ok(Driven::Applied { ticket }) => {
+            Ok(Driven::Applied { ticket, repeated }) => {
                 crate::failpoint::failpoint("decide_token.committed");
-                Ok(ticket)
+                Ok(Decided::of(ticket, repeated))
             }
             Ok(Driven::Refused(refusal)) => {
-                tracing::info!(refusal = refusal.code(), "token decision refused");
+                tracing::info!(refusal = %refusal.code(), "token decision refused");
                 Err(LinkError::Refused(refusal))
             }
             Err(DriveError::Pre(Pre::DigestChanged)) => {
-                Err(self.digest_changed(id, &person, &authentic).await)
+                Err(self.digest_changed(id, &person, &authentic, &spend).await)
             }
             Err(DriveError::Pre(Pre::Expired(expires_at))) => Err(self
                 .record_link_refusal(
@@ -543,10 +595,11 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: &verdict_label,
-                        code: "token_expired",
+                        code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
                         token: &authentic,
-                        spend: false,
+                        spend: None,
+                        before: None,
                     },
                     LinkError::Expired { expires_at },
                     true,
@@ -558,10 +611,11 @@ impl Handoff {
                         ticket: id,
                         person: &person,
                         verdict: &verdict_label,
-                        code: "not_found",
+                        code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
-                        spend: true,
+                        spend: Some(&spend),
+                        before: None,
                     },
                     LinkError::NotFound(id),
                     false,
@@ -569,6 +623,20 @@ impl Handoff {
                 .await),
             Err(DriveError::Store(StoreError::NonceReused)) => {
                 Err(self.replayed(id, &person, &verdict_label, &authentic).await)
+            }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                // The write was refused whole: the token is not spent.
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: super::review::frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_label)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "token decision refused");
+                Err(LinkError::Frozen { reason })
             }
             Err(DriveError::Store(e)) => Err(LinkError::Store(e)),
         }
@@ -579,16 +647,18 @@ impl Handoff {
         id: TicketId,
         person: &PersonId,
         token: &AuthenticToken,
+        spend: &Spend,
     ) -> LinkError {
         self.record_link_refusal(
             Recorded {
                 ticket: id,
                 person,
                 verdict: "token",
-                code: "digest_changed",
+                code: codes::DIGEST_CHANGED,
                 detail: Value::Null,
                 token,
-                spend: true,
+                spend: Some(spend),
+                before: None,
             },
             LinkError::DigestChanged,
             true,
@@ -609,10 +679,11 @@ impl Handoff {
                 ticket: id,
                 person,
                 verdict,
-                code: "replayed",
+                code: codes::REPLAYED,
                 detail: Value::Null,
                 token,
-                spend: false,
+                spend: None,
+                before: None,
             },
             LinkError::Replayed,
             true,
@@ -645,34 +716,27 @@ impl Handoff {
                 ticket: r.ticket,
                 person: Some(r.person.clone()),
                 verdict: r.verdict.to_owned(),
-                refusal: Some(r.code.to_owned()),
+                refusal: Some(r.code.as_str().to_owned()),
                 at: record.at,
             }),
-            audit: vec![record],
-            nonces: if r.spend {
-                vec![NonceUse {
-                    nonce: spent_nonce(r.token, r.person),
-                    expires: r.token.expires_at(),
-                }]
-            } else {
-                Vec::new()
-            },
-            valid_before: r.spend.then(|| r.token.expires_at()),
+            audit: r.before.clone().into_iter().chain([record]).collect(),
+            nonces: r.spend.map(|s| s.nonces.clone()).unwrap_or_default(),
             ..Write::default()
         };
-        tracing::info!(refusal = r.code, "token decision refused");
+        tracing::info!(refusal = r.code.as_str(), "token decision refused");
         match inner.store.commit(write).await {
             Ok(_) => err,
-            Err(StoreError::NonceReused) if r.spend => {
+            Err(StoreError::NonceReused) if r.spend.is_some() => {
                 Box::pin(self.replayed(r.ticket, r.person, r.verdict, r.token)).await
             }
-            Err(StoreError::TooLate { .. }) if r.spend => {
+            Err(StoreError::TooLate { .. }) if r.spend.is_some() => {
                 let expires_at = r.token.expires_at();
                 Box::pin(self.record_link_refusal(
                     Recorded {
-                        code: "token_expired",
+                        code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
-                        spend: false,
+                        spend: None,
+                        before: None,
                         ..r
                     },
                     LinkError::Expired { expires_at },
@@ -695,6 +759,32 @@ fn kind_name(kind: VerdictKind) -> &'static str {
 }
 
 impl Inner {
+    /// [`Handoff::preview_token`], with the stored ticket for the crate's own handlers (which
+    /// mint fresh links for it).
+    pub(crate) async fn preview(&self, token: &str) -> Result<(TokenPreview, Ticket), LinkError> {
+        let (links, key) = self.link_config()?;
+        let now = self.clock.now();
+        let authentic = links.ring.open(token, now)?;
+        let ticket = self
+            .store
+            .ticket(authentic.ticket())
+            .await?
+            .ok_or(LinkError::NotFound(authentic.ticket()))?;
+        let verdict = authentic
+            .check_digest(&key.keyed(&ticket.action_digest()))
+            .ok()
+            .map(|claims| claims.verdict);
+        let preview = TokenPreview {
+            card: ReviewCard::from_ticket(&ticket, now, key, &[]),
+            pending: matches!(ticket.state_at(now), TicketState::Pending),
+            verdict,
+            digest_current: verdict.is_some(),
+            reviewer: authentic.reviewer().cloned(),
+            expires_at: authentic.expires_at(),
+        };
+        Ok((preview, ticket))
+    }
+
     pub(crate) fn link_config(&self) -> Result<(&DecisionLinks, &DigestKey), LinkError> {
         let links = self
             .links

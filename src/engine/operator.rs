@@ -1,72 +1,35 @@
-//! The operator side: kill switch, revoke, resolve, sweeping, audit verification, health.
-
-use std::collections::BTreeMap;
-use std::future::Future as _;
-use std::task::Poll;
+//! The operator side: revoke, resolve, sweeping, health (the kill switch is in `freeze.rs`,
+//! the clock rebase in `clock.rs`, audit verification, checkpoints and erasure in `audit.rs`).
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{AuditError, DecideError};
-use super::{DriveError, Driven, Handoff, Inner};
-use crate::audit::{Actor, AuditRecord, ChainHead, Checkpoint, RawEvent, Verifier, VerifyError};
-use crate::backend::{lock, Credential, StoreError, StoreHealth};
+use super::error::DecideError;
+use super::{DriveError, Driven, Handoff};
+use crate::audit::Actor;
+use crate::backend::{lock, Credential, Freeze, FreezeScope, StoreError, StoreHealth};
+use crate::codes;
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
 use crate::timestamp::Timestamp;
 
-/// What a kill switch freezes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "scope", content = "agent", rename_all = "snake_case")]
-pub enum FreezeScope {
-    /// Every agent.
-    All,
-    /// One agent.
-    Agent(AgentId),
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Freezes {
-    all: Option<String>,
-    agents: BTreeMap<AgentId, String>,
-}
-
-impl Inner {
-    /// The freeze reason that applies to this agent, if any.
-    pub(crate) fn frozen(&self, agent: &AgentId) -> Option<String> {
-        let f = lock(&self.freezes);
-        f.all.clone().or_else(|| f.agents.get(agent).cloned())
-    }
-}
-
-/// The result of verifying the audit chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditReport {
-    /// Events verified.
-    pub events: u64,
-    /// The head after the last event.
-    pub head: ChainHead,
-    /// Size of the newest saved checkpoint that the chain was checked against, if any.
-    pub checkpoint_size: Option<u64>,
-}
-
 /// Engine health, for probes and dashboards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Store figures (pending, oldest pending, outbox backlog and dead rows, audit size).
+    /// Store figures (pending, oldest pending, outbox backlog and dead rows, audit size, the
+    /// commit floor and the clock alarm, if commits are refused because of the clock).
     pub store: StoreHealth,
     /// Age of the oldest pending ticket, in milliseconds.
     pub oldest_pending_age_ms: Option<u64>,
-    /// Whether all proposals are frozen.
+    /// Whether every agent is frozen (read from the store: every process sees it).
     pub frozen_all: bool,
     /// Agents frozen individually.
     pub frozen_agents: Vec<AgentId>,
+    /// The freezes in force, with reasons, since when and by whom.
+    pub freezes: Vec<Freeze>,
 }
 
-/// Audit page size when streaming the chain.
-const PAGE: usize = 4096;
-
 impl Handoff {
-    async fn operator(
+    pub(crate) async fn operator(
         &self,
         ticket: Option<TicketId>,
         credential: &Credential,
@@ -78,7 +41,7 @@ impl Handoff {
         let record = self.inner.refusal_record(
             ticket,
             Actor::Reviewer(person.person.clone()),
-            "not_operator",
+            codes::NOT_OPERATOR,
             serde_json::Value::Null,
         );
         self.inner.audit_only(vec![record]).await?;
@@ -87,70 +50,9 @@ impl Handoff {
         })
     }
 
-    /// Kill switch: from now on, proposals in `scope` are denied (and audited) until
-    /// [`unfreeze`](Self::unfreeze). Held in this process's memory: configure it again after a
-    /// restart (the audit trail records every change).
-    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
-    pub async fn freeze(
-        &self,
-        credential: &Credential,
-        scope: FreezeScope,
-        reason: &str,
-    ) -> Result<(), DecideError> {
-        let op = self.operator(None, credential).await?;
-        self.record_freeze(&op, &scope, Some(reason)).await?;
-        let mut f = lock(&self.inner.freezes);
-        match scope {
-            FreezeScope::All => f.all = Some(reason.to_owned()),
-            FreezeScope::Agent(a) => {
-                f.agents.insert(a, reason.to_owned());
-            }
-        }
-        Ok(())
-    }
-
-    /// Lifts a freeze.
-    #[tracing::instrument(level = "info", skip_all, fields(scope = ?scope))]
-    pub async fn unfreeze(
-        &self,
-        credential: &Credential,
-        scope: FreezeScope,
-    ) -> Result<(), DecideError> {
-        let op = self.operator(None, credential).await?;
-        self.record_freeze(&op, &scope, None).await?;
-        let mut f = lock(&self.inner.freezes);
-        match scope {
-            FreezeScope::All => f.all = None,
-            FreezeScope::Agent(a) => {
-                f.agents.remove(&a);
-            }
-        }
-        Ok(())
-    }
-
-    async fn record_freeze(
-        &self,
-        op: &Reviewer,
-        scope: &FreezeScope,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .audit_only(vec![AuditRecord {
-                ticket: None,
-                at: self.inner.clock.now(),
-                kind: if reason.is_some() {
-                    "frozen"
-                } else {
-                    "unfrozen"
-                }
-                .to_owned(),
-                actor: Actor::Operator(op.person.clone()),
-                data: serde_json::json!({ "scope": scope, "reason": reason }),
-            }])
-            .await
-    }
-
-    /// Withdraws an approval that has not been used.
+    /// Withdraws an approval that has not been used. A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`DecideError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn revoke(
         &self,
@@ -159,6 +61,7 @@ impl Handoff {
         reason: &str,
     ) -> Result<Ticket, DecideError> {
         let _op = crate::failpoint::operation("revoke");
+        check_reason(reason)?;
         let op = self.operator(Some(ticket), credential).await?;
         let reason = reason.to_owned();
         self.operator_event(ticket, &op, "revoke", |_| Event::Revoke {
@@ -169,7 +72,9 @@ impl Handoff {
     }
 
     /// Records the outcome of a ticket whose execution lease lapsed (`Unknown`), after the
-    /// operator found out what happened.
+    /// operator found out what happened. An outcome over its bounds
+    /// ([`ExecutionOutcome::check`]) is refused with [`DecideError::Limit`] before anything
+    /// is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn resolve(
         &self,
@@ -178,6 +83,7 @@ impl Handoff {
         outcome: ExecutionOutcome,
     ) -> Result<Ticket, DecideError> {
         let _op = crate::failpoint::operation("resolve");
+        outcome.check()?;
         let op = self.operator(Some(ticket), credential).await?;
         self.operator_event(ticket, &op, "resolve", |_| Event::Resolve {
             operator: op.person.clone(),
@@ -186,7 +92,9 @@ impl Handoff {
         .await
     }
 
-    /// Cancels any ticket as an operator.
+    /// Cancels any ticket as an operator. A reason over
+    /// [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) is refused with
+    /// [`DecideError::Limit`] before anything is written.
     #[tracing::instrument(level = "info", skip_all, fields(ticket = %ticket))]
     pub async fn cancel_as_operator(
         &self,
@@ -194,6 +102,7 @@ impl Handoff {
         credential: &Credential,
         reason: &str,
     ) -> Result<Ticket, DecideError> {
+        check_reason(reason)?;
         let op = self.operator(Some(ticket), credential).await?;
         let reason = reason.to_owned();
         self.operator_event(ticket, &op, "cancel", |_| Event::Cancel {
@@ -233,19 +142,39 @@ impl Handoff {
     /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
     /// [`spawn_sweeper`](Self::spawn_sweeper).
     ///
-    /// It also writes the count of unauthenticated refusals coalesced in a one-minute window
-    /// that is over (see [`Limits::unauthenticated_audit_per_minute`](super::Limits)), so a
-    /// flood that stopped is audited without waiting for another refusal.
+    /// It also writes the counts of refusals coalesced in a one-minute window that is over —
+    /// unauthenticated ones (see [`Limits::unauthenticated_audit_per_minute`](super::Limits)),
+    /// and those of people who have no say on a ticket (see
+    /// [`Limits`](super::Limits#coalesced-refusals)) — so a flood that stopped is audited
+    /// without waiting for another refusal; and, once the tickets are moved, it makes the
+    /// store forget the single-use nonces that expired ([`Store::prune_nonces`](crate::Store)),
+    /// so the nonce table does not grow without end.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
         const BATCH: usize = 256;
-        if let Some(summary) = self.inner.flood_summary_due(self.inner.clock.now()) {
-            self.inner.audit_only(vec![summary]).await?;
+        let now = self.inner.clock.now();
+        let mut summaries: Vec<_> = self.inner.flood_summary_due(now).into_iter().collect();
+        summaries.extend(self.inner.frozen_summaries_due(now));
+        let no_say = lock(&self.inner.no_say).due(now);
+        summaries.extend(no_say.iter().cloned());
+        if !summaries.is_empty() {
+            if let Err(e) = self.inner.audit_only(summaries).await {
+                // These counts are written by a later sweep.
+                lock(&self.inner.no_say).restore(&no_say);
+                return Err(e);
+            }
         }
+        let moved = self.expire_all(BATCH).await?;
+        while self.inner.store.prune_nonces(BATCH).await? == BATCH {}
+        Ok(moved)
+    }
+
+    /// Moves every ticket due by time, in batches of `batch`.
+    async fn expire_all(&self, batch: usize) -> Result<usize, StoreError> {
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();
-            let due = self.inner.store.due(now, BATCH).await?;
+            let due = self.inner.store.due(now, batch).await?;
             let n = due.len();
             let mut moved_now = 0;
             for id in due {
@@ -262,7 +191,7 @@ impl Handoff {
             moved += moved_now;
             // A full batch may have more behind it; a batch where nothing moved would come
             // back unchanged, so stop rather than spin.
-            if n < BATCH || moved_now == 0 {
+            if n < batch || moved_now == 0 {
                 return Ok(moved);
             }
         }
@@ -284,117 +213,30 @@ impl Handoff {
         })
     }
 
-    /// Verifies the whole audit chain from the store, page by page in constant memory. If a
-    /// checkpoint was saved, its signature is checked with the configured key and the chain must
-    /// pass through its head: a truncated or rewritten chain is refused.
-    #[tracing::instrument(level = "info", skip_all)]
-    pub async fn verify_audit(&self) -> Result<AuditReport, AuditError> {
-        let mut verifier = Verifier::new();
-        let mut checkpoint_size = None;
-        if let Some(cp) = self.inner.store.latest_checkpoint().await? {
-            let key = self
-                .inner
-                .checkpoint_key
-                .as_ref()
-                .ok_or(AuditError::NoCheckpointKey)?;
-            let head = cp.verify(std::slice::from_ref(key))?;
-            checkpoint_size = Some(head.seq);
-            verifier = verifier.expect_head(head);
-        }
-        // One page is read while the one before it is hashed: the store's read of the next
-        // page starts on its own thread before this one's verification runs.
-        let mut from = 1;
-        let mut page = self.inner.store.audit_events(from, PAGE).await;
-        loop {
-            let events = match page {
-                Ok(events) => events,
-                Err(StoreError::MisfiledAuditEvent { seq }) => {
-                    // The events stored before it may hold an earlier break: check them first.
-                    for event in &self.events_before(from, seq).await? {
-                        verifier.push(event)?;
-                    }
-                    return Err(VerifyError::Misfiled { seq }.into());
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let more = events.len() == PAGE;
-            let next_from = events.last().map_or(from, |e| e.seq + 1);
-            let mut next = more.then(|| Box::pin(self.inner.store.audit_events(next_from, PAGE)));
-            let mut early = None;
-            if let Some(next) = next.as_mut() {
-                // Polled once, so the read is on its way while this page is verified.
-                early = match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-                    Poll::Ready(result) => Some(result),
-                    Poll::Pending => None,
-                };
-            }
-            for event in &events {
-                verifier.push(event)?;
-            }
-            let Some(next) = next else { break };
-            page = match early {
-                Some(result) => result,
-                None => next.await,
-            };
-            from = next_from;
-        }
-        let summary = verifier.finish()?;
-        Ok(AuditReport {
-            events: summary.count,
-            head: summary.head,
-            checkpoint_size,
-        })
-    }
-
-    /// The stored events from `from` up to (not including) the misfiled event `misfiled`: the
-    /// longest page from `from` that the store answers without reaching it. Rows may be missing
-    /// (a deleted event), so the count is found by bisection, not by subtracting seqs.
-    async fn events_before(&self, from: u64, misfiled: u64) -> Result<Vec<RawEvent>, StoreError> {
-        let (mut ok, mut bad) = (
-            Vec::new(),
-            usize::try_from(misfiled - from).unwrap_or(PAGE) + 1,
-        );
-        let mut lo = 0;
-        while lo + 1 < bad {
-            let mid = lo + (bad - lo) / 2;
-            match self.inner.store.audit_events(from, mid).await {
-                Ok(page) => {
-                    lo = mid;
-                    ok = page;
-                }
-                Err(StoreError::MisfiledAuditEvent { .. }) => bad = mid,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(ok)
-    }
-
-    /// Signs the current chain head with the checkpoint key and saves it in the store.
-    #[tracing::instrument(level = "info", skip_all)]
-    pub async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
-        let key = self
-            .inner
-            .checkpoint_key
-            .as_ref()
-            .ok_or(AuditError::NoCheckpointKey)?;
-        let head = self.inner.store.audit_head().await?;
-        let cp = Checkpoint::sign(&self.inner.origin, head, key)?;
-        self.inner.store.save_checkpoint(&cp).await?;
-        Ok(cp)
-    }
-
     /// Store reachability, backlog and freeze status.
     pub async fn health(&self) -> Result<Health, StoreError> {
         let store = self.inner.store.health().await?;
+        let freezes = self.inner.store.freezes().await?;
         let now: Timestamp = self.inner.clock.now();
-        let f = lock(&self.inner.freezes);
         Ok(Health {
             oldest_pending_age_ms: store
                 .oldest_pending
                 .map(|t| now.saturating_duration_since(t).as_millis() as u64),
             store,
-            frozen_all: f.all.is_some(),
-            frozen_agents: f.agents.keys().cloned().collect(),
+            frozen_all: freezes.iter().any(|f| f.scope == FreezeScope::All),
+            frozen_agents: freezes
+                .iter()
+                .filter_map(|f| match &f.scope {
+                    FreezeScope::Agent(a) => Some(a.clone()),
+                    FreezeScope::All => None,
+                })
+                .collect(),
+            freezes,
         })
     }
+}
+
+/// A cancel, revoke, freeze, clock-rebase or erase reason within [`MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN).
+pub(crate) fn check_reason(reason: &str) -> Result<(), crate::limits::LimitError> {
+    crate::limits::check_text("reason", reason, crate::limits::MAX_REASON_LEN)
 }

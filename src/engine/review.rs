@@ -12,10 +12,57 @@ use crate::action::ActionDigest;
 use crate::audit::{Actor, AuditEvent, AuditRecord};
 use crate::backend::lock;
 use crate::backend::{Credential, DecisionRow, IdentityError, StoreError, TicketFilter, Write};
+use crate::codes;
 use crate::id::TicketId;
 use crate::policy::Ruling;
 use crate::ticket::{Event, Reviewer, StateName, Ticket, Verdict};
 use crate::timestamp::Timestamp;
+
+/// What a reviewer's or operator's decision did, from [`Handoff::decide`] and
+/// [`Handoff::decide_with_token`]: the ticket after it, and whether it changed anything.
+///
+/// A reviewer repeating a vote already on record (a retried request, a second link of the
+/// same verdict) is answered like the first time — idempotent — but as
+/// [`Repeated`](Decided::Repeated): it is counted once.
+// One value per decision, moved once: boxing the ticket would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Decided {
+    /// The decision was recorded: a vote counted, an edit applied, a ticket decided.
+    Recorded(Ticket),
+    /// The ticket already recorded this very decision: nothing changed (through a decision
+    /// token, only the token's use was recorded).
+    Repeated(Ticket),
+}
+
+impl Decided {
+    /// The ticket after the decision.
+    pub fn ticket(&self) -> &Ticket {
+        match self {
+            Decided::Recorded(t) | Decided::Repeated(t) => t,
+        }
+    }
+
+    /// The ticket after the decision, by value.
+    pub fn into_ticket(self) -> Ticket {
+        match self {
+            Decided::Recorded(t) | Decided::Repeated(t) => t,
+        }
+    }
+
+    /// Whether this repeated a decision already on record.
+    pub fn is_repeated(&self) -> bool {
+        matches!(self, Decided::Repeated(_))
+    }
+
+    pub(crate) fn of(ticket: Ticket, repeated: bool) -> Self {
+        if repeated {
+            Decided::Repeated(ticket)
+        } else {
+            Decided::Recorded(ticket)
+        }
+    }
+}
 
 /// A ticket with its decisions and audit history.
 #[derive(Debug, Clone)]
@@ -24,7 +71,11 @@ pub struct TicketDetails {
     pub ticket: Ticket,
     /// Every decision asked for, accepted or refused, oldest first.
     pub decisions: Vec<DecisionRow>,
-    /// The ticket's audit events, in chain order.
+    /// The ticket's audit events, in chain order, each with the texts kept beside it
+    /// ([`AuditEvent::texts`]): a rejection's feedback, an execution's error or output, a
+    /// cancel or revoke reason, the expected and observed precondition values of a failed
+    /// `begin` — or, for a text erased or edited outside the library, which it is. For a
+    /// history of any length in constant memory, see [`Handoff::ticket_history`].
     pub audit: Vec<AuditEvent>,
 }
 
@@ -37,19 +88,29 @@ impl Handoff {
     /// since (other reviewers' votes in between do not matter). Without it, the version read
     /// when the call starts stands in: a verdict that loses a race to another reviewer's vote
     /// is re-applied, but never to an action or requirements that changed under it (an edit),
-    /// which is refused with [`DecideError::StaleVersion`]. Every refusal is recorded in the
-    /// audit trail; a repeated identical vote is accepted once and answered the same.
+    /// which is refused with [`DecideError::StaleVersion`]. Votes commute: many reviewers
+    /// voting at once are all counted, none answered with a version conflict (the store
+    /// re-applies a vote that lost its compare-and-swap to another, see
+    /// [`Write::rebase`](crate::backend::Write::rebase)). Every refusal is recorded in the
+    /// audit trail — a person in none of the ticket's groups once per ticket and minute, their
+    /// further attempts counted (see [`Limits`](crate::Limits#coalesced-refusals)); a repeated
+    /// identical vote is accepted once and answered with the same ticket, as
+    /// [`Decided::Repeated`].
+    ///
+    /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
+    /// [`DecideError::Limit`] before anything else (nothing is recorded).
     pub async fn decide(
         &self,
         ticket: TicketId,
         credential: &Credential,
         verdict: Verdict,
         expected_version: Option<u64>,
-    ) -> Result<Ticket, DecideError> {
+    ) -> Result<Decided, DecideError> {
         let span =
             tracing::info_span!("decide", ticket = %ticket, reviewer = tracing::field::Empty);
         let _op = crate::failpoint::operation("decide");
         async {
+            verdict.check()?;
             let reviewer = self.authenticate(Some(ticket), credential).await?;
             tracing::Span::current().record("reviewer", tracing::field::display(&reviewer.person));
             self.decide_as(ticket, reviewer, verdict, expected_version)
@@ -86,7 +147,7 @@ impl Handoff {
                 let record = self.inner.refusal_record(
                     ticket,
                     Actor::Unauthenticated,
-                    "unauthenticated",
+                    codes::UNAUTHENTICATED,
                     serde_json::json!({ "error": e.to_string() }),
                 );
                 let records = self.inner.flood_records(record);
@@ -107,7 +168,7 @@ impl Handoff {
         reviewer: Reviewer,
         verdict: Verdict,
         expected_version: Option<u64>,
-    ) -> Result<Ticket, DecideError> {
+    ) -> Result<Decided, DecideError> {
         let inner = &self.inner;
         let verdict_name = verdict_name(&verdict).to_owned();
         let person = reviewer.person.clone();
@@ -153,19 +214,19 @@ impl Handoff {
             )
             .await;
         match driven {
-            Ok(Driven::Applied { ticket, .. }) => {
+            Ok(Driven::Applied { ticket, repeated }) => {
                 crate::failpoint::failpoint("decide.committed");
-                Ok(ticket)
+                Ok(Decided::of(ticket, repeated))
             }
             Ok(Driven::Refused(refusal)) => {
-                tracing::info!(refusal = refusal.code(), "decision refused");
+                tracing::info!(refusal = %refusal.code(), "decision refused");
                 Err(DecideError::Refused(refusal))
             }
             Err(DriveError::NotFound(id)) => {
                 let record = inner.refusal_record(
                     Some(id),
                     Actor::Reviewer(person),
-                    "not_found",
+                    codes::NOT_FOUND,
                     serde_json::Value::Null,
                 );
                 inner.audit_only(vec![record]).await?;
@@ -178,25 +239,40 @@ impl Handoff {
                     let record = inner.refusal_record(
                         Some(id),
                         Actor::Reviewer(person.clone()),
-                        "stale_version",
+                        codes::STALE_VERSION,
                         serde_json::json!({ "expected": expected, "current": current }),
                     );
                     inner
                         .store
                         .commit(Write {
-                            decision: Some(DecisionRow {
-                                ticket: id,
-                                person: Some(person),
-                                verdict: verdict_name,
-                                refusal: Some("stale_version".to_owned()),
-                                at: record.at,
-                            }),
+                            decision: Some(
+                                DecisionRow::new(id, Some(person), verdict_name, record.at)
+                                    .with_refusal(codes::STALE_VERSION.as_str()),
+                            ),
                             audit: vec![record],
                             ..Write::default()
                         })
                         .await?;
                 }
                 Err(e)
+            }
+            Err(DriveError::Store(StoreError::Frozen { reason, .. })) => {
+                let ticket = inner
+                    .store
+                    .ticket(id)
+                    .await?
+                    .ok_or(DecideError::NotFound(id))?;
+                let refused = super::freeze::Refused::Event {
+                    ticket: id,
+                    event: frozen_event(&verdict),
+                    state: StateName::Pending.as_str(),
+                    decision: Some((&person, &verdict_name)),
+                };
+                inner
+                    .refused_frozen(ticket.requester().agent(), refused)
+                    .await?;
+                tracing::info!(refusal = "frozen", "decision refused");
+                Err(DecideError::Frozen { reason })
             }
             Err(DriveError::Store(e)) => Err(DecideError::Store(e)),
         }
@@ -296,12 +372,13 @@ impl Inner {
         if flood.suppressed > 0 {
             let since = flood.suppressed_since.take().unwrap_or(now);
             records.push(AuditRecord {
+                texts: Vec::new(),
                 ticket: None,
                 at: now,
                 kind: crate::audit::kind::REFUSED.to_owned(),
                 actor: Actor::Unauthenticated,
                 data: serde_json::json!({
-                    "refusal": "unauthenticated",
+                    "refusal": codes::UNAUTHENTICATED,
                     "detail": {
                         "coalesced": std::mem::take(&mut flood.suppressed),
                         "since": since.as_unix_millis(),
@@ -326,12 +403,13 @@ impl Inner {
         }
         let since = flood.suppressed_since.take().unwrap_or(now);
         Some(AuditRecord {
+            texts: Vec::new(),
             ticket: None,
             at: now,
             kind: crate::audit::kind::REFUSED.to_owned(),
             actor: Actor::Unauthenticated,
             data: serde_json::json!({
-                "refusal": "unauthenticated",
+                "refusal": codes::UNAUTHENTICATED,
                 "detail": {
                     "coalesced": std::mem::take(&mut flood.suppressed),
                     "since": since.as_unix_millis(),
@@ -375,6 +453,14 @@ pub(crate) fn verdict_event(
             reviewer: reviewer.clone(),
             verdict: other.clone(),
         },
+    }
+}
+
+/// The machine event of a verdict, as refusal rows name it.
+pub(crate) fn frozen_event(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::ApproveWithEdits { .. } => "edit",
+        _ => "vote",
     }
 }
 

@@ -12,7 +12,7 @@ use super::document::{
     RawWhen,
 };
 use super::duration;
-use super::error::{Problem, ProblemKind};
+use super::error::{Problem, ProblemKind, Problems};
 use super::glob::KindGlob;
 use super::limits::*;
 use super::locate::FieldPath;
@@ -196,56 +196,33 @@ impl From<RawNumber> for Number {
     }
 }
 
-/// Collects problems; compilation stops at the first one (errors are reported one at a time,
-/// in document order).
+/// A check of one field: its value, or the one problem it has.
 type Result<T> = std::result::Result<T, Box<Problem>>;
 
 fn problem(kind: ProblemKind, path: &FieldPath, message: impl Into<String>) -> Box<Problem> {
     Box::new(Problem::new(kind, path.clone(), message))
 }
 
-/// Validates and compiles a document.
-pub(crate) fn compile(raw: RawPolicy, policy: PolicyRef) -> Result<Compiled> {
-    let root = FieldPath::root();
-    check_text(
-        &raw.version,
-        &root.key("version"),
-        "version",
-        MAX_VERSION_BYTES,
-    )?;
+/// Validates and compiles a document, reporting every problem it finds (see [`Problems`]).
+pub(crate) fn compile(
+    raw: RawPolicy,
+    policy: PolicyRef,
+) -> std::result::Result<Compiled, Problems> {
+    let mut problems = Problems::default();
     let opt_in = raw.allow_unreviewed_high_risk;
-
-    let default_path = root.key("default");
-    let default = compile_outcome(raw.default, &default_path)?;
-    if matches!(default, Outcome::Allow { .. }) && !opt_in {
-        return Err(problem(
-            ProblemKind::HighRiskAllow,
-            &default_path.key("allow"),
-            "an `allow` default lets every unmatched action through, including production and irreversible ones; set `allow_unreviewed_high_risk = true` to mean it",
-        ));
-    }
-
-    let rules_path = root.key("rule");
-    if raw.rule.len() > MAX_RULES {
-        return Err(problem(
-            ProblemKind::OutOfBounds,
-            &rules_path,
-            format!("{} rules; at most {MAX_RULES} are allowed", raw.rule.len()),
-        ));
-    }
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.rule.len());
-    let mut rules = Vec::with_capacity(raw.rule.len());
-    for (i, raw_rule) in raw.rule.into_iter().enumerate() {
-        let path = rules_path.index(i);
-        let id_text = raw_rule.id.clone();
-        let rule = compile_rule(raw_rule, &path, opt_in, &mut seen, i).map_err(|mut p| {
-            if p.rule.is_none() && RuleId::new(id_text.as_str()).is_ok() {
-                p.rule = Some(id_text);
-            }
-            p
-        })?;
-        rules.push(rule);
-    }
+    let default = compile_top(&raw.version, raw.default, opt_in, &mut problems);
+    let total = raw.rule.len();
+    let mut rules = compile_rules(
+        raw.rule.into_iter().enumerate(),
+        Vec::new(),
+        total,
+        Some(opt_in),
+        &mut problems,
+    );
+    let default = match default {
+        Some(default) if problems.is_empty() => default,
+        _ => return Err(problems),
+    };
     rules.sort_by(|a: &Rule, b: &Rule| a.id.cmp(&b.id));
     let (by_first, others) = index(&rules);
     Ok(Compiled {
@@ -256,6 +233,95 @@ pub(crate) fn compile(raw: RawPolicy, policy: PolicyRef) -> Result<Compiled> {
         by_first,
         others,
     })
+}
+
+/// Checks the parts of a document that was read part by part because it did not read whole:
+/// the top level (`None` if it did not read), each rule that did, with its position among the
+/// `total` rules, and the ids (with positions) of the rules that did not. Adds their problems
+/// to `problems`.
+pub(crate) fn check_parts(
+    top: Option<RawPolicy<serde::de::IgnoredAny>>,
+    rules: Vec<(usize, RawRule)>,
+    unread_ids: Vec<(usize, String)>,
+    total: usize,
+    problems: &mut Problems,
+) {
+    // Without the top level, the opt-in is unknown: high-risk allows are not judged.
+    let opt_in = top.as_ref().map(|t| t.allow_unreviewed_high_risk);
+    if let Some(top) = top {
+        compile_top(
+            &top.version,
+            top.default,
+            top.allow_unreviewed_high_risk,
+            problems,
+        );
+    }
+    compile_rules(rules.into_iter(), unread_ids, total, opt_in, problems);
+}
+
+/// The document-level fields: the version and the default outcome (`None` if it has a
+/// problem).
+fn compile_top(
+    version: &str,
+    default: RawOutcome,
+    opt_in: bool,
+    problems: &mut Problems,
+) -> Option<Outcome> {
+    let root = FieldPath::root();
+    problems.check(check_text(
+        version,
+        &root.key("version"),
+        "version",
+        MAX_VERSION_BYTES,
+    ));
+    let default_path = root.key("default");
+    let default = compile_outcome(default, &default_path, problems)?;
+    if matches!(default, Outcome::Allow { .. }) && !opt_in {
+        problems.add(
+            ProblemKind::HighRiskAllow,
+            &default_path.key("allow"),
+            "an `allow` default lets every unmatched action through, including production and irreversible ones; set `allow_unreviewed_high_risk = true` to mean it",
+        );
+        return None;
+    }
+    Some(default)
+}
+
+/// The rules (each with its position among `total`), compiled; problems go to `problems`, and
+/// a rule with a problem is left out. `opt_in: None` skips the high-risk allow check.
+fn compile_rules(
+    rules: impl Iterator<Item = (usize, RawRule)>,
+    taken: Vec<(usize, String)>,
+    total: usize,
+    opt_in: Option<bool>,
+    problems: &mut Problems,
+) -> Vec<Rule> {
+    let rules_path = FieldPath::root().key("rule");
+    if total > MAX_RULES {
+        problems.add(
+            ProblemKind::OutOfBounds,
+            &rules_path,
+            format!("{total} rules; at most {MAX_RULES} are allowed"),
+        );
+        return Vec::new();
+    }
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(total);
+    for (i, id) in taken {
+        seen.entry(id).or_insert(i);
+    }
+    let mut compiled = Vec::with_capacity(total);
+    for (i, raw_rule) in rules {
+        let path = rules_path.index(i);
+        let id_text = raw_rule.id.clone();
+        let first = problems.len();
+        let rule = compile_rule(raw_rule, &path, opt_in, &mut seen, i, problems);
+        // Name the rule in its problems when its id is readable.
+        if RuleId::new(id_text.as_str()).is_ok() {
+            problems.name_rule_since(first, &id_text);
+        }
+        compiled.extend(rule);
+    }
+    compiled
 }
 
 fn check_text(text: &str, path: &FieldPath, what: &str, max: usize) -> Result<()> {
@@ -291,39 +357,45 @@ fn check_text(text: &str, path: &FieldPath, what: &str, max: usize) -> Result<()
 fn compile_rule(
     raw: RawRule,
     path: &FieldPath,
-    opt_in: bool,
+    opt_in: Option<bool>,
     seen: &mut HashMap<String, usize>,
     position: usize,
-) -> Result<Rule> {
+    problems: &mut Problems,
+) -> Option<Rule> {
+    let first = problems.len();
     let id_path = path.key("id");
-    let id = RuleId::new(raw.id.as_str())
-        .map_err(|e| problem(ProblemKind::InvalidValue, &id_path, e.to_string()))?;
-    if id.as_str() == DEFAULT_RULE_ID {
-        let mut p = problem(
-            ProblemKind::DuplicateRuleId,
-            &id_path,
-            "the id `default` is reserved for the document's default outcome",
-        );
-        p.rule = Some(raw.id);
-        return Err(p);
+    let id = problems.check(
+        RuleId::new(raw.id.as_str())
+            .map_err(|e| problem(ProblemKind::InvalidValue, &id_path, e.to_string())),
+    );
+    if let Some(id) = &id {
+        if id.as_str() == DEFAULT_RULE_ID {
+            let mut p = problem(
+                ProblemKind::DuplicateRuleId,
+                &id_path,
+                "the id `default` is reserved for the document's default outcome",
+            );
+            p.rule = Some(raw.id.clone());
+            problems.push(*p);
+        } else if let Some(first) = seen.get(id.as_str()).filter(|&&first| first < position) {
+            let mut p = problem(
+                ProblemKind::DuplicateRuleId,
+                &id_path,
+                format!("rule id `{id}` is already used by `rule[{first}]`"),
+            );
+            p.rule = Some(raw.id.clone());
+            problems.push(*p);
+        } else {
+            seen.insert(raw.id.clone(), position);
+        }
     }
-    if let Some(first) = seen.get(id.as_str()) {
-        let mut p = problem(
-            ProblemKind::DuplicateRuleId,
-            &id_path,
-            format!("rule id `{id}` is already used by `rule[{first}]`"),
-        );
-        p.rule = Some(raw.id);
-        return Err(p);
-    }
-    seen.insert(raw.id, position);
     if let Some(description) = &raw.description {
-        check_text(
+        problems.check(check_text(
             description,
             &path.key("description"),
             "description",
             MAX_TEXT_BYTES,
-        )?;
+        ));
     }
     let when = path.key("when");
     let RawWhen {
@@ -336,9 +408,8 @@ fn compile_rule(
         attributes,
     } = raw.when;
 
-    let kinds = match kind {
-        None => None,
-        Some(list) => Some(parse_list(&list, &when.key("kind"), "kind", |text, p| {
+    let kinds = kind.map(|list| {
+        parse_list(&list, &when.key("kind"), "kind", problems, |text, p| {
             KindGlob::parse(text).map_err(|m| {
                 problem(
                     ProblemKind::InvalidGlob,
@@ -346,135 +417,167 @@ fn compile_rule(
                     format!("kind glob `{}`: {m}", truncate(text)),
                 )
             })
-        })?),
-    };
-    let environments = match environment {
-        None => None,
-        Some(list) => Some(parse_list(
+        })
+    });
+    let environments = environment.map(|list| {
+        parse_list(
             &list,
             &when.key("environment"),
             "environment",
+            problems,
             |text, p| {
                 Environment::parse(text).map_err(|m| problem(ProblemKind::InvalidValue, p, m))
             },
-        )?),
-    };
-    let sensitivity_at_least = match sensitivity_at_least {
-        None => None,
-        Some(text) => Some(parse_sensitivity(&text, &when.key("sensitivity_at_least"))?),
-    };
-    let reversibility = match reversibility {
-        None => None,
-        Some(list) => Some(parse_list(
+        )
+    });
+    let sensitivity_at_least = sensitivity_at_least
+        .map(|text| problems.check(parse_sensitivity(&text, &when.key("sensitivity_at_least"))));
+    let reversibility = reversibility.map(|list| {
+        parse_list(
             &list,
             &when.key("reversibility"),
             "reversibility",
+            problems,
             parse_reversibility,
-        )?),
-    };
-    let impact_at_least = match impact_at_least {
-        None => None,
-        Some(map) => {
-            let p = when.key("impact_at_least");
-            if map.0.is_empty() {
-                return Err(problem(
-                    ProblemKind::InvalidValue,
-                    &p,
-                    "`impact_at_least` must name at least one unit",
-                ));
-            }
-            if map.0.len() > MAX_LIST_LEN {
-                return Err(problem(
-                    ProblemKind::OutOfBounds,
-                    &p,
-                    format!("more than {MAX_LIST_LEN} units"),
-                ));
-            }
-            let mut thresholds = Vec::with_capacity(map.0.len());
-            for (unit, amount) in map.0 {
-                check_name(&unit, &p.key(&unit), "impact unit")?;
-                thresholds.push((Box::<str>::from(unit), amount));
-            }
-            // BTreeMap iteration order: already sorted by unit.
-            Some(thresholds.into_boxed_slice())
+        )
+    });
+    let impact_at_least = impact_at_least.map(|map| {
+        let p = when.key("impact_at_least");
+        if map.0.is_empty() {
+            problems.add(
+                ProblemKind::InvalidValue,
+                &p,
+                "`impact_at_least` must name at least one unit",
+            );
+            return None;
         }
-    };
-    let confidence_below = match confidence_below {
-        None => None,
-        Some(c) => {
-            if !(c > 0.0 && c <= 1.0) {
-                return Err(problem(
-                    ProblemKind::OutOfBounds,
-                    &when.key("confidence_below"),
-                    format!("confidence_below must be greater than 0 and at most 1, got {c}"),
-                ));
-            }
+        if map.0.len() > MAX_LIST_LEN {
+            problems.add(
+                ProblemKind::OutOfBounds,
+                &p,
+                format!("more than {MAX_LIST_LEN} units"),
+            );
+            return None;
+        }
+        let mut thresholds = Vec::with_capacity(map.0.len());
+        let mut ok = true;
+        for (unit, amount) in map.0 {
+            ok &= problems
+                .check(check_name(&unit, &p.key(&unit), "impact unit"))
+                .is_some();
+            thresholds.push((Box::<str>::from(unit), amount));
+        }
+        // BTreeMap iteration order: already sorted by unit.
+        ok.then(|| thresholds.into_boxed_slice())
+    });
+    let confidence_below = confidence_below.map(|c| {
+        if c > 0.0 && c <= 1.0 {
             Some(c)
+        } else {
+            problems.add(
+                ProblemKind::OutOfBounds,
+                &when.key("confidence_below"),
+                format!("confidence_below must be greater than 0 and at most 1, got {c}"),
+            );
+            None
         }
-    };
+    });
     let attributes = match attributes {
-        None => Box::default(),
+        None => Some(Box::default()),
         Some(map) => {
             let p = when.key("attributes");
             if map.0.len() > MAX_LIST_LEN {
-                return Err(problem(
+                problems.add(
                     ProblemKind::OutOfBounds,
                     &p,
                     format!("more than {MAX_LIST_LEN} attributes"),
-                ));
+                );
+                None
+            } else {
+                let mut tests = Vec::with_capacity(map.0.len());
+                let mut ok = true;
+                for (name, raw_test) in map.0 {
+                    let ap = p.key(&name);
+                    ok &= problems
+                        .check(check_name(&name, &ap, "attribute name"))
+                        .is_some();
+                    match problems.check(compile_attribute(raw_test, &ap)) {
+                        Some(test) => tests.push((Box::<str>::from(name), test)),
+                        None => ok = false,
+                    }
+                }
+                ok.then(|| tests.into_boxed_slice())
             }
-            let mut tests = Vec::with_capacity(map.0.len());
-            for (name, raw_test) in map.0 {
-                let ap = p.key(&name);
-                check_name(&name, &ap, "attribute name")?;
-                tests.push((Box::<str>::from(name), compile_attribute(raw_test, &ap)?));
-            }
-            tests.into_boxed_slice()
         }
     };
 
     let then = path.key("then");
-    let outcome = compile_outcome(raw.then, &then)?;
-    if matches!(outcome, Outcome::Allow { .. }) && !opt_in {
-        let reaches_production = environments
-            .as_ref()
-            .is_none_or(|envs| envs.contains(&Environment::Production));
-        let reaches_irreversible = reversibility
-            .as_ref()
-            .is_none_or(|r| r.contains(&Reversibility::Irreversible));
+    let outcome = compile_outcome(raw.then, &then, problems);
+    // Judged only when the conditions it depends on are known (a condition with a problem
+    // would otherwise read as "matches anything") and the opt-in is.
+    if let (Some(Outcome::Allow { .. }), Some(false), Some(environments), Some(reversibility)) = (
+        &outcome,
+        opt_in,
+        known(&environments),
+        known(&reversibility),
+    ) {
+        let reaches_production =
+            environments.is_none_or(|envs| envs.contains(&Environment::Production));
+        let reaches_irreversible =
+            reversibility.is_none_or(|r| r.contains(&Reversibility::Irreversible));
         if reaches_production || reaches_irreversible {
             let what = match (reaches_production, reaches_irreversible) {
                 (true, true) => "production and irreversible",
                 (true, false) => "production",
                 _ => "irreversible",
             };
-            return Err(problem(
+            problems.add(
                 ProblemKind::HighRiskAllow,
                 &then.key("allow"),
                 format!(
                     "this `allow` rule can match {what} actions without review; limit `when.environment` (leaving out `production`) and `when.reversibility` (leaving out `irreversible`), or set `allow_unreviewed_high_risk = true` to mean it"
                 ),
-            ));
+            );
         }
     }
+    if problems.len() > first {
+        return None;
+    }
+    // No problem was recorded, so every field that was given compiled.
+    let kinds = kinds.map(Option::unwrap_or_default);
+    let environments = environments.map(Option::unwrap_or_default);
+    let sensitivity_at_least = sensitivity_at_least.flatten();
+    let reversibility = reversibility.map(Option::unwrap_or_default);
+    let impact_at_least = impact_at_least.flatten();
+    let confidence_below = confidence_below.flatten();
     let reasons = prepare(
         kinds.as_deref(),
         environments.as_deref(),
         sensitivity_at_least,
         reversibility.as_deref(),
     );
-    Ok(Rule {
+    Some(Rule {
         reasons,
-        id,
+        id: id?,
         kinds,
         environments,
         sensitivity_at_least,
         impact_at_least,
         reversibility,
         confidence_below,
-        attributes,
-        outcome,
+        attributes: attributes?,
+        outcome: outcome?,
     })
+}
+
+/// A list condition as far as it is known: `Some(None)` when absent (it matches anything),
+/// `Some(Some(list))` when given, `None` when given with a problem.
+fn known<T>(condition: &Option<Option<Box<[T]>>>) -> Option<Option<&[T]>> {
+    match condition {
+        None => Some(None),
+        Some(Some(list)) => Some(Some(list)),
+        Some(None) => None,
+    }
 }
 
 fn truncate(text: &str) -> String {
@@ -496,39 +599,44 @@ fn check_name(name: &str, path: &FieldPath, what: &str) -> Result<()> {
 }
 
 /// Parses each item of a non-empty, bounded list, naming `field[i]` (or `field` for a single
-/// value) on error.
+/// value) on error; every item's problem is recorded. `None` if there was one.
 fn parse_list<T>(
     list: &OneOrMany,
     path: &FieldPath,
     field: &str,
+    problems: &mut Problems,
     mut parse: impl FnMut(&str, &FieldPath) -> Result<T>,
-) -> Result<Box<[T]>> {
+) -> Option<Box<[T]>> {
     if list.items.is_empty() {
-        return Err(problem(
+        problems.add(
             ProblemKind::InvalidValue,
             path,
             format!("`{field}` must list at least one value (an empty list would never match); leave it out to match any"),
-        ));
+        );
+        return None;
     }
     if list.items.len() > MAX_LIST_LEN {
-        return Err(problem(
+        problems.add(
             ProblemKind::OutOfBounds,
             path,
             format!("`{field}` lists more than {MAX_LIST_LEN} values"),
-        ));
+        );
+        return None;
     }
-    list.items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let p = if list.list {
-                path.index(i)
-            } else {
-                path.clone()
-            };
-            parse(item, &p)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(list.items.len());
+    let mut ok = true;
+    for (i, item) in list.items.iter().enumerate() {
+        let p = if list.list {
+            path.index(i)
+        } else {
+            path.clone()
+        };
+        match problems.check(parse(item, &p)) {
+            Some(v) => out.push(v),
+            None => ok = false,
+        }
+    }
+    ok.then(|| out.into_boxed_slice())
 }
 
 fn parse_sensitivity(text: &str, path: &FieldPath) -> Result<Sensitivity> {
@@ -672,7 +780,7 @@ fn scalars(values: Vec<RawScalar>, path: &FieldPath, list: bool) -> Result<Attri
     Ok(AttributeTest::OneOf(set))
 }
 
-fn compile_outcome(raw: RawOutcome, path: &FieldPath) -> Result<Outcome> {
+fn compile_outcome(raw: RawOutcome, path: &FieldPath, problems: &mut Problems) -> Option<Outcome> {
     let given = [
         raw.allow.is_some(),
         raw.review.is_some(),
@@ -682,88 +790,90 @@ fn compile_outcome(raw: RawOutcome, path: &FieldPath) -> Result<Outcome> {
     .filter(|b| **b)
     .count();
     if given != 1 {
-        return Err(problem(
+        problems.add(
             ProblemKind::InvalidValue,
             path,
             format!("an outcome has exactly one of `allow`, `review` or `deny`; {given} given"),
-        ));
+        );
+        return None;
     }
     if let Some(allow) = raw.allow {
         let p = path.key("allow").key("grant_ttl");
-        let grant_ttl = parse_duration(
+        let grant_ttl = problems.check(parse_duration(
             &allow.grant_ttl,
             &p,
             "grant_ttl",
             MIN_GRANT_TTL,
             MAX_GRANT_TTL,
-        )?;
-        return Ok(Outcome::Allow { grant_ttl });
+        ))?;
+        return Some(Outcome::Allow { grant_ttl });
     }
     if let Some(review) = raw.review {
-        return compile_review(review, &path.key("review")).map(Outcome::Review);
+        return compile_review(review, &path.key("review"), problems).map(Outcome::Review);
     }
-    let deny = raw
-        .deny
-        .ok_or_else(|| problem(ProblemKind::InvalidValue, path, "no outcome"))?;
-    check_text(
+    let deny = raw.deny?;
+    problems.check(check_text(
         &deny.reason,
         &path.key("deny").key("reason"),
         "reason",
         MAX_TEXT_BYTES,
-    )?;
-    Ok(Outcome::Deny {
+    ))?;
+    Some(Outcome::Deny {
         reason: deny.reason,
     })
 }
 
-fn compile_review(raw: RawReview, path: &FieldPath) -> Result<ReviewPlan> {
+fn compile_review(raw: RawReview, path: &FieldPath, problems: &mut Problems) -> Option<ReviewPlan> {
+    let first = problems.len();
     if !(MIN_APPROVALS..=MAX_APPROVALS).contains(&raw.approvals) {
-        return Err(problem(
+        problems.add(
             ProblemKind::OutOfBounds,
             &path.key("approvals"),
             format!(
                 "approvals must be {MIN_APPROVALS} to {MAX_APPROVALS}, got {}",
                 raw.approvals
             ),
-        ));
+        );
     }
     let groups_path = path.key("groups");
-    if raw.groups.items.len() > MAX_GROUPS {
-        return Err(problem(
+    let groups: Option<BTreeSet<GroupName>> = if raw.groups.items.len() > MAX_GROUPS {
+        problems.add(
             ProblemKind::OutOfBounds,
             &groups_path,
             format!("at most {MAX_GROUPS} groups per requirement"),
-        ));
-    }
-    let groups: BTreeSet<GroupName> =
-        parse_list(&raw.groups, &groups_path, "groups", |text, p| {
+        );
+        None
+    } else {
+        parse_list(&raw.groups, &groups_path, "groups", problems, |text, p| {
             GroupName::new(text).map_err(|e| problem(ProblemKind::InvalidValue, p, e.to_string()))
-        })?
-        .into_vec()
-        .into_iter()
-        .collect();
-    let deadline = parse_duration(
+        })
+        .map(|groups| groups.into_vec().into_iter().collect())
+    };
+    let deadline = problems.check(parse_duration(
         &raw.deadline,
         &path.key("deadline"),
         "deadline",
         MIN_DEADLINE,
         MAX_DEADLINE,
-    )?;
-    let approval_ttl = parse_duration(
+    ));
+    let approval_ttl = problems.check(parse_duration(
         &raw.approval_ttl,
         &path.key("approval_ttl"),
         "approval_ttl",
         MIN_APPROVAL_TTL,
         MAX_APPROVAL_TTL,
-    )?;
-    Ok(ReviewPlan {
+    ));
+    if problems.len() > first {
+        return None;
+    }
+    Some(ReviewPlan {
         requirements: [ReviewRequirement {
-            groups,
+            groups: groups?,
             approvals: raw.approvals,
         }]
         .into(),
-        deadline,
-        approval_ttl,
+        deadline: deadline?,
+        approval_ttl: approval_ttl?,
         veto: raw.veto.unwrap_or(true),
     })
 }

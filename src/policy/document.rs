@@ -12,16 +12,18 @@ use serde::Deserialize;
 
 use crate::action::Amount;
 
-/// The whole document.
+/// The whole document. `R` is what each `[[rule]]` is read as: [`RawRule`], or
+/// [`IgnoredAny`](serde::de::IgnoredAny) to read the rest of the document alone (each rule is
+/// then read on its own, so a mistake in one does not hide the others').
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawPolicy {
+pub(crate) struct RawPolicy<R = RawRule> {
     pub(crate) version: String,
     #[serde(default)]
     pub(crate) allow_unreviewed_high_risk: bool,
     pub(crate) default: RawOutcome,
-    #[serde(default)]
-    pub(crate) rule: Vec<RawRule>,
+    #[serde(default = "Vec::new")]
+    pub(crate) rule: Vec<R>,
 }
 
 /// One `[[rule]]`.

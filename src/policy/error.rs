@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::locate::{self, FieldPath, SpanIndex};
+use crate::codes::{self, Code};
 
 /// Why a policy document was refused.
 ///
@@ -205,6 +206,207 @@ impl PolicyError {
     pub fn message(&self) -> &str {
         self.parts().3
     }
+
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        match self {
+            PolicyError::Syntax { .. } => codes::POLICY_SYNTAX,
+            PolicyError::UnknownField { .. } => codes::POLICY_UNKNOWN_FIELD,
+            PolicyError::Schema { .. } => codes::POLICY_SCHEMA,
+            PolicyError::InvalidValue { .. } => codes::POLICY_INVALID_VALUE,
+            PolicyError::InvalidGlob { .. } => codes::POLICY_INVALID_GLOB,
+            PolicyError::OutOfBounds { .. } => codes::POLICY_OUT_OF_BOUNDS,
+            PolicyError::DuplicateRuleId { .. } => codes::POLICY_DUPLICATE_RULE_ID,
+            PolicyError::HighRiskAllow { .. } => codes::POLICY_HIGH_RISK_ALLOW,
+        }
+    }
+}
+
+/// Every problem found in a refused policy document, in document order: at least one, at most
+/// [`MAX_REPORTED_PROBLEMS`](super::limits::MAX_REPORTED_PROBLEMS) (then [`more`](Self::more)
+/// counts the rest).
+///
+/// Each part of a document is checked on its own — the top-level fields, each rule, each
+/// condition, outcome and field within them — so a mistake in one part does not hide the
+/// mistakes in another. Within one part whose shape is wrong (an unknown field, a missing one,
+/// a value of the wrong type) only the first shape mistake is found, and a document that is
+/// not well-formed TOML or JSON reports its first syntax error alone.
+///
+/// `Display` lists every problem, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors {
+    errors: Vec<PolicyError>,
+    more: usize,
+}
+
+impl PolicyErrors {
+    /// Sorts `errors` into document order. `errors` must not be empty.
+    pub(crate) fn new(mut errors: Vec<PolicyError>, more: usize) -> Self {
+        debug_assert!(!errors.is_empty());
+        // Document-level problems without a line first, then by line; stable otherwise.
+        errors.sort_by_key(|e| e.line().unwrap_or(0));
+        let mut unique: Vec<PolicyError> = Vec::with_capacity(errors.len());
+        for e in errors {
+            if !unique.contains(&e) {
+                unique.push(e);
+            }
+        }
+        Self {
+            errors: unique,
+            more,
+        }
+    }
+
+    /// The first problem in document order.
+    pub fn first(&self) -> &PolicyError {
+        &self.errors[0]
+    }
+
+    /// Every problem reported, in document order.
+    pub fn as_slice(&self) -> &[PolicyError] {
+        &self.errors
+    }
+
+    /// Every problem reported, in document order.
+    pub fn iter(&self) -> std::slice::Iter<'_, PolicyError> {
+        self.errors.iter()
+    }
+
+    /// The problems reported, in document order.
+    pub fn into_vec(self) -> Vec<PolicyError> {
+        self.errors
+    }
+
+    /// How many further problems were found but not reported (beyond
+    /// [`MAX_REPORTED_PROBLEMS`](super::limits::MAX_REPORTED_PROBLEMS)).
+    pub fn more(&self) -> usize {
+        self.more
+    }
+
+    /// The stable code of the refusal as a whole
+    /// ([`POLICY_INVALID`](crate::codes::POLICY_INVALID)); each problem has its own
+    /// ([`PolicyError::code`]).
+    pub fn code(&self) -> Code {
+        codes::POLICY_INVALID
+    }
+}
+
+impl From<PolicyError> for PolicyErrors {
+    fn from(e: PolicyError) -> Self {
+        Self::new(vec![e], 0)
+    }
+}
+
+impl<'a> IntoIterator for &'a PolicyErrors {
+    type Item = &'a PolicyError;
+    type IntoIter = std::slice::Iter<'a, PolicyError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl IntoIterator for PolicyErrors {
+    type Item = PolicyError;
+    type IntoIter = std::vec::IntoIter<PolicyError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.into_iter()
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.errors.len() == 1 && self.more == 0 {
+            return write!(f, "{}", self.errors[0]);
+        }
+        write!(
+            f,
+            "{} problems in the policy document:",
+            self.errors.len() + self.more
+        )?;
+        for e in &self.errors {
+            write!(f, "\n- {e}")?;
+        }
+        if self.more > 0 {
+            write!(f, "\n- … and {} more", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.first())
+    }
+}
+
+/// Problems found so far. Compilation goes on after a problem, so one load reports them all;
+/// each check of one field answers a `Result` with its one problem, and
+/// [`check`](Self::check) records it and goes on. A section added to the document compiles
+/// the same way: take `&mut Problems`, record, go on.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    list: Vec<Problem>,
+    /// Problems beyond [`MAX_REPORTED_PROBLEMS`](super::limits::MAX_REPORTED_PROBLEMS).
+    more: usize,
+}
+
+impl Problems {
+    /// Records a problem of `kind` at `path`.
+    pub(crate) fn add(&mut self, kind: ProblemKind, path: &FieldPath, message: impl Into<String>) {
+        self.push(Problem::new(kind, path.clone(), message));
+    }
+
+    /// Records a problem.
+    pub(crate) fn push(&mut self, problem: Problem) {
+        if self.list.len() < super::limits::MAX_REPORTED_PROBLEMS {
+            self.list.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The value of a check, or `None` once its problem is recorded.
+    pub(crate) fn check<T>(&mut self, checked: Result<T, Box<Problem>>) -> Option<T> {
+        match checked {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.push(*problem);
+                None
+            }
+        }
+    }
+
+    /// How many problems were found (reported or not).
+    pub(crate) fn len(&self) -> usize {
+        self.list.len() + self.more
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Names rule `id` in the problems recorded since [`len`](Self::len) was `since`, where
+    /// the compiler did not name one.
+    pub(crate) fn name_rule_since(&mut self, since: usize, id: &str) {
+        let since = since.min(self.list.len());
+        for p in &mut self.list[since..] {
+            if p.rule.is_none() {
+                p.rule = Some(id.to_owned());
+            }
+        }
+    }
+
+    /// The problems, located in `text` through `index`, and the count of those not reported.
+    pub(crate) fn locate(self, text: &str, index: &SpanIndex) -> (Vec<PolicyError>, usize) {
+        let located = self
+            .list
+            .into_iter()
+            .map(|p| p.locate(text, index))
+            .collect();
+        (located, self.more)
+    }
 }
 
 /// Which [`PolicyError`] variant a problem becomes.
@@ -333,8 +535,17 @@ pub(crate) fn classify_serde(message: &str) -> ProblemKind {
 
 /// A TOML error from `toml::from_str`, located.
 pub(crate) fn from_toml_error(text: &str, error: &toml::de::Error) -> PolicyError {
-    let index = SpanIndex::toml(text);
     let syntax = toml::de::DeTable::parse(text).is_err();
+    toml_error(text, &SpanIndex::toml(text), error, syntax)
+}
+
+/// A TOML error (whose span, if any, is an offset into `text`), located through `index`.
+pub(crate) fn toml_error(
+    text: &str,
+    index: &SpanIndex,
+    error: &toml::de::Error,
+    syntax: bool,
+) -> PolicyError {
     let message = error.message().trim_end().to_owned();
     let kind = if syntax {
         ProblemKind::Syntax
@@ -350,6 +561,21 @@ pub(crate) fn from_toml_error(text: &str, error: &toml::de::Error) -> PolicyErro
 
 /// A JSON error from `serde_json::from_str`, located.
 pub(crate) fn from_json_error(text: &str, error: &serde_json::Error) -> PolicyError {
+    let index = if error.line() > 0 {
+        SpanIndex::json(text)
+    } else {
+        SpanIndex::default()
+    };
+    json_error(text, &index, error, 0)
+}
+
+/// A JSON error from reading `text[base..]`, located in `text` through `index`.
+pub(crate) fn json_error(
+    text: &str,
+    index: &SpanIndex,
+    error: &serde_json::Error,
+    base: usize,
+) -> PolicyError {
     use serde_json::error::Category;
     let kind = match error.classify() {
         Category::Data => classify_serde(&error.to_string()),
@@ -363,13 +589,13 @@ pub(crate) fn from_json_error(text: &str, error: &serde_json::Error) -> PolicyEr
         _ => full,
     };
     let (line, path, rule) = if error.line() > 0 {
-        let index = SpanIndex::json(text);
         // serde_json's position is the last character it read: inside the offending key or
         // value, or the closing brace of an object missing a field.
-        let offset = locate::offset_of_line_column(text, error.line(), error.column());
+        let part = text.get(base..).unwrap_or_default();
+        let offset = base + locate::offset_of_line_column(part, error.line(), error.column());
         let path = index.path_at(offset).unwrap_or_default();
         let rule = path.rule_index().and_then(|i| index.rule_id(i));
-        (Some(error.line()), path, rule)
+        (Some(locate::line_of(text, offset)), path, rule)
     } else {
         (None, FieldPath::root(), None)
     };

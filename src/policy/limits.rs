@@ -34,3 +34,6 @@ pub const MAX_VERSION_BYTES: usize = 128;
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// Most bytes in an impact unit or a custom attribute name (or string value).
 pub const MAX_NAME_BYTES: usize = 256;
+/// Most problems a refused document reports ([`PolicyErrors`](super::PolicyErrors) counts
+/// the rest).
+pub const MAX_REPORTED_PROBLEMS: usize = 100;

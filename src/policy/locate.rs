@@ -181,6 +181,14 @@ impl SpanIndex {
         None
     }
 
+    /// The byte span of the value at exactly `path`, if it is indexed.
+    pub(crate) fn value_span(&self, path: &FieldPath) -> Option<Range<usize>> {
+        self.entries
+            .iter()
+            .find(|e| e.path == *path)
+            .map(|e| e.value.clone())
+    }
+
     /// The `id` string of `rule[i]`, if it has one.
     pub(crate) fn rule_id(&self, i: usize) -> Option<String> {
         let path = FieldPath::root().key("rule").index(i).key("id");

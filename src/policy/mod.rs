@@ -115,8 +115,9 @@
 //!
 //! # Errors
 //!
-//! Loading refuses a document with a [`PolicyError`] naming the rule id, the field path
-//! (`rule[3].then.review.approvals`) and the line.
+//! Loading refuses a document with [`PolicyErrors`]: every problem found, each a
+//! [`PolicyError`] naming the rule id, the field path (`rule[3].then.review.approvals`) and
+//! the line.
 
 mod compile;
 mod document;
@@ -126,6 +127,7 @@ mod eval;
 mod glob;
 pub mod limits;
 mod locate;
+mod parts;
 mod ruling;
 
 use std::fmt;
@@ -133,7 +135,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-pub use error::PolicyError;
+pub use error::{PolicyError, PolicyErrors};
 pub use ruling::{
     MatchedRule, Outcome, PolicyEngine, PolicyHash, PolicyRef, ReviewPlan, ReviewRequirement,
     Ruling,
@@ -141,7 +143,7 @@ pub use ruling::{
 
 use crate::action::ActionRequest;
 use compile::Compiled;
-use error::{Problem, ProblemKind};
+use error::ProblemKind;
 use locate::SpanIndex;
 
 /// A loaded, validated and compiled policy document. Cheap to clone (shared).
@@ -153,7 +155,7 @@ pub struct Policy {
 }
 
 #[derive(Clone, Copy)]
-enum Format {
+pub(crate) enum Format {
     Toml,
     Json,
 }
@@ -174,18 +176,43 @@ impl Policy {
     /// "#)?;
     /// assert_eq!(policy.version(), "1");
     /// assert_eq!(policy.rules_len(), 1);
-    /// # Ok::<(), agent_handoff::policy::PolicyError>(())
+    /// # Ok::<(), agent_handoff::policy::PolicyErrors>(())
     /// ```
-    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+    ///
+    /// A refused document reports every problem found ([`PolicyErrors`]), not only the
+    /// first:
+    ///
+    /// ```
+    /// use agent_handoff::policy::Policy;
+    ///
+    /// let errors = Policy::from_toml(r#"
+    ///     version = "1"
+    ///     default.deny = { reason = "not covered by policy" }
+    ///     [[rule]]
+    ///     id = "payments"
+    ///     when.kind = "payment.*"
+    ///     then.review = { approvals = 0, groups = ["finance"], deadline = "1 hour", approval_ttl = "30m" }
+    ///     [[rule]]
+    ///     id = "drops"
+    ///     when.knd = "db.table.drop"
+    ///     then.deny = { reason = "never" }
+    /// "#).unwrap_err();
+    /// let fields: Vec<&str> = errors.iter().map(|e| e.field()).collect();
+    /// assert_eq!(
+    ///     fields,
+    ///     ["rule[0].then.review.approvals", "rule[0].then.review.deadline", "rule[1].when.knd"],
+    /// );
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, PolicyErrors> {
         Self::load(text, Format::Toml)
     }
 
     /// Loads a JSON document (the same schema as TOML).
-    pub fn from_json(text: &str) -> Result<Self, PolicyError> {
+    pub fn from_json(text: &str) -> Result<Self, PolicyErrors> {
         Self::load(text, Format::Json)
     }
 
-    fn load(text: &str, format: Format) -> Result<Self, PolicyError> {
+    fn load(text: &str, format: Format) -> Result<Self, PolicyErrors> {
         if text.len() > limits::MAX_DOCUMENT_BYTES {
             return Err(error::build(
                 ProblemKind::OutOfBounds,
@@ -197,28 +224,41 @@ impl Policy {
                     text.len(),
                     limits::MAX_DOCUMENT_BYTES
                 ),
-            ));
+            )
+            .into());
         }
-        let raw: document::RawPolicy = match format {
-            Format::Toml => toml::from_str(text).map_err(|e| error::from_toml_error(text, &e))?,
+        let whole: Result<document::RawPolicy, PolicyError> = match format {
+            Format::Toml => toml::from_str(text).map_err(|e| error::from_toml_error(text, &e)),
             Format::Json => {
-                serde_json::from_str(text).map_err(|e| error::from_json_error(text, &e))?
+                serde_json::from_str(text).map_err(|e| error::from_json_error(text, &e))
+            }
+        };
+        let raw = match whole {
+            Ok(raw) => raw,
+            // Not well-formed: nothing further can be read.
+            Err(e @ PolicyError::Syntax { .. }) => return Err(e.into()),
+            Err(e) => {
+                let (errors, more) = parts::problems(text, format, e);
+                return Err(PolicyErrors::new(errors, more));
             }
         };
         let policy_ref = PolicyRef {
             version: raw.version.clone(),
             hash: PolicyHash(Sha256::digest(text.as_bytes()).into()),
         };
-        let compiled = compile::compile(raw, policy_ref).map_err(|problem| {
-            let index = match format {
-                Format::Toml => SpanIndex::toml(text),
-                Format::Json => SpanIndex::json(text),
-            };
-            Problem::locate(*problem, text, &index)
-        })?;
-        Ok(Self {
-            inner: Arc::new(compiled),
-        })
+        match compile::compile(raw, policy_ref) {
+            Ok(compiled) => Ok(Self {
+                inner: Arc::new(compiled),
+            }),
+            Err(problems) => {
+                let index = match format {
+                    Format::Toml => SpanIndex::toml(text),
+                    Format::Json => SpanIndex::json(text),
+                };
+                let (errors, more) = problems.locate(text, &index);
+                Err(PolicyErrors::new(errors, more))
+            }
+        }
     }
 
     /// Rules on one action. Pure: the same policy and request always give the same ruling.

@@ -67,6 +67,37 @@ pub enum ExecutionOutcome {
     },
 }
 
+impl ExecutionOutcome {
+    /// Checks the outcome against the public bounds ([`crate::limits`]): an error text of at
+    /// most [`MAX_ERROR_LEN`](crate::limits::MAX_ERROR_LEN) bytes, an output of at most
+    /// [`MAX_VALUE_DEPTH`](crate::limits::MAX_VALUE_DEPTH) levels and
+    /// [`MAX_VALUE_BYTES`](crate::limits::MAX_VALUE_BYTES) canonical bytes. `finish` and
+    /// `resolve` refuse an outcome that fails it, before anything is written.
+    pub fn check(&self) -> Result<(), crate::limits::LimitError> {
+        match self {
+            ExecutionOutcome::Succeeded { output } => crate::limits::check_value("output", output),
+            ExecutionOutcome::Failed { error } => {
+                crate::limits::check_text("error", error, crate::limits::MAX_ERROR_LEN)
+            }
+        }
+    }
+}
+
+impl Verdict {
+    /// Checks the feedback of a rejection or change request against
+    /// [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN). The facade refuses a verdict
+    /// that fails it before anything is written (edited parameters are checked as action
+    /// parameters, by the ticket machine).
+    pub fn check(&self) -> Result<(), crate::limits::LimitError> {
+        match self {
+            Verdict::Reject { feedback } | Verdict::RequestChanges { feedback } => {
+                crate::limits::check_text("feedback", feedback, crate::limits::MAX_FEEDBACK_LEN)
+            }
+            Verdict::Approve | Verdict::ApproveWithEdits { .. } => Ok(()),
+        }
+    }
+}
+
 /// An event applied to a ticket by [`apply`](super::apply).
 ///
 /// `Debug` never prints edited parameters (see [`Verdict`]).

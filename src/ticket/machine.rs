@@ -25,6 +25,7 @@ use super::state::{
 use super::Ticket;
 use crate::action::{ActionDigest, ActionRequest, Requester, ValidationError};
 use crate::audit::{kind, Actor, AuditRecord};
+use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::policy::{MatchedRule, Outcome, ReviewPlan, Ruling};
 use crate::timestamp::Timestamp;
@@ -160,26 +161,27 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A stable snake-case code for audit records and metrics (`not_pending`, …).
-    pub fn code(&self) -> &'static str {
+    /// The stable code (see [`codes`](crate::codes)), also written into audit records and
+    /// decision rows (`not_pending`, …).
+    pub fn code(&self) -> Code {
         match self {
-            Refusal::NotPending { .. } => "not_pending",
-            Refusal::DeadlinePassed { .. } => "deadline_passed",
-            Refusal::NotDue { .. } => "not_due",
-            Refusal::NotEligible { .. } => "not_eligible",
-            Refusal::SelfApproval { .. } => "self_approval",
-            Refusal::PrincipalUnresolved => "principal_unresolved",
-            Refusal::ConflictingVote { .. } => "conflicting_vote",
-            Refusal::EditNotRuled => "edit_not_ruled",
-            Refusal::EditDenied { .. } => "edit_denied",
-            Refusal::EditInvalid { .. } => "edit_invalid",
-            Refusal::DigestMismatch => "digest_mismatch",
-            Refusal::PreconditionsChanged { .. } => "preconditions_changed",
-            Refusal::PolicyStricter => "policy_stricter",
-            Refusal::GrantExpired { .. } => "grant_expired",
-            Refusal::LeaseMismatch => "lease_mismatch",
-            Refusal::LeaseExpired { .. } => "lease_expired",
-            Refusal::NotApplicable { .. } => "not_applicable",
+            Refusal::NotPending { .. } => codes::NOT_PENDING,
+            Refusal::DeadlinePassed { .. } => codes::DEADLINE_PASSED,
+            Refusal::NotDue { .. } => codes::NOT_DUE,
+            Refusal::NotEligible { .. } => codes::NOT_ELIGIBLE,
+            Refusal::SelfApproval { .. } => codes::SELF_APPROVAL,
+            Refusal::PrincipalUnresolved => codes::PRINCIPAL_UNRESOLVED,
+            Refusal::ConflictingVote { .. } => codes::CONFLICTING_VOTE,
+            Refusal::EditNotRuled => codes::EDIT_NOT_RULED,
+            Refusal::EditDenied { .. } => codes::EDIT_DENIED,
+            Refusal::EditInvalid { .. } => codes::EDIT_INVALID,
+            Refusal::DigestMismatch => codes::DIGEST_MISMATCH,
+            Refusal::PreconditionsChanged { .. } => codes::PRECONDITIONS_CHANGED,
+            Refusal::PolicyStricter => codes::POLICY_STRICTER,
+            Refusal::GrantExpired { .. } => codes::GRANT_EXPIRED,
+            Refusal::LeaseMismatch => codes::LEASE_MISMATCH,
+            Refusal::LeaseExpired { .. } => codes::LEASE_EXPIRED,
+            Refusal::NotApplicable { .. } => codes::NOT_APPLICABLE,
         }
     }
 }
@@ -265,6 +267,7 @@ pub fn open(
         updated_at: now,
     };
     let record = |kind: &str, actor: Actor, data: Value| AuditRecord {
+        texts: Vec::new(),
         ticket: Some(id),
         at: now,
         kind: kind.to_owned(),
@@ -384,6 +387,7 @@ impl Step<'_> {
 
     fn record(&self, kind: &str, actor: Actor, data: Value) -> AuditRecord {
         AuditRecord {
+            texts: Vec::new(),
             ticket: Some(self.ticket.id),
             at: self.now,
             kind: kind.to_owned(),
@@ -611,11 +615,11 @@ impl Step<'_> {
             Some(index) => next.votes[index] = vote,
             None => next.votes.push(vote),
         }
-        let voted = self.own_record(
+        let mut voted = self.own_record(
             kind::VOTED,
             json!({
                 "vote": vote_kind.as_str(),
-                "feedback": feedback,
+                "feedback": Value::Null,
                 "replaces": replaces.map(VoteKind::as_str),
                 "digest": hex(self.ticket.action_digest().as_bytes()),
                 "progress": progress_data(&quorum::progress(
@@ -626,6 +630,9 @@ impl Step<'_> {
                 )),
             }),
         );
+        if let Some(feedback) = &feedback {
+            voted = voted.with_text("feedback", feedback.as_str());
+        }
 
         if vote_kind != VoteKind::Approve {
             if !plan.veto {
@@ -638,7 +645,7 @@ impl Step<'_> {
             } else {
                 RejectedBy::ChangesRequested { person, feedback }
             };
-            let rejected = self.own_record(kind::REJECTED, rejected_data(&by));
+            let rejected = rejected_record(self.own_record(kind::REJECTED, json!({})), &by);
             next.state = TicketState::Rejected { by, at: self.now };
             return self.done(
                 self.bump(next),
@@ -796,11 +803,13 @@ impl Step<'_> {
             StateName::Approved => Vec::new(),
             _ => return self.not_applicable(),
         };
-        let record = self.record(
-            kind::CANCELLED,
-            by.clone(),
-            json!({ "reason": reason, "from": self.state().as_str() }),
-        );
+        let record = self
+            .record(
+                kind::CANCELLED,
+                by.clone(),
+                json!({ "reason": Value::Null, "from": self.state().as_str() }),
+            )
+            .with_text("reason", reason.as_str());
         let next = self.moved(TicketState::Cancelled {
             by,
             reason,
@@ -833,8 +842,19 @@ impl Step<'_> {
         let TicketState::Approved(approval) = &self.ticket.state else {
             return self.not_applicable();
         };
+        // Only the values of the preconditions the action names are looked at, and kept.
+        let expected = self.ticket.request.preconditions();
+        let observed: BTreeMap<String, Value> = observed
+            .into_iter()
+            .filter(|(name, _)| expected.contains_key(name))
+            .collect();
         if let Some((reason, refusal)) = self.stale_reason(approval, digest, &observed, current) {
-            let record = self.own_record(kind::STALE, stale_data(&reason));
+            let mut record = self.own_record(kind::STALE, stale_data(&reason));
+            if matches!(reason, StaleReason::Preconditions { .. }) {
+                record = record
+                    .with_text("expected", to_json(expected))
+                    .with_text("observed", to_json(&observed));
+            }
             let stale = self.moved(TicketState::Stale {
                 reason,
                 observed,
@@ -968,13 +988,15 @@ impl Step<'_> {
         if *held != lease {
             return self.refuse(Refusal::LeaseMismatch);
         }
-        let mut data = outcome_data(&outcome);
-        if let Some(object) = data.as_object_mut() {
+        let mut record = outcome_record(
+            self.own_record(kind::EXECUTION_FINISHED, json!({})),
+            &outcome,
+        );
+        if let Some(object) = record.data.as_object_mut() {
             object.insert("lease".into(), to_json(&lease));
             object.insert("late".into(), Value::Bool(late));
             object.insert("from".into(), self.state().as_str().into());
         }
-        let record = self.own_record(kind::EXECUTION_FINISHED, data);
         let next = self.moved(outcome_state(outcome, self.now, None));
         self.done(next, vec![record], Vec::new())
     }
@@ -1014,11 +1036,10 @@ impl Step<'_> {
         let TicketState::Unknown { lease, .. } = &self.ticket.state else {
             return self.not_applicable();
         };
-        let mut data = outcome_data(&outcome);
-        if let Some(object) = data.as_object_mut() {
+        let mut record = outcome_record(self.own_record(kind::RESOLVED, json!({})), &outcome);
+        if let Some(object) = record.data.as_object_mut() {
             object.insert("lease".into(), to_json(lease));
         }
-        let record = self.own_record(kind::RESOLVED, data);
         let next = self.moved(outcome_state(outcome, self.now, Some(operator)));
         self.done(next, vec![record], Vec::new())
     }
@@ -1027,14 +1048,16 @@ impl Step<'_> {
         let TicketState::Approved(approval) = &self.ticket.state else {
             return self.not_applicable();
         };
-        let record = self.own_record(
-            kind::REVOKED,
-            json!({
-                "reason": reason,
-                "digest": hex(approval.digest.as_bytes()),
-                "approved_by": to_json(&approval.by),
-            }),
-        );
+        let record = self
+            .own_record(
+                kind::REVOKED,
+                json!({
+                    "reason": Value::Null,
+                    "digest": hex(approval.digest.as_bytes()),
+                    "approved_by": to_json(&approval.by),
+                }),
+            )
+            .with_text("reason", reason.as_str());
         let next = self.moved(TicketState::Cancelled {
             by: Actor::Operator(operator),
             reason,
@@ -1071,27 +1094,49 @@ fn outcome_state(outcome: ExecutionOutcome, at: Timestamp, by: Option<PersonId>)
     }
 }
 
-/// Audit data of an execution outcome: the outcome and the error text, never the output
-/// (which may carry values the audit chain must not keep forever).
-fn outcome_data(outcome: &ExecutionOutcome) -> Value {
-    match outcome {
-        ExecutionOutcome::Succeeded { .. } => json!({ "outcome": "succeeded" }),
-        ExecutionOutcome::Failed { error } => json!({ "outcome": "failed", "error": error }),
+/// An execution outcome on its record: the outcome's name in the data, the error text or the
+/// output (unless `null`) as a text beside it (committed, never chained in clear).
+fn outcome_record(mut record: AuditRecord, outcome: &ExecutionOutcome) -> AuditRecord {
+    let (name, text) = match outcome {
+        ExecutionOutcome::Succeeded { output } => (
+            "succeeded",
+            ("output", (!output.is_null()).then(|| output.clone())),
+        ),
+        ExecutionOutcome::Failed { error } => {
+            ("failed", ("error", Some(Value::String(error.clone()))))
+        }
+    };
+    if let Some(object) = record.data.as_object_mut() {
+        object.insert("outcome".into(), name.into());
+        object.insert(text.0.into(), Value::Null);
+    }
+    match text {
+        (field, Some(value)) => record.with_text(field, value),
+        _ => record,
     }
 }
 
-fn rejected_data(by: &RejectedBy) -> Value {
-    match by {
-        RejectedBy::Policy { reason } => json!({ "by": "policy", "reason": reason }),
-        RejectedBy::Reviewer { person, feedback } => {
-            json!({ "by": "reviewer", "person": person.as_str(), "feedback": feedback })
+/// A rejection on its record: by whom; a kill switch's reason as a text beside it (a
+/// reviewer's feedback is the `voted` record's text, committed once).
+fn rejected_record(mut record: AuditRecord, by: &RejectedBy) -> AuditRecord {
+    let (data, reason) = match by {
+        RejectedBy::Policy { reason } => (json!({ "by": "policy", "reason": reason }), None),
+        RejectedBy::Reviewer { person, .. } => {
+            (json!({ "by": "reviewer", "person": person.as_str() }), None)
         }
-        RejectedBy::ChangesRequested { person, feedback } => json!({
-            "by": "changes_requested",
-            "person": person.as_str(),
-            "feedback": feedback,
-        }),
-        RejectedBy::Frozen { reason } => json!({ "by": "frozen", "reason": reason }),
+        RejectedBy::ChangesRequested { person, .. } => (
+            json!({ "by": "changes_requested", "person": person.as_str() }),
+            None,
+        ),
+        RejectedBy::Frozen { reason } => (
+            json!({ "by": "frozen", "reason": Value::Null }),
+            Some(reason),
+        ),
+    };
+    record.data = data;
+    match reason {
+        Some(reason) => record.with_text("reason", reason.as_str()),
+        None => record,
     }
 }
 
@@ -1105,9 +1150,12 @@ fn stale_data(reason: &StaleReason) -> Value {
             "approved": hex(approved.as_bytes()),
             "presented": hex(presented.as_bytes()),
         }),
-        StaleReason::Preconditions { differing } => {
-            json!({ "reason": "preconditions", "differing": differing })
-        }
+        StaleReason::Preconditions { differing } => json!({
+            "reason": "preconditions",
+            "differing": differing,
+            "expected": Value::Null,
+            "observed": Value::Null,
+        }),
         StaleReason::PolicyStricter { current } => json!({
             "reason": "policy_stricter",
             "outcome": outcome_name(&current.outcome),

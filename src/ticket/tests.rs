@@ -950,9 +950,15 @@ fn a_late_finish_after_the_lease_was_lost_is_accepted() {
         }
     );
     assert_eq!(done.audit[0].data["late"], true);
-    assert!(
-        done.audit[0].data.get("output").is_none(),
-        "output stays out of the chain"
+    // The output stays out of the chain: a text beside the event, committed once sealed.
+    assert_eq!(done.audit[0].data["output"], Value::Null);
+    let text = done.audit[0].text("output").unwrap();
+    assert_eq!(text.value(), Some(&json!({ "id": 7 })));
+    let mut record = done.audit[0].clone();
+    record.seal(|| [3; 32]);
+    assert_eq!(
+        record.data["output"]["commitment"].as_str(),
+        record.text("output").unwrap().commitment().as_deref()
     );
 }
 

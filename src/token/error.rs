@@ -1,5 +1,6 @@
 //! Why a token or a key was refused.
 
+use crate::codes::{self, Code};
 use crate::timestamp::Timestamp;
 
 /// How a token text is malformed (found before any key is used).
@@ -96,4 +97,33 @@ pub enum KeyError {
         /// The repeated id.
         id: String,
     },
+}
+
+impl MalformedToken {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        codes::TOKEN_MALFORMED
+    }
+}
+
+impl TokenError {
+    /// The stable code (see [`codes`](crate::codes)), also the refusal's name in the audit
+    /// trail.
+    pub fn code(&self) -> Code {
+        match self {
+            TokenError::Malformed(m) => m.code(),
+            TokenError::UnknownKey { .. } => codes::TOKEN_UNKNOWN_KEY,
+            TokenError::BadSignature => codes::TOKEN_BAD_SIGNATURE,
+            TokenError::Expired { .. } => codes::TOKEN_EXPIRED,
+            TokenError::NotYetValid { .. } => codes::TOKEN_NOT_YET_VALID,
+            TokenError::DigestMismatch => codes::DIGEST_CHANGED,
+        }
+    }
+}
+
+impl SignError {
+    /// The stable code (see [`codes`](crate::codes)).
+    pub fn code(&self) -> Code {
+        codes::TOKEN_SIGN_FAILED
+    }
 }

@@ -154,6 +154,26 @@ impl TokenKeyRing {
     /// ([`Expired`](TokenError::Expired): `now >= expires_at`) and issue time
     /// ([`NotYetValid`](TokenError::NotYetValid): `issued_at > now + max_skew`).
     pub fn open(&self, token: &str, now: Timestamp) -> Result<AuthenticToken, TokenError> {
+        let authentic = self.authenticate(token)?;
+        let claims = &authentic.claims;
+        if now >= claims.expires_at {
+            return Err(TokenError::Expired {
+                expires_at: claims.expires_at,
+            });
+        }
+        if claims.issued_at > now.saturating_add(self.max_skew) {
+            return Err(TokenError::NotYetValid {
+                issued_at: claims.issued_at,
+            });
+        }
+        Ok(authentic)
+    }
+
+    /// Checks form, key id and signature only, **not** the validity period: what a token
+    /// refused by [`open`](Self::open) as expired or not yet valid still proves (it was issued
+    /// by this deployment, for the ticket it names), e.g. to file the refusal under that
+    /// ticket. Never decide on a token that only this accepted.
+    pub fn authenticate(&self, token: &str) -> Result<AuthenticToken, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(MalformedToken::TooLong.into());
         }
@@ -185,16 +205,6 @@ impl TokenKeyRing {
             .chain_update(&token.as_bytes()[..signed_len])
             .verify_slice(&signature)
             .map_err(|_| TokenError::BadSignature)?;
-        if now >= claims.expires_at {
-            return Err(TokenError::Expired {
-                expires_at: claims.expires_at,
-            });
-        }
-        if claims.issued_at > now.saturating_add(self.max_skew) {
-            return Err(TokenError::NotYetValid {
-                issued_at: claims.issued_at,
-            });
-        }
         Ok(AuthenticToken {
             key_id: key.id.clone(),
             claims,

@@ -87,6 +87,24 @@ pub fn review_by(group_name: &str) -> Ruling {
     }
 }
 
+/// A thousand approvals from `dba`, veto off, an hour to decide: votes keep it pending.
+pub fn poll() -> Ruling {
+    Ruling {
+        outcome: Outcome::Review(ReviewPlan {
+            requirements: [ReviewRequirement {
+                groups: [group("dba")].into(),
+                approvals: 1000,
+            }]
+            .into(),
+            deadline: Duration::from_secs(3600),
+            approval_ttl: Duration::from_secs(3600),
+            veto: false,
+        }),
+        matched: Vec::new(),
+        policy: policy_ref(),
+    }
+}
+
 /// One approval from `dba`.
 pub fn review() -> Ruling {
     review_by("dba")
@@ -114,8 +132,20 @@ pub fn deny() -> Ruling {
     }
 }
 
-/// A proposal by `agent_name` under idempotency key `idempotency-<key>`, ruled `ruling`, at `now`.
+/// A proposal by `agent_name` (acting on its own) under idempotency key `idempotency-<key>`,
+/// ruled `ruling`, at `now`.
 pub fn propose(agent_name: &str, key: &str, ruling: Ruling, now: Timestamp) -> Transition {
+    propose_for(agent_name, None, key, ruling, now)
+}
+
+/// Like [`propose`], by `agent_name` acting for `principal` (`None`: on its own).
+pub fn propose_for(
+    agent_name: &str,
+    principal: Option<&str>,
+    key: &str,
+    ruling: Ruling,
+    now: Timestamp,
+) -> Transition {
     let request = ActionRequest::builder("db.table.drop", format!("idempotency-{key}"))
         .target("postgres://prod/orders")
         .parameters(json!({ "table": "orders" }))
@@ -123,12 +153,20 @@ pub fn propose(agent_name: &str, key: &str, ruling: Ruling, now: Timestamp) -> T
         .unwrap();
     open(
         new_id(),
-        Requester::new(agent(agent_name), None),
-        PrincipalCheck::NoPrincipal,
+        requester(agent_name, principal),
+        match principal {
+            Some(p) => PrincipalCheck::Person(person(p)),
+            None => PrincipalCheck::NoPrincipal,
+        },
         request,
         ruling,
         now,
     )
+}
+
+/// `agent_name` acting for `principal` (`None`: on its own).
+pub fn requester(agent_name: &str, principal: Option<&str>) -> Requester {
+    Requester::new(agent(agent_name), principal.map(person))
 }
 
 /// A reviewer in `groups`.
@@ -139,11 +177,26 @@ pub fn reviewer(name: &str, groups: &[&str]) -> Reviewer {
     }
 }
 
-/// Applies an event that must succeed.
+/// Applies an event that must succeed, its audit records' texts sealed (as the engine seals
+/// them before a commit: a store refuses unsealed texts).
 pub fn step(ticket: &Ticket, event: Event, now: Timestamp) -> Transition {
     match apply(ticket, event, now) {
-        Ok(transition) => transition,
+        Ok(mut transition) => {
+            seal(&mut transition.audit);
+            transition
+        }
         Err(refused) => panic!("event refused: {}", refused.refusal),
+    }
+}
+
+/// Seals every record's pending texts with fresh random salts.
+pub fn seal(records: &mut [AuditRecord]) {
+    for record in records {
+        record.seal(|| {
+            let mut salt = [0u8; 32];
+            getrandom::fill(&mut salt).unwrap();
+            salt
+        });
     }
 }
 
@@ -190,64 +243,53 @@ pub fn begin(ticket: &Ticket, lease_expires: Timestamp, now: Timestamp) -> Trans
 
 /// An audit record that identifies write number `n` in the chain.
 pub fn marker(n: u64, at: Timestamp) -> AuditRecord {
-    AuditRecord {
-        ticket: None,
+    AuditRecord::new(
+        None,
         at,
-        kind: "test.marker".into(),
-        actor: Actor::System,
-        data: json!({ "write": n }),
-    }
+        "test.marker",
+        Actor::System,
+        json!({ "write": n }),
+    )
 }
 
-/// A fresh single-use nonce.
+/// A fresh single-use nonce that expires in 2100 (a nonce also limits its write: stores
+/// refuse a write committed at or after a nonce's expiry, and some tests commit on the system
+/// clock).
 pub fn nonce() -> NonceUse {
-    NonceUse {
-        nonce: random16(),
-        expires: ts(T0 + 3_600_000),
-    }
+    NonceUse::new(random16(), ts(4_102_444_800_000))
 }
 
 /// An outbox row for `ticket`.
 pub fn outbox(ticket: TicketId, at: Timestamp) -> OutboxRow {
-    OutboxRow {
-        id: Uuid::from_bytes(random16()),
+    OutboxRow::new(
+        Uuid::from_bytes(random16()),
         ticket,
-        channel: "test".into(),
-        payload: json!({ "ticket": ticket.to_string() }),
-        due: at,
-    }
+        "test",
+        json!({ "ticket": ticket.to_string() }),
+        at,
+    )
 }
 
 /// A decision row for `ticket`.
 pub fn decision(ticket: TicketId, who: &str, verdict: &str, at: Timestamp) -> DecisionRow {
-    DecisionRow {
-        ticket,
-        person: Some(person(who)),
-        verdict: verdict.into(),
-        refusal: None,
-        at,
-    }
+    DecisionRow::new(ticket, Some(person(who)), verdict, at)
 }
 
 /// Inserting a new ticket with the audit records of its proposal.
 pub fn insert(transition: &Transition) -> Write {
-    Write {
-        ticket: Some(TicketWrite::Insert(Box::new(transition.ticket.clone()))),
-        audit: transition.audit.clone(),
-        ..Write::default()
-    }
+    Write::new()
+        .with_ticket(TicketWrite::Insert(Box::new(transition.ticket.clone())))
+        .with_audit_records(transition.audit.clone())
 }
 
 /// Replacing `from` by the transition's ticket, with its audit records.
 pub fn update(from: &Ticket, transition: &Transition) -> Write {
-    Write {
-        ticket: Some(TicketWrite::Update {
+    Write::new()
+        .with_ticket(TicketWrite::Update {
             ticket: Box::new(transition.ticket.clone()),
             expected_version: from.version(),
-        }),
-        audit: transition.audit.clone(),
-        ..Write::default()
-    }
+        })
+        .with_audit_records(transition.audit.clone())
 }
 
 /// Every stored audit event, read in pages.

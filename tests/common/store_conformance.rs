@@ -19,27 +19,38 @@
 //! });
 //! ```
 //!
-//! What a store must do, each as a test below: atomic writes (a refused write leaves no ticket,
+//! What a store must do, each as a test below: state the store contract version it implements
+//! (this suite is the contract of `STORE_CONTRACT_VERSION`); atomic writes (a refused write leaves no ticket,
 //! decision, audit, outbox or nonce row, whatever step refused it); group commits in which one
-//! caller's failure never touches another's; compare-and-swap on the ticket version;
-//! idempotency keys unique per agent, also under races; `TooLate` judged against a commit time
-//! that never goes backwards; single-use nonces; reads by id, key, filter (paged, newest first),
-//! due time, decisions and per-ticket audit; health figures; checkpoints; shutdown that refuses
-//! later writes and keeps every acknowledged one; an audit chain that verifies and continues
-//! across a reopen.
+//! caller's failure never touches another's; compare-and-swap on the ticket version, and the
+//! rebase of a write that lost it; idempotency keys unique per requester (agent and principal,
+//! "no principal" a value of its own), also under races; `TooLate` judged against a commit time
+//! that never goes backwards; single-use nonces, each limiting its write by its expiry, pruned
+//! once expired; reads by id, key, filter (paged, newest first),
+//! due time, decisions and per-ticket audit; health figures; checkpoints (the newest, and all of
+//! them in pages); texts kept beside their events only when the chain commits to them, read back
+//! with the events, erased by an audited write; shutdown that refuses later writes and keeps
+//! every acknowledged one; an audit chain that verifies and continues across a reopen; the clock
+//! the store was opened with, a clock jump refused without moving the floor, a floor ahead of
+//! the clock refused until a rebase (also after a reopen), the health alarm of each; freezes
+//! checked inside the committing write (refused whole while in force, set with their audit row
+//! or not at all, racing writes before or refused), held across a reopen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agent_handoff::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, CheckpointKey};
+use agent_handoff::audit::{
+    Actor, AuditEvent, AuditRecord, AuditText, ChainHead, Checkpoint, CheckpointKey, TextRef,
+    TextRow, TextState,
+};
 use agent_handoff::backend::{
-    Committed, OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, TicketFilter, TicketWrite,
-    Write,
+    ClockAlarm, Committed, FreezeChange, NonceUse, OutboxOutcome, OutboxRow, OutboxStatus,
+    OutboxUpdate, Rebase, TicketFilter, TicketWrite, Write,
 };
 use agent_handoff::ticket::{Event, StateName, Ticket};
-use agent_handoff::{Clock, ManualClock, Store, StoreError, TicketId, Timestamp};
+use agent_handoff::{Clock, FreezeScope, ManualClock, Store, StoreError, TicketId, Timestamp};
 use serde_json::json;
 
 use super::*;
@@ -59,6 +70,8 @@ macro_rules! store_conformance {
             shutdown_keeps_every_acknowledged_commit,
             chain_continues_across_reopen,
             commit_time_never_goes_backwards_across_reopen,
+            a_poisoned_floor_is_refused_after_reopen_until_rebased,
+            freezes_hold_across_reopen,
         ]);
     };
     (@suite $name:ident, $open:expr, [$($extra:ident),* $(,)?]) => {
@@ -66,16 +79,23 @@ macro_rules! store_conformance {
             #[allow(unused_imports)]
             use super::*;
             store_conformance!(@tests $open;
+                states_the_store_contract_version_it_implements,
                 insert_then_read_back,
                 update_is_a_compare_and_swap_on_the_version,
                 refused_write_writes_nothing,
                 failed_write_rolls_back_its_audit_rows,
                 group_commit_isolates_each_callers_failure,
-                idempotency_key_is_unique_per_agent,
+                idempotency_key_is_unique_per_requester,
                 concurrent_inserts_with_one_key_create_one_ticket,
+                concurrent_inserts_with_one_key_and_a_principal_create_one_ticket,
+                a_lost_compare_and_swap_is_rebased_on_the_ticket_as_committed,
+                a_declined_rebase_is_a_version_conflict_and_writes_nothing,
+                concurrent_rebased_writes_on_one_ticket_all_land,
                 write_at_or_after_its_limit_is_too_late,
                 commit_time_never_goes_backwards,
                 nonce_is_single_use,
+                a_write_at_or_after_a_nonces_expiry_is_too_late,
+                expired_nonces_are_pruned_and_never_consumed_again,
                 list_tickets_filters_and_pages_newest_first,
                 list_by_group_follows_a_ruling_change,
                 due_lists_tickets_whose_time_is_up,
@@ -83,10 +103,21 @@ macro_rules! store_conformance {
                 ticket_audit_and_audit_pages_cover_the_chain,
                 health_reports_pending_backlog_and_chain_length,
                 checkpoints_keep_the_newest,
+                checkpoints_are_listed_smallest_first,
+                texts_are_kept_beside_their_events,
+                texts_not_committed_by_the_chain_are_refused,
+                erasure_drops_a_text_and_names_the_erasing_event,
                 shutdown_refuses_later_commits,
                 outbox_claims_due_rows_oldest_first_and_leases_them,
                 outbox_claims_a_tickets_rows_per_channel_in_order,
                 outbox_outcomes_are_recorded_once_with_their_audit_rows,
+                the_store_names_the_clock_it_was_opened_with,
+                a_clock_jump_is_refused_and_moves_no_floor,
+                a_rebase_accepts_a_jumped_clock,
+                a_floor_ahead_of_the_clock_is_refused_until_rebased,
+                a_freeze_refuses_guarded_writes_until_lifted,
+                a_freeze_is_set_with_its_audit_row_or_not_at_all,
+                guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all,
                 $($extra,)*
             );
         }
@@ -173,14 +204,21 @@ fn records(events: &[AuditEvent]) -> Vec<AuditRecord> {
     events.iter().map(|e| e.record().clone()).collect()
 }
 
-/// The decoded records of stored events `from..=to`.
+/// The decoded records of stored events `from..=to`, with their texts.
 async fn records_between<S: Store + ?Sized>(store: &S, from: u64, to: u64) -> Vec<AuditRecord> {
     let raw = store
         .audit_events(from, usize::try_from(to + 1 - from).unwrap())
         .await
         .unwrap();
+    let texts = store.audit_texts(from, to).await.unwrap();
     raw.into_iter()
-        .map(|r| AuditEvent::decode(r).unwrap().record().clone())
+        .map(|r| {
+            let mine: Vec<_> = texts.iter().filter(|t| t.seq == r.seq).cloned().collect();
+            AuditEvent::decode_with_texts(r, mine)
+                .unwrap()
+                .record()
+                .clone()
+        })
         .collect()
 }
 
@@ -211,6 +249,23 @@ async fn assert_unchanged<S: Store + ?Sized>(store: &S, ticket: TicketId, before
 // Writes and reads of one ticket
 // ---------------------------------------------------------------------------------------------
 
+/// A store states the contract version it implements, and this suite is the contract of
+/// [`STORE_CONTRACT_VERSION`]: a store that passes it implements that version (the engine
+/// refuses a store that states an older one).
+pub async fn states_the_store_contract_version_it_implements<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    assert_eq!(
+        store.contract_version(),
+        agent_handoff::STORE_CONTRACT_VERSION,
+        "the store states another contract version than the one this suite checks"
+    );
+}
+
 /// A committed insert reads back by id and by key with its audit records, stamped with the
 /// store clock's time and chained onto the head.
 pub async fn insert_then_read_back<S, Fut>(open: impl Fn(Env) -> Fut)
@@ -238,7 +293,7 @@ where
     assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&p.ticket));
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), p.ticket.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -247,11 +302,11 @@ where
     assert_eq!(store.ticket(new_id()).await.unwrap(), None);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-b"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-b", None), p.ticket.idempotency_key())
             .await
             .unwrap(),
         None,
-        "keys are scoped per agent"
+        "keys are scoped per requester"
     );
     assert_eq!(records(&store.ticket_audit(id).await.unwrap()), p.audit);
     assert!(store.decisions(id).await.unwrap().is_empty());
@@ -277,15 +332,13 @@ where
 
     // A new version that does not follow the expected one.
     for (ticket, expected) in [(&v3.ticket, 1), (&v1, 1), (&approved.ticket, 0)] {
-        let write = Write {
-            ticket: Some(TicketWrite::Update {
+        let write = Write::new()
+            .with_ticket(TicketWrite::Update {
                 ticket: Box::new(ticket.clone()),
                 expected_version: expected,
-            }),
-            audit: approved.audit.clone(),
-            decision: Some(decision(id, "alice", "approve", now)),
-            ..Write::default()
-        };
+            })
+            .with_audit_records(approved.audit.clone())
+            .with_decision(decision(id, "alice", "approve", now));
         let err = store.commit(write).await.unwrap_err();
         assert!(
             matches!(err, StoreError::InvalidWrite(_)),
@@ -358,11 +411,11 @@ where
     store.commit(update(&v1, &v2)).await.unwrap();
     let used = nonce();
     store
-        .commit(Write {
-            nonces: vec![used],
-            audit: vec![marker(0, now)],
-            ..Write::default()
-        })
+        .commit(
+            Write::new()
+                .with_nonces(vec![used])
+                .with_audit_records(vec![marker(0, now)]),
+        )
         .await
         .unwrap();
 
@@ -442,11 +495,11 @@ where
 
     // None of the refused writes consumed its nonce.
     store
-        .commit(Write {
-            nonces: fresh,
-            audit: vec![marker(7, now)],
-            ..Write::default()
-        })
+        .commit(
+            Write::new()
+                .with_nonces(fresh)
+                .with_audit_records(vec![marker(7, now)]),
+        )
         .await
         .expect("the nonces of refused writes are still unused");
     let summary = verify_chain(&*store).await;
@@ -720,19 +773,13 @@ where
 
         // The winners consumed their nonces, the losers did not.
         for w in &winners {
-            let reuse = Write {
-                nonces: vec![w.own_nonce],
-                ..Write::default()
-            };
+            let reuse = Write::new().with_nonces(vec![w.own_nonce]);
             assert!(matches!(
                 store.commit(reuse).await,
                 Err(StoreError::NonceReused)
             ));
         }
-        let unused = Write {
-            nonces: losers.iter().map(|l| l.own_nonce).collect(),
-            ..Write::default()
-        };
+        let unused = Write::new().with_nonces(losers.iter().map(|l| l.own_nonce));
         store
             .commit(unused)
             .await
@@ -745,9 +792,12 @@ where
 // Idempotency
 // ---------------------------------------------------------------------------------------------
 
-/// A second ticket under an agent's key is refused with the existing ticket's id and writes
-/// nothing; the same key under another agent is another ticket.
-pub async fn idempotency_key_is_unique_per_agent<S, Fut>(open: impl Fn(Env) -> Fut)
+/// Keys are scoped by the whole requester, agent and principal. A second ticket under one
+/// requester's key is refused with that requester's ticket and writes nothing — also when the
+/// requester has no principal ("no principal" is a value: a `UNIQUE` index over a `NULL`
+/// would let both in) — while the same key under another agent, or the same agent acting for
+/// another principal, or for none, is another requester's own ticket.
+pub async fn idempotency_key_is_unique_per_requester<S, Fut>(open: impl Fn(Env) -> Fut)
 where
     S: Store + 'static,
     Fut: Future<Output = S>,
@@ -755,32 +805,58 @@ where
     let env = Env::new();
     let store = open_in(&open, &env).await;
     let now = ts(T0);
-    let first = proposed(&*store, "agent-a", "same-key", review(), now).await;
-    let before = snapshot(&*store, first.id()).await;
-
-    let again = propose("agent-a", "same-key", allow(), now);
-    let mut write = insert(&again);
-    write.outbox.push(outbox(again.ticket.id(), now));
-    match store.commit(write).await {
-        Err(StoreError::DuplicateKey { existing }) => assert_eq!(existing, first.id()),
-        other => panic!("expected a duplicate key, got {other:?}"),
+    let requesters: [(&str, Option<&str>); 4] = [
+        ("agent-a", None),
+        ("agent-a", Some("carol")),
+        ("agent-a", Some("pat")),
+        ("agent-b", None),
+    ];
+    let mut firsts = Vec::new();
+    for (agent_name, principal) in requesters {
+        let first = propose_for(agent_name, principal, "same-key", review(), now);
+        store.commit(insert(&first)).await.unwrap_or_else(|e| {
+            panic!("{agent_name} for {principal:?}: its own key is free, got {e:?}")
+        });
+        firsts.push(first.ticket);
     }
-    assert_unchanged(&*store, first.id(), &before).await;
-    assert_eq!(store.ticket(again.ticket.id()).await.unwrap(), None);
-
-    let other = proposed(&*store, "agent-b", "same-key", review(), now).await;
-    let key = first.idempotency_key();
+    for ((agent_name, principal), first) in requesters.into_iter().zip(&firsts) {
+        let before = snapshot(&*store, first.id()).await;
+        // The same requester again (twice without a principal, for the first requester).
+        let again = propose_for(agent_name, principal, "same-key", allow(), now);
+        let mut write = insert(&again);
+        write.outbox.push(outbox(again.ticket.id(), now));
+        match store.commit(write).await {
+            Err(StoreError::DuplicateKey { existing }) => assert_eq!(
+                existing,
+                first.id(),
+                "{agent_name} for {principal:?}: its own ticket"
+            ),
+            other => {
+                panic!("{agent_name} for {principal:?}: expected a duplicate key, got {other:?}")
+            }
+        }
+        assert_unchanged(&*store, first.id(), &before).await;
+        assert_eq!(store.ticket(again.ticket.id()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .ticket_by_key(&requester(agent_name, principal), first.idempotency_key())
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(first),
+            "{agent_name} for {principal:?} reads its own ticket"
+        );
+    }
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), key)
+            .ticket_by_key(
+                &requester("agent-a", Some("dave")),
+                firsts[0].idempotency_key()
+            )
             .await
-            .unwrap()
-            .as_ref(),
-        Some(&first)
-    );
-    assert_eq!(
-        store.ticket_by_key(&agent("agent-b"), key).await.unwrap(),
-        Some(other)
+            .unwrap(),
+        None,
+        "a requester that never used the key finds nothing"
     );
     store.shutdown().await.unwrap();
 }
@@ -824,7 +900,7 @@ where
     }
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), winner.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), winner.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -832,6 +908,234 @@ where
     );
     let summary = verify_chain(&*store).await;
     assert_eq!(summary.count, proposals[winners[0]].audit.len() as u64);
+    store.shutdown().await.unwrap();
+}
+
+/// Sixteen concurrent inserts under one key by an agent acting for a principal: one ticket.
+pub async fn concurrent_inserts_with_one_key_and_a_principal_create_one_ticket<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let proposals: Vec<_> = (0..16)
+        .map(|_| propose_for("agent-a", Some("pat"), "race", review(), now))
+        .collect();
+    let handles: Vec<_> = proposals
+        .iter()
+        .map(|p| {
+            let store = Arc::clone(&store);
+            let write = insert(p);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.await.unwrap() {
+            Ok(_) => winners.push(i),
+            Err(StoreError::DuplicateKey { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one insert wins");
+    assert_eq!(
+        store
+            .ticket_by_key(
+                &requester("agent-a", Some("pat")),
+                proposals[0].ticket.idempotency_key()
+            )
+            .await
+            .unwrap()
+            .map(|t| t.id()),
+        Some(proposals[winners[0]].ticket.id())
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebase
+// ---------------------------------------------------------------------------------------------
+
+/// The write of `who`'s approval of `current` at `at`: the update, its audit records and the
+/// decision row, with `nonces`.
+fn vote_write(current: &Ticket, who: &str, at: Timestamp, nonces: Vec<NonceUse>) -> Write {
+    let vote = approve(current, who, at);
+    let mut write = update(current, &vote);
+    write.decision = Some(decision(current.id(), who, "approve", at));
+    write.nonces = nonces;
+    write
+}
+
+/// A rebase that re-applies `who`'s approval to the ticket as committed, counting its calls
+/// and recording the versions it was called on.
+fn vote_rebase(
+    who: &'static str,
+    nonces: Vec<NonceUse>,
+    calls: Arc<std::sync::Mutex<Vec<u64>>>,
+) -> Rebase {
+    Rebase::new(move |current: &Ticket, at: Timestamp| {
+        calls.lock().unwrap().push(current.version());
+        Some(vote_write(current, who, at, nonces.clone()))
+    })
+}
+
+/// A write whose update expected an older version and carries a rebase is not refused: the
+/// store calls the rebase with the ticket as committed and the commit time, and applies what
+/// it returns instead — its ticket, decision, audit and outbox rows and nonces — and nothing
+/// of the write it replaced.
+pub async fn a_lost_compare_and_swap_is_rebased_on_the_ticket_as_committed<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    // Alice's vote lands first.
+    store
+        .commit(vote_write(&v1, "alice", now, Vec::new()))
+        .await
+        .unwrap();
+    let v2 = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(v2.version(), 2);
+
+    // Bob's vote was computed on version 1; its rebase recomputes it on what is stored.
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let token = nonce();
+    let mut stale = vote_write(&v1, "bob", now, vec![token]);
+    stale.outbox.push(outbox(id, now));
+    let head = store.audit_head().await.unwrap();
+    let committed = store
+        .commit(stale.with_rebase(vote_rebase("bob", vec![token], Arc::clone(&calls))))
+        .await
+        .expect("rebased, not refused");
+    assert_eq!(*calls.lock().unwrap(), vec![2], "called once, on version 2");
+
+    let v3 = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(
+        v3,
+        approve(&v2, "bob", committed.at).ticket,
+        "bob's vote on alice's"
+    );
+    assert_eq!(v3.version(), 3);
+    let voters: Vec<&str> = v3.votes().iter().map(|v| v.person.as_str()).collect();
+    assert_eq!(voters, ["alice", "bob"]);
+    // The rebased write's rows, not the replaced one's: its audit records (computed on v2),
+    // one decision row, no outbox row (the rebase wrote none), its nonce consumed.
+    let written = records_between(&*store, head.seq + 1, committed.head.seq).await;
+    assert_eq!(written, approve(&v2, "bob", committed.at).audit);
+    assert_eq!(store.decisions(id).await.unwrap().len(), 2);
+    assert_eq!(store.health().await.unwrap().outbox_backlog, 0);
+    let mut again = insert(&propose("agent-a", "key-2", review(), now));
+    again.nonces.push(token);
+    assert!(matches!(
+        store.commit(again).await,
+        Err(StoreError::NonceReused)
+    ));
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A rebase that declines (`None`) leaves the write refused as a version conflict: nothing of
+/// it is written and none of its nonces consumed. A write at the expected version never calls
+/// its rebase.
+pub async fn a_declined_rebase_is_a_version_conflict_and_writes_nothing<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fresh = vote_write(&v1, "alice", now, Vec::new()).with_rebase(vote_rebase(
+        "alice",
+        Vec::new(),
+        Arc::clone(&calls),
+    ));
+    store.commit(fresh).await.unwrap();
+    assert!(calls.lock().unwrap().is_empty(), "no conflict, no rebase");
+
+    let before = snapshot(&*store, id).await;
+    let token = nonce();
+    let declined = Rebase::new(|_: &Ticket, _: Timestamp| None);
+    let mut stale = vote_write(&v1, "bob", now, vec![token]);
+    stale.outbox.push(outbox(id, now));
+    match store.commit(stale.with_rebase(declined)).await {
+        Err(StoreError::VersionConflict { ticket, expected }) => {
+            assert_eq!((ticket, expected), (id, 1))
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_unchanged(&*store, id, &before).await;
+    assert_eq!(store.ticket(id).await.unwrap().unwrap().version(), 2);
+    let mut write = insert(&propose("agent-a", "key-2", review(), now));
+    write.nonces.push(token);
+    store
+        .commit(write)
+        .await
+        .expect("the declined write consumed no nonce");
+    store.shutdown().await.unwrap();
+}
+
+/// Thirty-two writes computed on the same version of one ticket, committed at once (one
+/// group commit, or racing transactions): each carries a rebase, so every one lands — one
+/// vote each, version 1 + 32, one decision row and one `voted` record each.
+pub async fn concurrent_rebased_writes_on_one_ticket_all_land<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    const N: usize = 32;
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let now = ts(T0);
+    let v1 = proposed(&*store, "agent-a", "key-1", poll(), now).await;
+    let id = v1.id();
+    let names: Vec<&'static str> = (0..N)
+        .map(|i| &*Box::leak(format!("dba-{i:02}").into_boxed_str()))
+        .collect();
+    let handles: Vec<_> = names
+        .iter()
+        .map(|&who| {
+            let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let token = nonce();
+            let write = vote_write(&v1, who, now, vec![token]).with_rebase(vote_rebase(
+                who,
+                vec![token],
+                calls,
+            ));
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.commit(write).await })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().expect("a rebased vote is never refused");
+    }
+    let t = store.ticket(id).await.unwrap().unwrap();
+    assert_eq!(t.version(), 1 + N as u64);
+    let voters: BTreeSet<&str> = t.votes().iter().map(|v| v.person.as_str()).collect();
+    assert_eq!(voters, names.iter().copied().collect());
+    assert_eq!(store.decisions(id).await.unwrap().len(), N);
+    let voted = store
+        .ticket_audit(id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.record().kind == "voted")
+        .count();
+    assert_eq!(voted, N);
+    assert_eq!(store.health().await.unwrap().nonces, N as u64);
+    verify_chain(&*store).await;
     store.shutdown().await.unwrap();
 }
 
@@ -892,30 +1196,22 @@ where
     let env = Env::with(Arc::new(clock.clone()));
     let store = open_in(&open, &env).await;
     let first = store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert_eq!(first.at, ts(T0 + 10_000));
 
     clock.set(ts(T0 + 5_000));
     let second = store
-        .commit(Write {
-            audit: vec![marker(2, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(2, ts(T0))]))
         .await
         .unwrap();
     assert!(second.at >= first.at, "{second:?} after {first:?}");
 
     // A limit the clock has not reached, but the commit time has.
-    let late = Write {
-        audit: vec![marker(3, ts(T0))],
-        valid_before: Some(ts(T0 + 7_000)),
-        ..Write::default()
-    };
+    let late = Write::new()
+        .with_audit_records(vec![marker(3, ts(T0))])
+        .with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         store.commit(late).await,
         Err(StoreError::TooLate { at, .. }) if at >= first.at
@@ -983,6 +1279,95 @@ where
         .commit(write)
         .await
         .expect("the refused write did not consume the nonce");
+    store.shutdown().await.unwrap();
+}
+
+/// A nonce limits its write like `valid_before`: committed at or after the nonce's expiry the
+/// write is too late (the store may have forgotten the nonce), whatever its own limit.
+pub async fn a_write_at_or_after_a_nonces_expiry_is_too_late<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let short = NonceUse::new(nonce().nonce, ts(T0 + 1_000));
+    clock.set(ts(T0 + 1_000));
+    let p = propose("agent-a", "key-1", review(), ts(T0));
+    let mut write = insert(&p);
+    write.nonces = vec![nonce(), short];
+    match store.commit(write.clone()).await {
+        Err(StoreError::TooLate { limit, .. }) => assert_eq!(limit, short.expires),
+        other => panic!("expected too late, got {other:?}"),
+    }
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+    assert_eq!(store.health().await.unwrap().nonces, 0);
+    write.nonces = vec![nonce()];
+    store.commit(write).await.unwrap();
+    assert_eq!(store.health().await.unwrap().nonces, 1);
+    store.shutdown().await.unwrap();
+}
+
+/// `prune_nonces` forgets consumed nonces whose expiry a later commit has passed, at most
+/// `limit` per call, and keeps the others (still single use); a forgotten nonce cannot be
+/// consumed again, since a write carrying it is too late. `health` counts what is kept.
+pub async fn expired_nonces_are_pruned_and_never_consumed_again<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let soon: Vec<NonceUse> = (0..5)
+        .map(|_| NonceUse::new(nonce().nonce, ts(T0 + 10_000)))
+        .collect();
+    let later = NonceUse::new(nonce().nonce, ts(T0 + 3_600_000));
+    store
+        .commit(
+            Write::new()
+                .with_audit(marker(1, ts(T0)))
+                .with_nonces(soon.iter().copied().chain([later])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.health().await.unwrap().nonces, 6);
+    assert_eq!(
+        store.prune_nonces(100).await.unwrap(),
+        0,
+        "none expired yet"
+    );
+
+    // Time passes, and something is committed after the expiry.
+    clock.set(ts(T0 + 20_000));
+    store
+        .commit(Write::new().with_audit(marker(2, ts(T0 + 20_000))))
+        .await
+        .unwrap();
+    assert_eq!(store.prune_nonces(2).await.unwrap(), 2, "at most the limit");
+    assert_eq!(store.prune_nonces(100).await.unwrap(), 3);
+    assert_eq!(store.prune_nonces(100).await.unwrap(), 0);
+    assert_eq!(
+        store.health().await.unwrap().nonces,
+        1,
+        "the unexpired one is kept"
+    );
+
+    // A forgotten nonce is never consumed again; a kept one is still single use.
+    let p = propose("agent-a", "key-1", review(), ts(T0 + 20_000));
+    let mut write = insert(&p);
+    write.nonces = vec![soon[0]];
+    assert!(matches!(
+        store.commit(write.clone()).await,
+        Err(StoreError::TooLate { .. })
+    ));
+    write.nonces = vec![later];
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
     store.shutdown().await.unwrap();
 }
 
@@ -1273,14 +1658,11 @@ where
         (&a, anonymous),
     ] {
         store
-            .commit(Write {
-                decision: Some(d),
-                audit: vec![AuditRecord {
-                    ticket: Some(ticket.id()),
-                    ..marker(0, now)
-                }],
-                ..Write::default()
-            })
+            .commit(Write::new().with_decision(d).with_audit({
+                let mut record = marker(0, now);
+                record.ticket = Some(ticket.id());
+                record
+            }))
             .await
             .unwrap();
     }
@@ -1441,6 +1823,257 @@ where
     store.shutdown().await.unwrap();
 }
 
+/// Checkpoints are listed by size, smallest first, from a size on, a page at a time.
+pub async fn checkpoints_are_listed_smallest_first<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let key = CheckpointKey::new("audit.test/2025", &[9; 32]).unwrap();
+    assert!(store.checkpoints(0, 10).await.unwrap().is_empty());
+    let mut saved = Vec::new();
+    for i in 0..5 {
+        proposed(&*store, "agent-a", &format!("c{i}"), review(), ts(T0)).await;
+        let cp = Checkpoint::sign("audit.test", store.audit_head().await.unwrap(), &key).unwrap();
+        saved.push(cp);
+    }
+    // Saved out of order, one twice.
+    for i in [3, 0, 4, 1, 2, 3] {
+        store.save_checkpoint(&saved[i]).await.unwrap();
+    }
+    assert_eq!(store.checkpoints(0, 100).await.unwrap(), saved);
+    assert_eq!(store.checkpoints(0, 2).await.unwrap(), saved[..2]);
+    let from = saved[2].size();
+    assert_eq!(store.checkpoints(from, 2).await.unwrap(), saved[2..4]);
+    assert_eq!(store.checkpoints(from + 1, 100).await.unwrap(), saved[3..]);
+    assert!(store
+        .checkpoints(saved[4].size() + 1, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// A record carrying `texts`, sealed with fixed salts.
+fn with_texts(ticket: Option<TicketId>, texts: &[(&str, serde_json::Value)]) -> AuditRecord {
+    let mut data = serde_json::Map::new();
+    data.insert("note".into(), json!("texts"));
+    let mut record = AuditRecord::new(
+        ticket,
+        ts(T0),
+        "test.texts",
+        Actor::System,
+        serde_json::Value::Object(data),
+    );
+    for (name, value) in texts {
+        record = record.with_text(*name, value.clone());
+    }
+    let mut salt = 0u8;
+    record.seal(|| {
+        salt += 1;
+        [salt; 32]
+    });
+    record
+}
+
+/// Texts are kept beside their events: the chained bytes hold only the commitments, the
+/// side table the values and salts; a ticket's history (in pages) and `audit_texts` read them
+/// back, and each opens its commitment.
+pub async fn texts_are_kept_beside_their_events<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "texts", review(), ts(T0)).await;
+    let secret = "transfer to DE89 3704 0044 0532 0130 00 rejected";
+    let first = with_texts(
+        Some(t.id()),
+        &[
+            ("feedback", json!(secret)),
+            (
+                "observed",
+                json!({ "row_count": 121, "f": 1.5, "deep": [[{ "x": null }]] }),
+            ),
+        ],
+    );
+    let second = with_texts(None, &[("reason", json!("é \u{0} \" \\ ünïcödé"))]);
+    let third = with_texts(Some(t.id()), &[]);
+    let write = Write::new().with_audit_records([
+        first.clone(),
+        marker(1, ts(T0)),
+        second.clone(),
+        third.clone(),
+    ]);
+    let head = store.commit(write).await.unwrap().head;
+
+    // Never in the hashed bytes.
+    for event in chain(&*store).await {
+        assert!(
+            !String::from_utf8_lossy(&event.bytes).contains("DE89"),
+            "event {} holds the text",
+            event.seq
+        );
+    }
+    // Read back with the ticket's history, kept and opening the commitments.
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let kept = records(&history);
+    assert_eq!(&kept[kept.len() - 2..], [first.clone(), third.clone()]);
+    let event = &history[history.len() - 2];
+    assert_eq!(event.text("feedback").unwrap().state(), TextState::Kept);
+    assert_eq!(event.text("feedback").unwrap().as_str(), Some(secret));
+    assert_eq!(
+        event.record().data["feedback"]["commitment"].as_str(),
+        event.text("feedback").unwrap().commitment().as_deref()
+    );
+    // In pages.
+    let all = history.iter().map(AuditEvent::seq).collect::<Vec<_>>();
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.ticket_audit_page(t.id(), after, 1).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq();
+        paged.extend(page);
+    }
+    assert_eq!(paged.iter().map(AuditEvent::seq).collect::<Vec<_>>(), all);
+    assert_eq!(records(&paged), kept);
+    // The side table by event.
+    let rows = store.audit_texts(1, head.seq).await.unwrap();
+    let names: Vec<(u64, &str)> = rows.iter().map(|r| (r.seq, r.name.as_str())).collect();
+    let first_seq = head.seq - 3;
+    assert_eq!(
+        names,
+        [
+            (first_seq, "feedback"),
+            (first_seq, "observed"),
+            (first_seq + 2, "reason")
+        ]
+    );
+    assert_eq!(
+        rows[2],
+        TextRow::of(first_seq + 2, second.text("reason").unwrap()).unwrap()
+    );
+    assert!(store
+        .audit_texts(first_seq + 3, head.seq)
+        .await
+        .unwrap()
+        .is_empty());
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A record whose texts are not sealed, or whose data does not hold their commitments, or
+/// with a text named twice or badly, refuses the whole write: nothing of it is kept.
+pub async fn texts_not_committed_by_the_chain_are_refused<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "refused-texts", review(), ts(T0)).await;
+    let before = snapshot(&*store, t.id()).await;
+    let unsealed = AuditRecord::new(None, ts(T0), "test.texts", Actor::System, json!({}))
+        .with_text("feedback", "pending");
+    let mut uncommitted = with_texts(None, &[("feedback", json!("x"))]);
+    uncommitted.data["feedback"] = json!({ "commitment": "00".repeat(32) });
+    let mut swapped = with_texts(None, &[("feedback", json!("x"))]);
+    swapped.texts = vec![AuditText::sealed("feedback", "y", [1; 32])];
+    let badly_named = with_texts(None, &[("Feed Back", json!("x"))]);
+    for record in [unsealed, uncommitted, swapped, badly_named] {
+        let write = Write::new()
+            .with_decision(decision(t.id(), "bob", "reject", ts(T0)))
+            .with_audit_records([marker(1, ts(T0)), record])
+            .with_nonce(nonce());
+        let err = store.commit(write).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+        assert_unchanged(&*store, t.id(), &before).await;
+    }
+    assert!(store.audit_texts(1, u64::MAX / 2).await.unwrap().is_empty());
+    store.shutdown().await.unwrap();
+}
+
+/// An erasure drops a kept text's value and salt in the same write as its audit record,
+/// naming that record as the erasing event; the chain is untouched and still verifies. A text
+/// that is not kept (unknown, erased already) refuses the whole write; an erasure without an
+/// audit record is refused.
+pub async fn erasure_drops_a_text_and_names_the_erasing_event<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let t = proposed(&*store, "agent-a", "erase", review(), ts(T0)).await;
+    let record = with_texts(
+        Some(t.id()),
+        &[("feedback", json!("secret")), ("reason", json!("kept"))],
+    );
+    let seq = store
+        .commit(Write::new().with_audit(record))
+        .await
+        .unwrap()
+        .head
+        .seq;
+    let text = TextRef::new(seq, "feedback");
+    let erase = |text: TextRef| {
+        Write::new()
+            .with_audit(marker(9, ts(T0)))
+            .with_erasure(text)
+    };
+    let by = store.commit(erase(text.clone())).await.unwrap().head.seq;
+    let rows = store.audit_texts(seq, seq).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        TextRow {
+            seq,
+            name: "feedback".into(),
+            value: None,
+            salt: None,
+            erased_by: Some(by),
+        }
+    );
+    assert!(rows[1].value.is_some(), "the other text is kept");
+    let history = store.ticket_audit(t.id()).await.unwrap();
+    let event = history.iter().find(|e| e.seq() == seq).unwrap();
+    assert_eq!(
+        event.text("feedback").unwrap().state(),
+        TextState::Erased { by }
+    );
+    assert_eq!(event.text("feedback").unwrap().value(), None);
+    assert_eq!(event.text("reason").unwrap().as_str(), Some("kept"));
+
+    // Erased already, never written: nothing of the write is kept.
+    let head = store.audit_head().await.unwrap();
+    for missing in [
+        text.clone(),
+        TextRef::new(seq, "output"),
+        TextRef::new(head.seq + 5, "reason"),
+    ] {
+        let err = store.commit(erase(missing.clone())).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NoSuchText(t) if *t == missing),
+            "{err:?}"
+        );
+        assert_eq!(store.audit_head().await.unwrap(), head);
+    }
+    let err = store
+        .commit(Write::default().with_erasure(TextRef::new(seq, "reason")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidWrite(_)), "{err:?}");
+    assert!(store.audit_texts(seq, seq).await.unwrap()[1]
+        .value
+        .is_some());
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
 /// After shutdown every commit is refused with `Closed`; shutting down again is fine.
 pub async fn shutdown_refuses_later_commits<S, Fut>(open: impl Fn(Env) -> Fut)
 where
@@ -1548,7 +2181,7 @@ where
     assert_eq!(store.audit_head().await.unwrap(), head);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), a.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), a.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -1601,18 +2234,13 @@ where
     let env = env.with_clock(Arc::new(SteppingClock::new(ts(T0 + 5_000))));
     let store = open_in(&open, &env).await;
     let again = store
-        .commit(Write {
-            audit: vec![marker(1, ts(T0))],
-            ..Write::default()
-        })
+        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
         .await
         .unwrap();
     assert!(again.at >= first.at, "{again:?} after {first:?}");
-    let late = Write {
-        audit: vec![marker(2, ts(T0))],
-        valid_before: Some(ts(T0 + 7_000)),
-        ..Write::default()
-    };
+    let late = Write::new()
+        .with_audit_records(vec![marker(2, ts(T0))])
+        .with_valid_before(ts(T0 + 7_000));
     assert!(matches!(
         store.commit(late).await,
         Err(StoreError::TooLate { at, .. }) if at >= first.at
@@ -1622,10 +2250,9 @@ where
 
 /// An outbox row of `ticket` on `channel`, due at `due`.
 fn outbox_on(ticket: TicketId, channel: &str, due: Timestamp) -> OutboxRow {
-    OutboxRow {
-        channel: channel.into(),
-        ..outbox(ticket, due)
-    }
+    let mut row = outbox(ticket, due);
+    row.channel = channel.into();
+    row
 }
 
 /// Claims return due pending rows, oldest due first, at most `limit`; a claim leases them
@@ -1744,16 +2371,13 @@ where
         .find(|e| e.row.id == rows[0].id)
         .unwrap();
     store
-        .commit(Write {
-            outbox_updates: vec![OutboxUpdate {
-                id: rows[0].id,
-                attempts: ops_first.attempts,
-                outcome: OutboxOutcome::Delivered {
-                    receipt: json!({ "channel_message_id": "m-1" }),
-                },
-            }],
-            ..Write::default()
-        })
+        .commit(Write::new().with_outbox_updates(vec![OutboxUpdate::new(
+            rows[0].id,
+            ops_first.attempts,
+            OutboxOutcome::Delivered {
+                receipt: json!({ "channel_message_id": "m-1" }),
+            },
+        )]))
         .await
         .unwrap();
     let next = store.claim_outbox(after_lease, lease, 10).await.unwrap();
@@ -1787,14 +2411,10 @@ pub async fn outbox_outcomes_are_recorded_once_with_their_audit_rows<S, Fut>(
     store.commit(w).await.unwrap();
     assert_eq!(store.outbox_receipt(id, "ops").await.unwrap(), None);
 
-    let outcome = |row: &OutboxRow, attempts: u32, outcome: OutboxOutcome, n: u64| Write {
-        outbox_updates: vec![OutboxUpdate {
-            id: row.id,
-            attempts,
-            outcome,
-        }],
-        audit: vec![marker(n, ts(T0 + 1))],
-        ..Write::default()
+    let outcome = |row: &OutboxRow, attempts: u32, outcome: OutboxOutcome, n: u64| {
+        Write::new()
+            .with_outbox_updates(vec![OutboxUpdate::new(row.id, attempts, outcome)])
+            .with_audit_records(vec![marker(n, ts(T0 + 1))])
     };
     let receipt = json!({ "channel_message_id": "m-ops" });
     store
@@ -1899,4 +2519,450 @@ pub async fn outbox_outcomes_are_recorded_once_with_their_audit_rows<S, Fut>(
     let health = store.health().await.unwrap();
     assert_eq!((health.outbox_backlog, health.outbox_dead), (1, 1));
     verify_chain(store.as_ref()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock: one per store, jumps refused, a floor ahead refused until rebased
+// ---------------------------------------------------------------------------------------------
+//
+// The suite assumes the store's clock tolerance (see `CommitClock`) is between a few minutes
+// and a day, as the default is: steps of two minutes must be accepted, steps of a day refused.
+
+/// A day: further than any store's tolerance.
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// The store says which clock stamps its commits: the one it was opened with.
+pub async fn the_store_names_the_clock_it_was_opened_with<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.clock().id(), clock.id(), "a clone of the same clock");
+    assert_ne!(store.clock().id(), ManualClock::new(ts(T0)).id());
+    clock.advance(std::time::Duration::from_secs(5));
+    assert_eq!(store.clock().now(), ts(T0 + 5_000));
+    store.shutdown().await.unwrap();
+}
+
+/// The wall clock jumping ahead of its monotonic time (by more than the tolerance) refuses
+/// every commit with `ClockJump` — nothing written, the floor not moved — and raises the health
+/// alarm, until the clock reads sensibly again; a small step is accepted.
+pub async fn a_clock_jump_is_refused_and_moves_no_floor<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(insert(&p)).await.unwrap();
+    clock.advance(std::time::Duration::from_secs(60));
+    // A correction of a minute: accepted.
+    clock.step_wall(ts(T0 + 120_000));
+    let small = store
+        .commit(Write::new().with_audit(marker(1, ts(T0))))
+        .await
+        .unwrap();
+    assert_eq!(small.at, ts(T0 + 120_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+
+    // A year ahead, without the time passing.
+    clock.step_wall(ts(T0 + 365 * DAY_MS));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let q = propose("agent-a", "b", review(), ts(T0 + 365 * DAY_MS));
+    match store.commit(insert(&q)).await {
+        Err(StoreError::ClockJump { clock, expected }) => {
+            assert_eq!(clock, ts(T0 + 365 * DAY_MS));
+            assert_eq!(expected, small.at, "the last commit plus no time passed");
+        }
+        other => panic!("expected a clock jump, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(q.ticket.id()).await.unwrap(), None);
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::Jumped { .. })
+    ));
+
+    // Corrected: commits resume at the clock's time, not at the year-ahead reading.
+    clock.step_wall(ts(T0 + 180_000));
+    let resumed = store.commit(insert(&q)).await.unwrap();
+    assert_eq!(resumed.at, ts(T0 + 180_000));
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(
+        store.health().await.unwrap().commit_floor,
+        Some(ts(T0 + 180_000))
+    );
+    store.shutdown().await.unwrap();
+}
+
+/// A write that rebases is committed at the clock's reading despite a jump, and later commits
+/// continue from it (an operator vouched for the clock: a suspend longer than the tolerance).
+pub async fn a_rebase_accepts_a_jumped_clock<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0)).await;
+    clock.step_wall(ts(T0 + 2 * DAY_MS));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::ClockJump { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0 + 2 * DAY_MS)));
+    let rebased = store.commit(rebase).await.unwrap();
+    assert_eq!(rebased.at, ts(T0 + 2 * DAY_MS));
+    clock.advance(std::time::Duration::from_secs(1));
+    let next = proposed(&*store, "agent-a", "b", review(), ts(T0 + 2 * DAY_MS)).await;
+    assert!(store.ticket(next.id()).await.unwrap().is_some());
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    store.shutdown().await.unwrap();
+}
+
+/// A floor more than the tolerance ahead of the clock (the clock set back a day here; a store
+/// written under a clock a year ahead in `a_poisoned_floor_is_refused_after_reopen_until_rebased`)
+/// refuses every commit with `FloorAhead`, raising the alarm; a write that rebases steps the
+/// floor back onto the clock, and deadlines are then judged by the clock again.
+pub async fn a_floor_ahead_of_the_clock_is_refused_until_rebased<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let clock = ManualClock::new(ts(T0 + DAY_MS));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + DAY_MS)).await;
+    clock.step_wall(ts(T0));
+    let p = propose("agent-a", "b", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    match store.commit(insert(&p)).await {
+        Err(StoreError::FloorAhead { floor, clock }) => {
+            assert_eq!((floor, clock), (ts(T0 + DAY_MS), ts(T0)));
+        }
+        other => panic!("expected the floor ahead, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    let health = store.health().await.unwrap();
+    assert_eq!(health.commit_floor, Some(ts(T0 + DAY_MS)));
+    assert_eq!(
+        health.clock_alarm,
+        Some(ClockAlarm::FloorAhead {
+            floor: ts(T0 + DAY_MS),
+            clock: ts(T0)
+        })
+    );
+
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(
+        store.commit(rebase).await.unwrap().at,
+        ts(T0),
+        "stepped back"
+    );
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    assert_eq!(store.health().await.unwrap().commit_floor, Some(ts(T0)));
+    clock.advance(std::time::Duration::from_secs(1));
+    // A limit the old floor had passed but the clock has not: judged by the clock.
+    let mut write = insert(&p);
+    write.valid_before = Some(ts(T0 + 60_000));
+    assert_eq!(store.commit(write).await.unwrap().at, ts(T0 + 1_000));
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a store written under a clock a year ahead, reopened under the right clock, refuses
+/// commits (`FloorAhead`) until a rebase; the rebased floor holds across another reopen.
+pub async fn a_poisoned_floor_is_refused_after_reopen_until_rebased<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let ahead = ManualClock::new(ts(T0 + 365 * DAY_MS));
+    let env = Env::with(Arc::new(ahead));
+    let store = open_in(&open, &env).await;
+    proposed(&*store, "agent-a", "a", review(), ts(T0 + 365 * DAY_MS)).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let clock = ManualClock::new(ts(T0));
+    let env = env.with_clock(Arc::new(clock.clone()));
+    let store = open_in(&open, &env).await;
+    assert!(matches!(
+        store.health().await.unwrap().clock_alarm,
+        Some(ClockAlarm::FloorAhead { .. })
+    ));
+    assert!(matches!(
+        store.commit(Write::default()).await,
+        Err(StoreError::FloorAhead { .. })
+    ));
+    let mut rebase = Write::default().with_clock_rebase();
+    rebase.audit.push(marker(1, ts(T0)));
+    assert_eq!(store.commit(rebase).await.unwrap().at, ts(T0));
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    clock.advance(std::time::Duration::from_secs(10));
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.health().await.unwrap().clock_alarm, None);
+    let p = propose("agent-a", "b", review(), ts(T0 + 10_000));
+    assert_eq!(
+        store.commit(insert(&p)).await.unwrap().at,
+        ts(T0 + 10_000),
+        "the rebased floor, not the poisoned one"
+    );
+    store.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freezes
+// ---------------------------------------------------------------------------------------------
+
+fn freeze_write(scope: FreezeScope, reason: &str, n: u64) -> Write {
+    let mut write =
+        Write::default().with_freeze_change(FreezeChange::set(scope, reason, Some(person("olga"))));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn lift_write(scope: FreezeScope, n: u64) -> Write {
+    let mut write = Write::default().with_freeze_change(FreezeChange::lift(scope));
+    write.audit.push(marker(n, ts(T0)));
+    write
+}
+
+fn guarded(p: &agent_handoff::ticket::Transition, agent_name: &str) -> Write {
+    insert(p).with_freeze_guard(agent(agent_name))
+}
+
+/// A write guarded for an agent is refused whole (`Frozen`) while a freeze of that agent or of
+/// every agent is in force, and lands once it is lifted; unguarded writes and other agents'
+/// are not touched. `freezes` lists what is in force.
+pub async fn a_freeze_refuses_guarded_writes_until_lifted<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    let a = FreezeScope::Agent(agent("agent-a"));
+    store
+        .commit(freeze_write(a.clone(), "agent a misbehaves", 1))
+        .await
+        .unwrap();
+    let freezes = store.freezes().await.unwrap();
+    assert_eq!(freezes.len(), 1);
+    assert_eq!(
+        (
+            &freezes[0].scope,
+            freezes[0].reason.as_str(),
+            freezes[0].since
+        ),
+        (&a, "agent a misbehaves", ts(T0))
+    );
+    assert_eq!(freezes[0].by, Some(person("olga")));
+
+    let p = propose("agent-a", "a", review(), ts(T0));
+    let before = snapshot(&*store, p.ticket.id()).await;
+    let mut write = guarded(&p, "agent-a");
+    write.nonces.push(nonce());
+    write.outbox.push(outbox(p.ticket.id(), ts(T0)));
+    match store.commit(write.clone()).await {
+        Err(StoreError::Frozen { scope, reason }) => {
+            assert_eq!((scope, reason.as_str()), (a.clone(), "agent a misbehaves"));
+        }
+        other => panic!("expected frozen, got {other:?}"),
+    }
+    assert_unchanged(&*store, p.ticket.id(), &before).await;
+    assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+    // Another agent, and an unguarded write of the frozen one (a rejection, a finish).
+    proposed(&*store, "agent-b", "b", review(), ts(T0)).await;
+    let unguarded = proposed(&*store, "agent-a", "c", review(), ts(T0)).await;
+    store
+        .commit(update(&unguarded, &reject(&unguarded, "bob", ts(T0))))
+        .await
+        .unwrap();
+
+    // Every agent.
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 2))
+        .await
+        .unwrap();
+    let q = propose("agent-b", "d", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&q, "agent-b")).await,
+        Err(StoreError::Frozen {
+            scope: FreezeScope::All,
+            ..
+        })
+    ));
+    let listed: Vec<FreezeScope> = store
+        .freezes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.scope)
+        .collect();
+    assert_eq!(listed, [FreezeScope::All, a.clone()], "global first");
+
+    store.commit(lift_write(FreezeScope::All, 3)).await.unwrap();
+    store.commit(guarded(&q, "agent-b")).await.unwrap();
+    assert!(matches!(
+        store.commit(write.clone()).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(a, 4)).await.unwrap();
+    // Lifting what is not frozen changes nothing.
+    store.commit(lift_write(FreezeScope::All, 5)).await.unwrap();
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(write).await.unwrap();
+    assert!(store.ticket(p.ticket.id()).await.unwrap().is_some());
+    store.shutdown().await.unwrap();
+}
+
+/// The freeze and its audit row are one write: a freeze write refused for another reason sets
+/// no freeze.
+pub async fn a_freeze_is_set_with_its_audit_row_or_not_at_all<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let used = nonce();
+    store.commit(Write::new().with_nonce(used)).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let mut write = freeze_write(FreezeScope::All, "incident", 1);
+    write.nonces.push(used);
+    assert!(matches!(
+        store.commit(write).await,
+        Err(StoreError::NonceReused)
+    ));
+    assert!(store.freezes().await.unwrap().is_empty());
+    assert_eq!(store.audit_head().await.unwrap(), head);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
+}
+
+/// Guarded writes racing a freeze: each one either committed before the freeze's write (its
+/// audit rows come before the freeze's in the chain) or was refused `Frozen` — never after.
+pub async fn guarded_writes_racing_a_freeze_commit_before_it_or_not_at_all<S, Fut>(
+    open: impl Fn(Env) -> Fut,
+) where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    let proposals: Vec<_> = (0..72)
+        .map(|i| propose("agent-a", &format!("k{i}"), review(), ts(T0)))
+        .collect();
+    // Some before, many racing, some after.
+    for p in &proposals[..8] {
+        store.commit(guarded(p, "agent-a")).await.unwrap();
+    }
+    let mut racing = Vec::new();
+    for (i, p) in proposals[8..64].iter().enumerate() {
+        let (store, write) = (Arc::clone(&store), guarded(p, "agent-a"));
+        racing.push(tokio::spawn(async move {
+            for _ in 0..i % 7 {
+                tokio::task::yield_now().await;
+            }
+            store.commit(write).await
+        }));
+    }
+    let freezer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            store
+                .commit(freeze_write(
+                    FreezeScope::Agent(agent("agent-a")),
+                    "race",
+                    99,
+                ))
+                .await
+        })
+    };
+    let mut outcomes = Vec::new();
+    for r in racing {
+        outcomes.push(r.await.unwrap());
+    }
+    let frozen_at = freezer.await.unwrap().unwrap().head.seq;
+    for p in &proposals[64..] {
+        assert!(matches!(
+            store.commit(guarded(p, "agent-a")).await,
+            Err(StoreError::Frozen { .. })
+        ));
+    }
+    let mut before = 8;
+    for (p, outcome) in proposals[8..64].iter().zip(&outcomes) {
+        match outcome {
+            Ok(committed) => {
+                before += 1;
+                assert!(
+                    committed.head.seq < frozen_at,
+                    "a guarded write committed after the freeze"
+                );
+            }
+            Err(StoreError::Frozen { .. }) => {
+                assert_eq!(store.ticket(p.ticket.id()).await.unwrap(), None);
+            }
+            Err(e) => panic!("a guarded write failed otherwise: {e:?}"),
+        }
+    }
+    for p in &proposals {
+        let events = store.ticket_audit(p.ticket.id()).await.unwrap();
+        assert!(
+            events.iter().all(|e| e.seq() < frozen_at),
+            "audit rows of a guarded write after the freeze's"
+        );
+    }
+    let listed = all_pages(&*store, TicketFilter::default()).await.0.len();
+    assert_eq!(listed, before, "exactly the writes answered Ok are stored");
+    verify_chain(&*store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// Durable: a freeze holds across a reopen (a restart does not unfreeze), and so does its lift.
+pub async fn freezes_hold_across_reopen<S, Fut>(open: impl Fn(Env) -> Fut)
+where
+    S: Store + 'static,
+    Fut: Future<Output = S>,
+{
+    let env = Env::new();
+    let store = open_in(&open, &env).await;
+    store
+        .commit(freeze_write(FreezeScope::All, "incident", 1))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert_eq!(store.freezes().await.unwrap().len(), 1);
+    let p = propose("agent-a", "a", review(), ts(T0));
+    assert!(matches!(
+        store.commit(guarded(&p, "agent-a")).await,
+        Err(StoreError::Frozen { .. })
+    ));
+    store.commit(lift_write(FreezeScope::All, 2)).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = open_in(&open, &env).await;
+    assert!(store.freezes().await.unwrap().is_empty());
+    store.commit(guarded(&p, "agent-a")).await.unwrap();
+    store.shutdown().await.unwrap();
 }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use agent_handoff::action::{ActionRequest, DigestKey, IdempotencyKey};
+use agent_handoff::action::{ActionRequest, DigestKey, IdempotencyKey, Requester};
 use agent_handoff::audit::{AuditEvent, ChainHead, Checkpoint, CheckpointKey, RawEvent};
 use agent_handoff::backend::{
     CommitListener, Committed, DecisionRow, TicketFilter, TicketPage, Write,
@@ -176,6 +176,29 @@ pub fn directory() -> (StaticDirectory, BTreeMap<&'static str, Credential>) {
     (dir, creds)
 }
 
+/// A chat channel the tests trust blindly: the user it proves is the `x-test-user` header.
+/// A real verifier checks the platform's signature first; the harness registers this one for
+/// `feishu`, so tests can present a platform credential without building callbacks.
+#[derive(Debug)]
+pub struct TestChannel(pub &'static str);
+
+#[async_trait]
+impl agent_handoff::PlatformVerifier for TestChannel {
+    fn platform(&self) -> &str {
+        self.0
+    }
+
+    async fn verify(
+        &self,
+        request: &agent_handoff::backend::PlatformRequest<'_>,
+    ) -> Result<String, agent_handoff::IdentityError> {
+        request
+            .header("x-test-user")
+            .map(str::to_owned)
+            .ok_or(agent_handoff::IdentityError::Unknown)
+    }
+}
+
 /// Adds `n` DBAs named `dba-00` … with a token each.
 pub fn add_dbas(dir: &mut StaticDirectory, n: usize) -> Vec<Credential> {
     (0..n)
@@ -311,7 +334,8 @@ impl Harness {
             .identity(directory)
             .shared_clock(shared)
             .limits(setup.limits)
-            .checkpoint_key("test.example/audit", checkpoint_key());
+            .checkpoint_key("test.example/audit", checkpoint_key())
+            .platform_verifier(TestChannel("feishu"));
         if let Some(links) = links.links {
             builder = builder.decision_links(links);
         }
@@ -329,6 +353,23 @@ impl Harness {
             interpose,
             _dir: dir,
         }
+    }
+
+    /// The database file of a [`Backing::File`] harness.
+    pub fn store_path(&self) -> std::path::PathBuf {
+        self._dir
+            .as_ref()
+            .expect("a file-backed harness")
+            .path()
+            .join("handoff.sqlite3")
+    }
+
+    /// The credential the test channel of `platform` proves for `user`.
+    pub async fn platform_cred(&self, platform: &str, user: &str) -> Credential {
+        self.handoff
+            .platform_credential(platform, &[("x-test-user".into(), user.into())], b"")
+            .await
+            .unwrap()
     }
 
     pub fn cred(&self, person: &str) -> &Credential {
@@ -449,6 +490,7 @@ pub struct Interpose {
     inner: SqliteStore,
     hook: Mutex<Option<Hook>>,
     stale: Mutex<Option<Ticket>>,
+    fail: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Interpose {
@@ -463,7 +505,14 @@ impl Interpose {
             inner,
             hook: Mutex::new(None),
             stale: Mutex::new(None),
+            fail: Mutex::new(false),
         }
+    }
+
+    /// Fails the next commit that writes a ticket with a backend error (a transient store
+    /// failure: a full disk, a lost connection), writing nothing.
+    pub fn fail_next_commit(&self) {
+        *self.fail.lock().unwrap() = true;
     }
 
     /// Answers the next `ticket()` read with `snapshot` instead of the stored ticket.
@@ -483,6 +532,9 @@ impl Interpose {
 
 #[async_trait]
 impl Store for Interpose {
+    fn contract_version(&self) -> u32 {
+        self.inner.contract_version()
+    }
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let hook = if write.ticket.is_some() {
             self.hook.lock().unwrap().take()
@@ -492,7 +544,16 @@ impl Store for Interpose {
         if let Some(hook) = hook {
             hook.await;
         }
+        if write.ticket.is_some() && std::mem::take(&mut *self.fail.lock().unwrap()) {
+            return Err(StoreError::backend(std::io::Error::other("disk full")));
+        }
         self.inner.commit(write).await
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    async fn freezes(&self) -> Result<Vec<agent_handoff::backend::Freeze>, StoreError> {
+        self.inner.freezes().await
     }
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         if let Some(snapshot) = self.stale.lock().unwrap().take() {
@@ -502,10 +563,13 @@ impl Store for Interpose {
     }
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        self.inner.ticket_by_key(agent, key).await
+        self.inner.ticket_by_key(requester, key).await
+    }
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        self.inner.prune_nonces(limit).await
     }
     async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> {
         self.inner.list_tickets(filter).await
@@ -516,8 +580,20 @@ impl Store for Interpose {
     async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
         self.inner.audit_events(from, limit).await
     }
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.ticket_audit(ticket).await
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.ticket_audit_page(ticket, after, limit).await
+    }
+    async fn audit_texts(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<agent_handoff::audit::TextRow>, StoreError> {
+        self.inner.audit_texts(from, to).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await
@@ -530,6 +606,9 @@ impl Store for Interpose {
     }
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.inner.latest_checkpoint().await
+    }
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(from, limit).await
     }
     async fn claim_outbox(
         &self,

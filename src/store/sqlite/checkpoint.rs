@@ -128,6 +128,7 @@ mod tests {
         let writes = 2 * super::EVERY;
         for n in 0..writes {
             let record = AuditRecord {
+                texts: Vec::new(),
                 ticket: None,
                 at: Timestamp::from_unix_millis(1_700_000_000_000),
                 kind: "checkpoint_test".into(),

@@ -3,7 +3,8 @@
 use rusqlite::{params, Connection, Row};
 
 use super::schema::sql_err;
-use crate::audit::{AuditEvent, ChainHash, RawEvent};
+use crate::action::Requester;
+use crate::audit::{AuditEvent, ChainHash, RawEvent, TextRef, TextRow};
 use crate::backend::{DecisionRow, OutboxEntry, OutboxRow, OutboxStatus, StoreError};
 use crate::id::{GroupName, PersonId, TicketId};
 use crate::policy::Outcome;
@@ -14,6 +15,8 @@ use crate::timestamp::Timestamp;
 pub(super) struct TicketRow {
     pub(super) id: [u8; 16],
     pub(super) agent: String,
+    /// The principal, `""` for none (see [`principal_column`]).
+    pub(super) principal: String,
     pub(super) key: String,
     pub(super) state: &'static str,
     pub(super) version: i64,
@@ -29,6 +32,7 @@ impl TicketRow {
         Ok(Self {
             id: *ticket.id().as_uuid().as_bytes(),
             agent: ticket.requester().agent().as_str().to_owned(),
+            principal: principal_column(ticket.requester()).to_owned(),
             key: ticket.idempotency_key().as_str().to_owned(),
             state: ticket.state().name().as_str(),
             version: i64::try_from(ticket.version())
@@ -41,6 +45,13 @@ impl TicketRow {
                 .map_err(|e| StoreError::Corrupt(format!("ticket does not serialise: {e}")))?,
         })
     }
+}
+
+/// The `principal` column of a requester: the principal's id, or `""` when the agent acts on
+/// its own — a value, not `NULL`, so the `UNIQUE (agent, principal, idempotency_key)` index
+/// holds for requesters without a principal too (a person id is never empty).
+pub(super) fn principal_column(requester: &Requester) -> &str {
+    requester.principal().map_or("", |p| p.as_str())
 }
 
 /// When the ticket's state changes by time alone, if it can.
@@ -106,6 +117,82 @@ pub(super) fn insert_event(
     })
     .map_err(sql_err)?;
     Ok(())
+}
+
+/// Keeps the texts of a chained event beside it.
+pub(super) fn insert_texts(conn: &Connection, event: &AuditEvent) -> Result<(), StoreError> {
+    if event.texts().is_empty() {
+        return Ok(());
+    }
+    let mut s = conn
+        .prepare_cached("INSERT INTO audit_texts (seq, name, value, salt) VALUES (?1, ?2, ?3, ?4)")
+        .map_err(sql_err)?;
+    for text in event.texts() {
+        // `check_texts` made sure every text is kept.
+        let Some(row) = TextRow::of(event.seq(), text) else {
+            return Err(StoreError::InvalidWrite(format!(
+                "audit text `{}` is not kept",
+                text.name()
+            )));
+        };
+        s.execute(params![
+            event.seq() as i64,
+            row.name,
+            row.value,
+            row.salt.as_ref().map(|s| &s[..]),
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// Drops a kept text's value and salt, recording the erasing event.
+pub(super) fn erase_text(
+    conn: &Connection,
+    text: &TextRef,
+    erased_by: u64,
+) -> Result<(), StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE audit_texts SET value = NULL, salt = NULL, erased_by = ?3 \
+             WHERE seq = ?1 AND name = ?2 AND erased_by IS NULL",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                i64::try_from(text.seq).unwrap_or(i64::MAX),
+                text.name,
+                erased_by as i64
+            ])
+        })
+        .map_err(sql_err)?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NoSuchText(text.clone()))
+    }
+}
+
+/// `SELECT seq, name, value, salt, erased_by FROM audit_texts` → a side-table row.
+pub(super) fn text_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TextRow, StoreError>> {
+    let seq: i64 = row.get(0)?;
+    let name: String = row.get(1)?;
+    let value: Option<String> = row.get(2)?;
+    let salt: Option<Vec<u8>> = row.get(3)?;
+    let erased_by: Option<i64> = row.get(4)?;
+    Ok((|| {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("audit text {what}"));
+        Ok(TextRow {
+            seq: u64::try_from(seq).map_err(|_| corrupt("seq"))?,
+            name,
+            value,
+            // A salt of another length cannot open a commitment: read as none, so the text
+            // shows as altered rather than failing the read.
+            salt: salt.and_then(|s| <[u8; 32]>::try_from(s.as_slice()).ok()),
+            erased_by: erased_by
+                .map(|e| u64::try_from(e).map_err(|_| corrupt("erasing event")))
+                .transpose()?,
+        })
+    })())
 }
 
 /// `SELECT seq, bytes, prev_hash, hash` → a stored event, undecoded.

@@ -10,16 +10,31 @@
 //!   thread checkpoints the WAL off the commit path (see `checkpoint.rs`).
 //! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
 //!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
-//! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
-//!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Idempotency scope**: one ticket per (agent id, principal, idempotency key), enforced by
+//!   a `UNIQUE` constraint; "no principal" is stored as a value (`''`), not `NULL`, so it is
+//!   unique too. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Nonces**: consumed nonces are kept until their expiry, then forgotten by
+//!   [`Store::prune_nonces`] (the engine's sweep calls it) against the newest commit in the
+//!   file; `nonce_horizon` keeps the latest expiry forgotten, so a clock rebase cannot make a
+//!   forgotten nonce usable again.
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
-//!   keep the exact bytes that were hashed.
+//!   keep the exact bytes that were hashed. Their texts live in `audit_texts`, beside the
+//!   chain, where an erasure drops value and salt (`secure_delete` overwrites the freed bytes).
+//! - **Time**: commits are stamped by [`CommitClock`] with the clock of
+//!   [`SqliteOptions::with_clock`] (the `Handoff`'s); the floor is the commit time of the newest
+//!   audit event, read under the write lock, so it holds across reopens and processes; a rebase
+//!   is recorded in `clock_rebases`, which tells every writer on the file to drop the floor it
+//!   remembers.
+//! - **Freezes** live in the `freezes` table: a guarded write reads it inside its own
+//!   transaction, so a freeze made by any process refuses the next guarded write of every
+//!   other, and a restart keeps it.
 
 mod checkpoint;
 mod codec;
 mod schema;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -31,13 +46,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::schema::sql_err;
 use self::writer::{Job, Listener, Writer};
-use crate::action::IdempotencyKey;
-use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent};
+use crate::action::{IdempotencyKey, Requester};
+use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent, TextRow};
 use crate::backend::{
-    lock, Clock, Committed, DecisionRow, OutboxEntry, Store, StoreError, StoreHealth, SystemClock,
-    TicketCursor, TicketFilter, TicketPage, Write,
+    lock, Clock, CommitClock, Committed, DecisionRow, Freeze, OutboxEntry, Store, StoreError,
+    StoreHealth, SystemClock, TicketCursor, TicketFilter, TicketPage, Write,
+    DEFAULT_CLOCK_TOLERANCE,
 };
-use crate::id::{AgentId, TicketId};
+use crate::id::TicketId;
 use crate::oneshot;
 use crate::ticket::Ticket;
 use crate::timestamp::Timestamp;
@@ -62,6 +78,7 @@ pub struct SqliteOptions {
     readers: usize,
     max_batch: usize,
     clock: Arc<dyn Clock>,
+    clock_tolerance: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -72,12 +89,14 @@ impl Default for SqliteOptions {
             readers: 2,
             max_batch: 256,
             clock: Arc::new(SystemClock),
+            clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
         }
     }
 }
 
 impl SqliteOptions {
-    /// Default options: `synchronous=FULL`, 5 s busy timeout, 2 readers, batches of ≤ 256.
+    /// Default options: `synchronous=FULL`, 5 s busy timeout, 2 readers, batches of ≤ 256,
+    /// the system clock with a tolerance of [`DEFAULT_CLOCK_TOLERANCE`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -106,9 +125,19 @@ impl SqliteOptions {
         self
     }
 
-    /// The clock that stamps commits (use the engine's clock).
+    /// The clock that stamps commits: the `Handoff`'s clock (default [`SystemClock`]). The
+    /// builder takes it from the store, or refuses an engine clock that is another one.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How far the clock may jump ahead of its monotonic time since the last commit, or fall
+    /// behind the stored commit floor, before commits are refused (default
+    /// [`DEFAULT_CLOCK_TOLERANCE`]; see [`CommitClock`]). Raise it on machines that suspend
+    /// for longer (a suspend does not advance monotonic time on Linux).
+    pub fn with_clock_tolerance(mut self, tolerance: Duration) -> Self {
+        self.clock_tolerance = tolerance;
         self
     }
 }
@@ -194,6 +223,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Option<Readers>,
     listeners: Arc<Mutex<Vec<Listener>>>,
+    clock: Arc<CommitClock>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -298,6 +328,11 @@ impl SqliteStore {
         let l = Arc::clone(&listeners);
         let file_backed = path.is_some();
         let checkpoint_path = path.clone();
+        let clock = Arc::new(CommitClock::new(
+            Arc::clone(&options.clock),
+            options.clock_tolerance,
+        ));
+        let commit_clock = Arc::clone(&clock);
         std::thread::Builder::new()
             .name("agent-handoff-writer".into())
             .spawn(move || {
@@ -311,6 +346,7 @@ impl SqliteStore {
                     )?;
                     schema::migrate(&mut conn)?;
                     let (head, last_commit) = writer::load_tail(&conn)?;
+                    let rebases = writer::load_rebases(&conn)?;
                     // With `synchronous=NORMAL` a file's WAL is checkpointed by a thread of
                     // its own, and the writer's automatic checkpoint is the backstop; with
                     // FULL the writer checkpoints (see `checkpoint.rs` for why).
@@ -334,21 +370,24 @@ impl SqliteStore {
                         }
                         _ => None,
                     };
-                    Ok::<_, StoreError>((conn, head, last_commit, checkpointer))
+                    Ok::<_, StoreError>((conn, head, last_commit, rebases, checkpointer))
                 })();
                 match setup {
                     Err(e) => ready_tx.send(Err(e)),
-                    Ok((conn, head, last_commit, checkpointer)) => {
+                    Ok((conn, head, last_commit, rebases, checkpointer)) => {
                         ready_tx.send(Ok(()));
                         Writer {
                             conn,
                             chain: Chain::resume(head),
                             last_commit,
-                            clock: options.clock,
+                            rebases,
+                            clock: commit_clock,
                             max_batch: options.max_batch,
                             listeners: l,
                             checkpointer,
                             refusals: false,
+                            // Read from the file with every batch.
+                            nonce_horizon: Timestamp::EPOCH,
                         }
                         .run(rx);
                     }
@@ -361,6 +400,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             readers: None,
             listeners,
+            clock,
         })
     }
 
@@ -418,12 +458,26 @@ const SELECT_TICKET: &str = "SELECT body FROM tickets";
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Version 4 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
+    /// raise it here only together with what the new contract asks of this store.
+    fn contract_version(&self) -> u32 {
+        4
+    }
+
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let (tx, rx) = oneshot::channel();
         // Encoding the ticket row here keeps JSON work off the single writer thread.
         let prepared = writer::Prepared::new(write)?;
         self.send(Job::Commit(Box::new(prepared), tx))?;
         rx.await.ok_or(StoreError::Closed)?
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(self.clock.clock())
+    }
+
+    async fn freezes(&self) -> Result<Vec<Freeze>, StoreError> {
+        self.read(writer::load_freezes).await
     }
 
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
@@ -442,16 +496,23 @@ impl Store for SqliteStore {
 
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        let (agent, key) = (agent.as_str().to_owned(), key.as_str().to_owned());
+        let (agent, principal, key) = (
+            requester.agent().as_str().to_owned(),
+            codec::principal_column(requester).to_owned(),
+            key.as_str().to_owned(),
+        );
         self.read(move |conn| {
             let body: Option<String> = conn
                 .prepare_cached(&format!(
-                    "{SELECT_TICKET} WHERE agent = ?1 AND idempotency_key = ?2"
+                    "{SELECT_TICKET} WHERE agent = ?1 AND principal = ?2 AND idempotency_key = ?3"
                 ))
-                .and_then(|mut s| s.query_row(params![agent, key], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![agent, principal, key], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(sql_err)?;
             body.as_deref().map(codec::ticket_from_body).transpose()
         })
@@ -501,26 +562,74 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ticket_audit(&self, ticket: TicketId) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn ticket_audit_page(
+        &self,
+        ticket: TicketId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         self.read(move |conn| {
+            let id = ticket.as_uuid().as_bytes().to_vec();
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut texts: BTreeMap<u64, Vec<TextRow>> = BTreeMap::new();
+            {
+                let mut s = conn
+                    .prepare_cached(
+                        "SELECT seq, name, value, salt, erased_by FROM audit_texts WHERE seq IN \
+                         (SELECT seq FROM audit_events WHERE ticket_id = ?1 AND seq > ?2 \
+                          ORDER BY seq LIMIT ?3) ORDER BY seq, name",
+                    )
+                    .map_err(sql_err)?;
+                let rows = s
+                    .query_map(params![id, after, limit], codec::text_from_row)
+                    .map_err(sql_err)?;
+                for row in rows {
+                    let row = row.map_err(sql_err)??;
+                    texts.entry(row.seq).or_default().push(row);
+                }
+            }
             let mut s = conn
                 .prepare_cached(
                     "SELECT seq, bytes, prev_hash, hash FROM audit_events \
-                     WHERE ticket_id = ?1 ORDER BY seq",
+                     WHERE ticket_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(sql_err)?;
             let rows = s
-                .query_map(params![ticket.as_uuid().as_bytes()], codec::event_from_row)
+                .query_map(params![id, after, limit], codec::event_from_row)
                 .map_err(sql_err)?;
             rows.map(|r| {
-                let event = r.map_err(sql_err)??;
+                let mut event = r.map_err(sql_err)??;
                 // The column is not hashed; the bytes are.
                 if event.record().ticket != Some(ticket) {
                     return Err(StoreError::MisfiledAuditEvent { seq: event.seq() });
                 }
+                event.attach_texts(texts.remove(&event.seq()).unwrap_or_default());
                 Ok(event)
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT seq, name, value, salt, erased_by FROM audit_texts \
+                     WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq, name",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(
+                    params![
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(to).unwrap_or(i64::MAX)
+                    ],
+                    codec::text_from_row,
+                )
+                .map_err(sql_err)?;
+            rows.map(|r| r.map_err(sql_err)?).collect()
         })
         .await
     }
@@ -579,6 +688,31 @@ impl Store for SqliteStore {
                 Checkpoint::parse(&t).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
             })
             .transpose()
+        })
+        .await
+    }
+
+    async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        self.read(move |conn| {
+            let mut s = conn
+                .prepare_cached(
+                    "SELECT text FROM checkpoints WHERE size >= ?1 ORDER BY size LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = s
+                .query_map(
+                    params![
+                        i64::try_from(from).unwrap_or(i64::MAX),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(sql_err)?;
+            rows.map(|text| {
+                Checkpoint::parse(&text.map_err(sql_err)?)
+                    .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
+            })
+            .collect()
         })
         .await
     }
@@ -642,7 +776,8 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {
-        self.read(|conn| {
+        let clock = Arc::clone(&self.clock);
+        self.read(move |conn| {
             let (pending, oldest): (i64, Option<i64>) = conn
                 .query_row(
                     "SELECT count(*), min(created_at) FROM tickets WHERE state = 'pending'",
@@ -658,18 +793,37 @@ impl Store for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sql_err)?;
-            let events: Option<i64> = conn
-                .query_row("SELECT max(seq) FROM audit_events", [], |r| r.get(0))
+            let last: Option<(i64, i64)> = conn
+                .query_row(
+                    "SELECT seq, committed_at FROM audit_events ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
                 .map_err(sql_err)?;
+            let nonces: i64 = conn
+                .query_row("SELECT count(*) FROM nonces", [], |r| r.get(0))
+                .map_err(sql_err)?;
+            let floor = last.map(|(_, at)| Timestamp::from_unix_millis(at));
             Ok(StoreHealth {
                 pending: pending as u64,
                 oldest_pending: oldest.map(Timestamp::from_unix_millis),
                 outbox_backlog: backlog as u64,
                 outbox_dead: dead as u64,
-                audit_events: events.unwrap_or(0) as u64,
+                audit_events: last.map_or(0, |(seq, _)| seq as u64),
+                commit_floor: floor,
+                clock_alarm: clock.alarm(floor.unwrap_or(Timestamp::EPOCH)),
+                nonces: nonces as u64,
             })
         })
         .await
+    }
+
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // On the writer thread: it knows the commit time, which never goes backwards.
+        self.send(Job::PruneNonces(limit, tx))?;
+        rx.await.ok_or(StoreError::Closed)?
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {
