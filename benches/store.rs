@@ -4,7 +4,7 @@
 //! row (JSON body and indexed columns), its `ticket_groups` rows and the `proposed` audit event
 //! hashed onto the chain ([`Chain`], so the very same bytes), written by the baseline in one
 //! `BEGIN IMMEDIATE` transaction per propose with cached prepared statements, on the schema of
-//! `src/store/sqlite/migrations/0001_init.sql`, WAL, `synchronous=FULL`, foreign keys on — the
+//! `src/store/sqlite/migrations/` (0001, 0002, 0005), WAL, `synchronous=FULL`, foreign keys on — the
 //! pragmas `SqliteStore` sets. Every database is a file in one temporary directory (set
 //! `TMPDIR` to choose the disk). The baseline's rows are built before its clock starts (ticket,
 //! JSON, chained hashes), so it times SQLite alone; our side builds them in its path.
@@ -82,6 +82,7 @@ use refund::request;
 const SCHEMA: &str = concat!(
     include_str!("../src/store/sqlite/migrations/0001_init.sql"),
     include_str!("../src/store/sqlite/migrations/0002_outbox_order.sql"),
+    include_str!("../src/store/sqlite/migrations/0005_requester_scope.sql"),
 );
 
 /// The reviewer group every bench ticket needs one approval from.
@@ -215,6 +216,7 @@ fn opened(
 struct Rows {
     id: [u8; 16],
     agent: String,
+    principal: String,
     key: String,
     state: &'static str,
     digest: [u8; 32],
@@ -242,6 +244,11 @@ impl Rows {
         Rows {
             id: *ticket.id().as_uuid().as_bytes(),
             agent: ticket.requester().agent().as_str().to_owned(),
+            principal: ticket
+                .requester()
+                .principal()
+                .map_or("", |p| p.as_str())
+                .to_owned(),
             key: ticket.idempotency_key().as_str().to_owned(),
             state: ticket.state().name().as_str(),
             digest: *ticket.action_digest().as_bytes(),
@@ -311,13 +318,15 @@ impl Bare {
     fn insert(&self, rows: &Rows) {
         let c = &self.conn;
         c.prepare_cached(
-            "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
-             created_at, updated_at, due_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO tickets (id, agent, principal, idempotency_key, state, version, digest, \
+             created_at, updated_at, due_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .unwrap()
         .execute(params![
             rows.id,
             rows.agent,
+            rows.principal,
             rows.key,
             rows.state,
             1i64,
@@ -1018,7 +1027,7 @@ fn one_caller(c: &mut Criterion, dir: &Path, timed: bool, summary: &mut Summary)
                 SqliteOptions::new().with_synchronous(Synchronous::Normal),
             ))
             .unwrap();
-        let agent = agent_id();
+        let agent = Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap()));
         let rates = interleaved(
             ROUNDS,
             vec![
@@ -1519,7 +1528,10 @@ fn profile(spec: &str, dir: &Path) {
             let store = rt
                 .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
                 .unwrap();
-            let (agent, keys) = (agent_id(), requests(ops));
+            let (agent, keys) = (
+                Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap())),
+                requests(ops),
+            );
             let took = rt.block_on(async {
                 let start = Instant::now();
                 for r in &keys {
@@ -1536,7 +1548,10 @@ fn profile(spec: &str, dir: &Path) {
             let store = rt
                 .block_on(SqliteStore::open(dir.join("profile.sqlite3")))
                 .unwrap();
-            let (agent, keys) = (agent_id(), requests(ops));
+            let (agent, keys) = (
+                Requester::new(agent_id(), Some(PersonId::new(PRINCIPAL).unwrap())),
+                requests(ops),
+            );
             let mut took: Vec<Duration> = rt.block_on(async {
                 let mut took = Vec::new();
                 for r in &keys {

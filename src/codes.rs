@@ -338,8 +338,6 @@ codes! {
         "The operating system's random number generator failed.";
     FEISHU_CALLBACK_REFUSED = "feishu_callback_refused", Unauthenticated, No,
         "A Feishu callback failed verification (signature, time window, decryption, token).";
-    FEISHU_EVENT_REPLAYED = "feishu_event_replayed", Conflict, No,
-        "A Feishu callback's event id was received before.";
     FEISHU_NO_DECISION_TOKEN = "feishu_no_decision_token", Invalid, No,
         "A verified Feishu card action carries no decision token.";
 

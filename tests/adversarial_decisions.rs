@@ -8,7 +8,7 @@
 //! | kind | credential | token | Feishu |
 //! |---|---|---|---|
 //! | forged | unknown bearer token or platform user | random, truncated, bit-flipped (payload, signature), re-signed with a wrong key or an unknown key id; a genuine link with a forged credential | random or wrong-key signature, body edited after signing, headers missing, unsigned; a signed callback carrying a forged token or none |
-//! | replayed | (a repeated vote is accepted once, by design) | a spent token used again | the same callback delivered twice; a spent token in a new callback |
+//! | replayed | (a repeated vote is accepted once, by design) | a spent token used again | the same callback delivered twice (its event id was consumed with the token); a spent token in a new callback |
 //! | expired | ticket past its review deadline | link past its expiry; issued in the future | timestamp outside the window; an expired button; a replay older than the window |
 //! | wrong reviewer | a person in no reviewing group | a link minted for Alice used with Bob's credential | an unknown `open_id`; Alice's button pressed by Bob |
 //! | wrong group | a reviewer of another group | a group link used by someone outside the required groups | the same by button |
@@ -16,15 +16,22 @@
 //! | stale version | `expected_version` before an edit, or from the future | a link minted before an edit | a button minted before an edit |
 //! | wrong digest | — | a genuinely signed token bound to another ticket's digest, another digest key or random bytes | the same by button |
 //! | wrong ticket | an unknown ticket | a token for an unknown ticket; a token for A with its ticket bytes replaced by B's | the same by button |
+//! | flood | 5–30 ineligible votes in a row by one person | the same by group links; one link bound to Alice pressed again and again by another | the same by button; a stranger's burst of clicks |
 //!
 //! After every attempt: the outcome is the typed refusal expected for its kind (the variant and
 //! its fields, or for Feishu the status and the reviewer's toast); no ticket changed (the
 //! stored ticket is the one read before, except that a review deadline already passed may be
-//! persisted as the expiry it already was) and no accepted decision row was added; and the
+//! persisted as the expiry it already was) and no accepted decision row was added; the
 //! audit rows the attempt wrote are exactly the ones expected — one `refused` row of the
 //! authenticated reviewer, or, for unauthenticated refusals, the row or nothing as the
 //! coalescing budget ([`Limits::unauthenticated_audit_per_minute`]) says, with the summary row
-//! (`coalesced: n`) where it is due. After each batch, the audit trail is reconciled with the
+//! (`coalesced: n`) where it is due; for the refusals of people who have no say on the ticket
+//! (`not_eligible`; `wrong_reviewer`, per link) one row per key and minute, the others only
+//! counted (`Limits`' "Coalesced refusals"); and the nonces it consumed are exactly those of a
+//! token use recorded from step 4 on (two through Feishu: the token's and the event id, in
+//! one write) — none before anyone is authenticated (a stranger's clicks write no nonce), none
+//! for a link used by someone it was not issued to (which its reviewer then uses: a forwarded
+//! link cannot burn another's vote), a replay or a coalesced refusal. After each batch, the audit trail is reconciled with the
 //! attempts independently of that attribution: the unauthenticated rows written one by one
 //! plus the counts of the summary rows equal the unauthenticated attempts, and the refused
 //! rows of authenticated reviewers equal the other attempts code by code and person by
@@ -32,7 +39,8 @@
 //!
 //! Controls (legitimate decisions by eligible reviewers through the same three entry points)
 //! must be accepted, so the gate is shown not to be simply shut; links refused for a forged
-//! credential are later used by their rightful holder (a refused credential spends nothing).
+//! credential, or to someone they were not issued to, are later used by their rightful holder
+//! (neither refusal spends anything).
 //!
 //! # Running
 //!
@@ -172,7 +180,6 @@ const TOLERANCE_SECS: i64 = 300;
 /// What a Feishu reviewer is told (the entry point's typed refusal).
 #[cfg(feature = "feishu")]
 mod toast {
-    pub const EVENT_REPLAYED: &str = "This action was already received.";
     pub const NO_TOKEN: &str = "This button does not carry a decision.";
     pub const UNKNOWN: &str = "You are not a reviewer known to this approval system.";
     pub const WRONG_REVIEWER: &str = "This card was sent to another reviewer.";
@@ -383,6 +390,9 @@ enum Kind {
     StaleVersion,
     WrongDigest,
     WrongTicket,
+    /// A burst of attempts by one person who has no say: ineligible votes, a link bound to
+    /// someone else pressed again and again, a stranger's clicks.
+    Flood,
 }
 
 const KINDS: &[Kind] = &[
@@ -395,6 +405,7 @@ const KINDS: &[Kind] = &[
     Kind::StaleVersion,
     Kind::WrongDigest,
     Kind::WrongTicket,
+    Kind::Flood,
 ];
 
 /// Whether a kind means something at an entry point (see the table in the module docs).
@@ -411,6 +422,7 @@ struct Link {
     token: String,
     ticket: TicketId,
     bound: Option<&'static str>,
+    verdict: VerdictKind,
     expires_at: Timestamp,
 }
 
@@ -514,6 +526,11 @@ enum Aud {
         decision_row: bool,
         /// The ticket's review deadline had passed and is persisted with the refusal.
         lazy_expiry: bool,
+        /// Whether a recorded attempt consumes nonces (a token used from step 4 on).
+        spends: bool,
+        /// For refusals coalesced per key (`not_eligible`, `wrong_reviewer`): the link, for
+        /// a key per link.
+        coalesced: Option<Option<String>>,
     },
     /// A control: no refusal.
     None,
@@ -750,6 +767,83 @@ impl FloodModel {
     }
 }
 
+/// The coalescing of refusals of people who have no say on a ticket (`Limits`' "Coalesced
+/// refusals"): per key — (ticket, person, `not_eligible`), or (ticket, person,
+/// `wrong_reviewer`, link) — one attempt per one-minute window is recorded (its audit row and
+/// decision row, and its token spent), the others counted and written as one summary row of
+/// that person with the next recorded attempt under the key after the window, or by the
+/// expiry sweep once the window is over.
+#[derive(Default)]
+struct AuthFloodModel {
+    /// Per key, the window's start and the attempts counted in it.
+    windows: BTreeMap<AuthKey, (Timestamp, u64)>,
+}
+
+/// Ticket, person, refusal code and, for a key per link, the link.
+type AuthKey = (TicketId, &'static str, &'static str, Option<String>);
+
+impl AuthFloodModel {
+    /// The rows one more attempt under the key at `now` writes: `None` if it is only counted,
+    /// else the summary due before its own row (if any).
+    fn admit(
+        &mut self,
+        now: Timestamp,
+        ticket: TicketId,
+        person: &'static str,
+        code: &'static str,
+        token: Option<String>,
+    ) -> Option<Option<Row>> {
+        let key = (ticket, person, code, token);
+        match self.windows.get_mut(&key) {
+            Some((start, counted)) if now < start.saturating_add(Duration::from_secs(60)) => {
+                *counted += 1;
+                None
+            }
+            Some((start, counted)) => {
+                *start = now;
+                let n = std::mem::take(counted);
+                Some((n > 0).then(|| Self::summary(&key, n)))
+            }
+            None => {
+                self.windows.insert(key, (now, 0));
+                Some(None)
+            }
+        }
+    }
+
+    fn summary(key: &AuthKey, n: u64) -> Row {
+        Row {
+            kind: "refused".into(),
+            refusal: Some(key.2.into()),
+            actor: Actor::Reviewer(person(key.1)),
+            ticket: Some(key.0),
+            coalesced: Some(n),
+        }
+    }
+
+    /// The summary rows the expiry sweep writes at `now`; windows over are forgotten.
+    fn sweep(&mut self, now: Timestamp) -> Vec<Row> {
+        let mut rows = Vec::new();
+        self.windows.retain(|key, (start, counted)| {
+            if now < start.saturating_add(Duration::from_secs(60)) {
+                return true;
+            }
+            if *counted > 0 {
+                rows.push(Self::summary(key, *counted));
+            }
+            false
+        });
+        rows
+    }
+}
+
+/// Rows in a canonical order, to compare sets of rows whose order is not specified.
+fn sorted(rows: &[Row]) -> Vec<String> {
+    let mut out: Vec<String> = rows.iter().map(|r| format!("{r:?}")).collect();
+    out.sort();
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // One batch: its tickets, links and the model of what controls did.
 
@@ -764,6 +858,9 @@ struct Delivered {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     ts: i64,
+    /// Who spent the button's token with it, on which ticket (the callback's event id was
+    /// consumed with it), if it spent one.
+    spent_by: Option<(&'static str, TicketId, String)>,
 }
 
 #[derive(Default)]
@@ -774,6 +871,9 @@ struct Batch {
     early: Vec<Link>,
     /// Links minted before a reviewer edited the action, with who has spent them.
     pre_edit: Vec<(Link, BTreeSet<&'static str>)>,
+    /// Tokens whose digest is not their ticket's action (minted before an edit, or signed
+    /// for another digest).
+    stale_digest: BTreeSet<String>,
     /// Links refused for a forged credential: unspent, for a control by their holder.
     unspent: Vec<Link>,
     /// Link uses spent: the link and who spent it.
@@ -835,9 +935,12 @@ struct Run {
     rng: Rng,
     seed: u64,
     flood: FloodModel,
+    auth_flood: AuthFloodModel,
     stats: Stats,
     /// Sequence for idempotency keys and Feishu event ids.
     serial: u64,
+    /// The rest of a burst (`Kind::Flood`), run before anything else, last first.
+    burst: Vec<Attempt>,
 }
 
 fn verdict_of(kind: VerdictKind) -> VoteKind {
@@ -893,6 +996,7 @@ impl Run {
             token: minted.token,
             ticket: id,
             bound,
+            verdict,
             expires_at: minted.expires_at,
         }
     }
@@ -922,6 +1026,7 @@ impl Run {
             token: ring.sign(&claims).unwrap(),
             ticket,
             bound,
+            verdict,
             expires_at,
         }
     }
@@ -1157,12 +1262,16 @@ impl Run {
             spends: None,
             unspent: None,
         };
-        let auth = |code, person, ticket| Aud::Auth {
+        let auth = |code: &'static str, person, ticket| Aud::Auth {
             code,
             person,
             ticket,
             decision_row: true,
             lazy_expiry: false,
+            // A token is spent from step 4 on: not by a use refused as someone else's, nor by
+            // a replay (already spent).
+            spends: entry != Entry::Credential && !matches!(code, "replayed" | "wrong_reviewer"),
+            coalesced: (code == "not_eligible").then_some(None),
         };
         match (entry, kind) {
             // ---------------------------------------------------------------- credentials
@@ -1236,6 +1345,8 @@ impl Run {
                         ticket: id,
                         decision_row: true,
                         lazy_expiry: lazy,
+                        spends: false,
+                        coalesced: None,
                     },
                     vec![id],
                 ))
@@ -1380,6 +1491,8 @@ impl Run {
                         ticket: id,
                         decision_row: false,
                         lazy_expiry: false,
+                        spends: false,
+                        coalesced: None,
                     },
                     vec![id],
                 ))
@@ -1446,23 +1559,28 @@ impl Run {
                 if entry == Entry::Feishu && self.rng.one_in(2) {
                     // The same callback delivered twice.
                     let now_s = now.as_unix_seconds();
+                    // One that spent its button's token (and, with it, its event id): it
+                    // decides nothing more. (One that spent nothing would be judged afresh.)
                     let fresh: Vec<usize> = (0..b.delivered.len())
-                        .filter(|&i| now_s - b.delivered[i].ts <= TOLERANCE_SECS - 10)
+                        .filter(|&i| {
+                            now_s - b.delivered[i].ts <= TOLERANCE_SECS - 10
+                                && b.delivered[i].spent_by.is_some()
+                        })
                         .collect();
                     if !fresh.is_empty() {
                         let d = &b.delivered[self.rng.pick(&fresh)];
+                        let (who, ticket, token) = d.spent_by.clone().unwrap();
+                        let op = Op::Feishu {
+                            headers: d.headers.clone(),
+                            body: d.body.clone(),
+                        };
+                        let (want, aud) = self.replay_of(b, entry, ticket, &token, who);
                         return Some(attempt(
                             "the same callback delivered again",
-                            Op::Feishu {
-                                headers: d.headers.clone(),
-                                body: d.body.clone(),
-                            },
-                            Want::FeishuToast(toast::EVENT_REPLAYED),
-                            Aud::Unauth {
-                                code: "feishu_event_replayed",
-                                ticket: None,
-                            },
-                            Vec::new(),
+                            op,
+                            want,
+                            aud,
+                            vec![ticket],
                         ));
                     }
                 }
@@ -1495,17 +1613,35 @@ impl Run {
                     }
                     _ => spender,
                 };
-                let how = if presenter == spender {
-                    "spent link used again by its spender"
-                } else {
-                    "spent link (bound to another) used again"
-                };
                 let op = self.present(entry, &link, presenter);
+                if presenter == spender {
+                    let (want, aud) = self.replay_of(b, entry, link.ticket, &link.token, presenter);
+                    return Some(attempt(
+                        "spent link used again by its spender",
+                        op,
+                        want,
+                        aud,
+                        vec![link.ticket],
+                    ));
+                }
+                // Someone else than the reviewer it is bound to (its only possible spender):
+                // refused as such before the nonce is looked at, spending nothing.
+                let bound = link.bound.unwrap();
+                let mut aud = auth("wrong_reviewer", presenter, link.ticket);
+                if let Aud::Auth { coalesced, .. } = &mut aud {
+                    *coalesced = Some(Some(link.token.clone()));
+                }
                 Some(attempt(
-                    how,
+                    "spent link (bound to another) used again",
                     op,
-                    self.want_link(entry, WantLink::Replayed),
-                    auth("replayed", presenter, link.ticket),
+                    self.want_link(
+                        entry,
+                        WantLink::WrongReviewer {
+                            bound: person(bound),
+                            presented: person(presenter),
+                        },
+                    ),
+                    aud,
                     vec![link.ticket],
                 ))
             }
@@ -1674,6 +1810,10 @@ impl Run {
                 ]);
                 let link = self.mint(b, id, Some(bound), verdict);
                 let op = self.present(entry, &link, presenter);
+                let mut aud = auth("wrong_reviewer", presenter, id);
+                if let Aud::Auth { coalesced, .. } = &mut aud {
+                    *coalesced = Some(Some(link.token.clone()));
+                }
                 let mut a = attempt(
                     "link bound to another reviewer",
                     op,
@@ -1684,10 +1824,11 @@ impl Run {
                             presented: person(presenter),
                         },
                     ),
-                    auth("wrong_reviewer", presenter, id),
+                    aud,
                     vec![id],
                 );
-                a.spends = Some((link, bound));
+                // Not spent: its reviewer can still use it (a later control does).
+                a.unspent = Some(link);
                 Some(a)
             }
             (_, Kind::WrongGroup) => {
@@ -1847,6 +1988,7 @@ impl Run {
                 a.spends = Some((link, who));
                 Some(a)
             }
+            (_, Kind::Flood) => self.flood(b, entry),
             (_, Kind::WrongTicket) => {
                 let pool = entry.people();
                 let who = self.rng.pick(pool);
@@ -1875,6 +2017,8 @@ impl Run {
                             ticket: id,
                             decision_row: false,
                             lazy_expiry: false,
+                            spends: true,
+                            coalesced: None,
                         },
                         vec![id],
                     ))
@@ -1914,6 +2058,220 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// What a spent token used again by `who` on `ticket` is answered: a replay — except that
+    /// a person in none of the ticket's groups whose `not_eligible` refusals are being
+    /// coalesced right now is refused as such, writing nothing (the replay is not even looked
+    /// for: nothing is committed).
+    fn replay_of(
+        &self,
+        b: &Batch,
+        entry: Entry,
+        ticket: TicketId,
+        token: &str,
+        who: &'static str,
+    ) -> (Want, Aud) {
+        let now = self.now();
+        // A token for another digest is refused before the machine, whoever presents it.
+        let digest_current = !b.stale_digest.contains(token);
+        // Only a pending ticket refuses an outsider as not eligible.
+        let coalescing = digest_current
+            && b.pending_at(ticket, now)
+            && !eligible(who, b.tk(ticket).kind)
+            && self
+                .auth_flood
+                .windows
+                .get(&(ticket, who, "not_eligible", None))
+                .is_some_and(|(start, _)| now < start.saturating_add(Duration::from_secs(60)));
+        let (want, code) = if coalescing {
+            (
+                WantLink::Refused(Refusal::NotEligible {
+                    person: person(who),
+                }),
+                "not_eligible",
+            )
+        } else {
+            (WantLink::Replayed, "replayed")
+        };
+        let aud = Aud::Auth {
+            code,
+            person: who,
+            ticket,
+            decision_row: true,
+            lazy_expiry: false,
+            spends: false,
+            coalesced: coalescing.then_some(None),
+        };
+        (self.want_link(entry, want), aud)
+    }
+
+    /// A burst of 5 to 30 attempts by one person who has no say on a pending ticket: the first
+    /// is returned, the others queued in `burst`. Each is refused as on its own; the
+    /// coalescing models say which write rows.
+    fn flood(&mut self, b: &Batch, entry: Entry) -> Option<Attempt> {
+        let now = self.now();
+        let n = 5 + self.rng.index(26);
+        let pool = entry.people();
+        let mk = |how, op, want, aud, id| Attempt {
+            entry,
+            kind: Some(Kind::Flood),
+            how,
+            op,
+            want,
+            aud,
+            targets: vec![id],
+            spends: None,
+            unspent: None,
+        };
+        let not_eligible = |who, id| Aud::Auth {
+            code: "not_eligible",
+            person: who,
+            ticket: id,
+            decision_row: true,
+            lazy_expiry: false,
+            spends: entry != Entry::Credential,
+            coalesced: Some(None),
+        };
+        let variant = self.rng.index(3);
+        let mut attempts = Vec::with_capacity(n);
+        if entry == Entry::Credential || variant == 0 {
+            // Ineligible votes (by credential, or with group links as in a busy group chat).
+            let ids = b.pending(now, |t| pool.iter().any(|p| !eligible(p, t.kind)));
+            if ids.is_empty() {
+                return None;
+            }
+            let id = self.rng.pick(&ids);
+            let outside: Vec<&'static str> = pool
+                .iter()
+                .copied()
+                .filter(|p| !eligible(p, b.tk(id).kind))
+                .collect();
+            let who = self.rng.pick(&outside);
+            let refusal = Refusal::NotEligible {
+                person: person(who),
+            };
+            for _ in 0..n {
+                let reject = self.rng.one_in(2);
+                let mut a = match entry {
+                    Entry::Credential => mk(
+                        "burst of ineligible votes",
+                        Op::Decide {
+                            ticket: id,
+                            cred: self.env.cred(who),
+                            verdict: if reject {
+                                Verdict::Reject {
+                                    feedback: "no".into(),
+                                }
+                            } else {
+                                Verdict::Approve
+                            },
+                            expected_version: None,
+                        },
+                        Want::DecideRefused(refusal.clone()),
+                        not_eligible(who, id),
+                        id,
+                    ),
+                    _ => {
+                        let verdict = if reject {
+                            VerdictKind::Reject
+                        } else {
+                            VerdictKind::Approve
+                        };
+                        let link = self.mint(b, id, None, verdict);
+                        let op = self.present(entry, &link, who);
+                        let mut a = mk(
+                            "burst of group links used by an outsider",
+                            op,
+                            self.want_link(entry, WantLink::Refused(refusal.clone())),
+                            not_eligible(who, id),
+                            id,
+                        );
+                        a.spends = Some((link, who));
+                        a
+                    }
+                };
+                a.kind = Some(Kind::Flood);
+                attempts.push(a);
+            }
+        } else if variant == 1 || entry == Entry::Token {
+            // One link bound to a reviewer, pressed again and again by someone else.
+            let ids = b.pending(now, |_| true);
+            let choices: Vec<(TicketId, &'static str)> = ids
+                .iter()
+                .flat_map(|&id| {
+                    ["alice", "bob", "carol", "dave"]
+                        .into_iter()
+                        .filter(move |p| eligible(p, b.tk(id).kind))
+                        .map(move |p| (id, p))
+                })
+                .collect();
+            if choices.is_empty() {
+                return None;
+            }
+            let (id, bound) = self.rng.pick(&choices);
+            let others: Vec<&'static str> = pool.iter().copied().filter(|p| *p != bound).collect();
+            let presenter = self.rng.pick(&others);
+            let link = self.mint(b, id, Some(bound), VerdictKind::Approve);
+            for _ in 0..n {
+                let op = self.present(entry, &link, presenter);
+                attempts.push(mk(
+                    "burst: a link bound to another pressed again and again",
+                    op,
+                    self.want_link(
+                        entry,
+                        WantLink::WrongReviewer {
+                            bound: person(bound),
+                            presented: person(presenter),
+                        },
+                    ),
+                    Aud::Auth {
+                        code: "wrong_reviewer",
+                        person: presenter,
+                        ticket: id,
+                        decision_row: true,
+                        lazy_expiry: false,
+                        spends: false,
+                        coalesced: Some(Some(link.token.clone())),
+                    },
+                    id,
+                ));
+            }
+            // Still its reviewer's to use.
+            attempts.last_mut().unwrap().unspent = Some(link);
+        } else {
+            #[cfg(feature = "feishu")]
+            {
+                // A stranger's clicks on a genuine group button: nothing is written but
+                // their audit rows, coalesced under the flood budget.
+                let ids = b.pending(now, |_| true);
+                if ids.is_empty() {
+                    return None;
+                }
+                let id = self.rng.pick(&ids);
+                let link = self.mint(b, id, None, VerdictKind::Approve);
+                let stranger = format!("ou_{:x}", self.rng.next());
+                for _ in 0..n {
+                    let body = self.feishu_body(&stranger, Some(&link.token));
+                    let key = self.env.feishu.key.clone();
+                    let headers = self.feishu_headers(&key, now.as_unix_seconds(), &body);
+                    attempts.push(mk(
+                        "burst: a stranger's clicks",
+                        Op::Feishu { headers, body },
+                        Want::FeishuToast(toast::UNKNOWN),
+                        Aud::Unauth {
+                            code: "unauthenticated",
+                            ticket: Some(id),
+                        },
+                        id,
+                    ));
+                }
+            }
+        }
+        attempts.reverse();
+        let first = attempts.pop();
+        self.burst = attempts;
+        first
     }
 
     /// The entry point's way of presenting `link` as `who`.
@@ -2075,7 +2433,8 @@ impl Run {
     fn control(&mut self, b: &Batch) -> Option<Attempt> {
         let now = self.now();
         let entry = self.rng.pick(ENTRIES);
-        // A link left unspent by a forged credential, used by its rightful holder.
+        // A link left unspent (refused for a forged credential, or to someone it was not
+        // issued to), used by its rightful holder.
         if entry == Entry::Token && !b.unspent.is_empty() && self.rng.one_in(2) {
             let link = b.unspent[self.rng.index(b.unspent.len())].clone();
             let holders: Vec<&'static str> = match link.bound {
@@ -2097,14 +2456,14 @@ impl Run {
                 return Some(Attempt {
                     entry,
                     kind: None,
-                    how: "link refused for a forged credential, used by its holder",
+                    how: "link left unspent by a refusal, used by its holder",
                     op: Op::Token {
                         token: link.token.clone(),
                         cred: self.env.cred(who),
                     },
                     want: Want::Accepted {
                         person: who,
-                        vote: VoteKind::Approve,
+                        vote: verdict_of(link.verdict),
                     },
                     aud: Aud::None,
                     targets: vec![link.ticket],
@@ -2261,6 +2620,7 @@ impl Run {
             }
             before.push((id, t, self.env.store.decisions(id).await.unwrap()));
         }
+        let nonces_before = self.env.store.health().await.unwrap().nonces;
 
         let got = self.execute(&a.op).await;
 
@@ -2284,8 +2644,11 @@ impl Run {
             context()
         );
 
-        // The audit rows this attempt wrote.
+        // The audit rows this attempt wrote. `recorded`: whether a refusal of an
+        // authenticated reviewer was recorded (audit and decision rows, a token spent) rather
+        // than only counted.
         let rows = self.rows_since(head).await;
+        let mut recorded = true;
         let expected: Option<Vec<Row>> = match &a.aud {
             Aud::Unauth { code, ticket } => {
                 b.unauth_attempts += 1;
@@ -2299,30 +2662,63 @@ impl Run {
                 person: who,
                 ticket,
                 lazy_expiry,
+                coalesced,
                 ..
             } => {
                 *b.auth_refusals
                     .entry(((*code).to_owned(), (*who).to_owned()))
                     .or_default() += 1;
                 let mut rows = Vec::new();
-                if *lazy_expiry {
-                    rows.push(Row {
-                        kind: "expired".into(),
-                        refusal: None,
-                        actor: Actor::System,
-                        ticket: Some(*ticket),
-                        coalesced: None,
-                    });
+                if let Some(token) = coalesced {
+                    match self
+                        .auth_flood
+                        .admit(now, *ticket, who, code, token.clone())
+                    {
+                        None => recorded = false,
+                        Some(summary) => rows.extend(summary),
+                    }
                 }
-                rows.push(Row::refused(
-                    code,
-                    Actor::Reviewer(person(who)),
-                    Some(*ticket),
-                ));
+                if recorded {
+                    if *lazy_expiry {
+                        rows.push(Row {
+                            kind: "expired".into(),
+                            refusal: None,
+                            actor: Actor::System,
+                            ticket: Some(*ticket),
+                            coalesced: None,
+                        });
+                    }
+                    rows.push(Row::refused(
+                        code,
+                        Actor::Reviewer(person(who)),
+                        Some(*ticket),
+                    ));
+                }
                 Some(rows)
             }
             Aud::None => None,
         };
+        // The nonces the attempt consumed: a token use recorded from step 4 on (and, through
+        // Feishu, the callback's event id with it); nothing before anyone is authenticated,
+        // nothing for a use refused as someone else's, a replay or a coalesced refusal.
+        let per_use = match a.entry {
+            Entry::Credential => 0,
+            Entry::Token => 1,
+            #[cfg(feature = "feishu")]
+            Entry::Feishu => 2,
+        };
+        let spent = match &a.aud {
+            Aud::Unauth { .. } => false,
+            Aud::None => true,
+            Aud::Auth { spends, .. } => *spends && recorded,
+        };
+        let nonces_after = self.env.store.health().await.unwrap().nonces;
+        assert_eq!(
+            nonces_after - nonces_before,
+            if spent { per_use } else { 0 },
+            "nonces written\n{}",
+            context()
+        );
         // Counted from the rows written (equal to the expected ones, checked next).
         for r in rows.iter().filter(|r| r.kind == "refused") {
             match r.coalesced {
@@ -2393,7 +2789,7 @@ impl Run {
                             ticket,
                             decision_row: true,
                             ..
-                        } if *ticket == id => {
+                        } if *ticket == id && recorded => {
                             assert_eq!(added.len(), 1, "one decision row\n{}", context());
                             assert_eq!(added[0].person, Some(person(who)));
                             assert_eq!(added[0].refusal.as_deref(), Some(*code));
@@ -2406,7 +2802,15 @@ impl Run {
         }
 
         // Bookkeeping for later attempts.
-        if let Some((link, who)) = a.spends {
+        let spends = a.spends.filter(|_| spent);
+        #[cfg(feature = "feishu")]
+        let spent_by = spends
+            .as_ref()
+            .map(|(link, who)| (*who, link.ticket, link.token.clone()));
+        if let Some((link, who)) = spends {
+            if a.kind == Some(Kind::WrongDigest) {
+                b.stale_digest.insert(link.token.clone());
+            }
             if let Some((_, spent_by)) = b.pre_edit.iter_mut().find(|(l, _)| l.token == link.token)
             {
                 spent_by.insert(who);
@@ -2420,9 +2824,9 @@ impl Run {
         }
         #[cfg(feature = "feishu")]
         if let (Op::Feishu { headers, body }, Got::Feishu(r)) = (&a.op, &got) {
-            // The event id is consumed once the request is authentic (200), except for the
-            // replay that found it consumed.
-            if r.status == 200 && !matches!(a.want, Want::FeishuToast(toast::EVENT_REPLAYED)) {
+            // Authentic requests (200), with whether their event id was consumed (with the
+            // token they spent).
+            if r.status == 200 {
                 let ts = headers
                     .iter()
                     .find(|(k, _)| k == HEADER_TIMESTAMP)
@@ -2432,6 +2836,7 @@ impl Run {
                     headers: headers.clone(),
                     body: body.clone(),
                     ts,
+                    spent_by,
                 });
             }
         }
@@ -2507,10 +2912,12 @@ impl Run {
             };
             for p in ["alice", "bob", "carol", "dave", "erin", "pat"] {
                 let link = self.mint(&b, id, Some(p), VerdictKind::Approve);
+                b.stale_digest.insert(link.token.clone());
                 b.pre_edit.push((link, BTreeSet::new()));
             }
             for verdict in [VerdictKind::Approve, VerdictKind::Reject] {
                 let link = self.mint(&b, id, None, verdict);
+                b.stale_digest.insert(link.token.clone());
                 b.pre_edit.push((link, BTreeSet::new()));
             }
             let parameters = json!({ "table": "orders", "limit": 10, "edited": i });
@@ -2538,27 +2945,32 @@ impl Run {
         b
     }
 
+    /// Runs the expiry sweep and checks the summary rows it writes: the unauthenticated count
+    /// held, if its window is over, and the counts of every closed window of people without a
+    /// say.
+    async fn sweep(&mut self) {
+        let head = self.env.store.audit_head().await.unwrap().seq;
+        self.env.handoff.expire_due().await.unwrap();
+        let written: Vec<Row> = self
+            .rows_since(head)
+            .await
+            .into_iter()
+            .filter(|r| r.kind == "refused")
+            .collect();
+        let now = self.now();
+        let mut want: Vec<Row> = self.flood.sweep(now).into_iter().collect();
+        want.extend(self.auth_flood.sweep(now));
+        self.stats.audited_coalesced += written.iter().filter_map(|r| r.coalesced).sum::<u64>();
+        assert_eq!(sorted(&written), sorted(&want), "the sweep's summaries");
+    }
+
     /// Ends a batch: writes the coalesced count still held (one more unauthenticated refusal
     /// after the window), then reconciles the audit trail and the tickets with the attempts.
     async fn finish(&mut self, mut b: Batch) {
         self.env.clock.advance(Duration::from_secs(61));
         if self.rng.one_in(2) {
             // By the expiry sweep.
-            let head = self.env.store.audit_head().await.unwrap().seq;
-            self.env.handoff.expire_due().await.unwrap();
-            let written: Vec<Row> = self
-                .rows_since(head)
-                .await
-                .into_iter()
-                .filter(|r| r.kind == "refused")
-                .collect();
-            let want = self.flood.sweep(self.now());
-            self.stats.audited_coalesced += written.iter().filter_map(|r| r.coalesced).sum::<u64>();
-            assert_eq!(
-                written,
-                want.into_iter().collect::<Vec<_>>(),
-                "the sweep's summary"
-            );
+            self.sweep().await;
         } else {
             // By the next unauthenticated refusal.
             let flush = loop {
@@ -2569,8 +2981,14 @@ impl Run {
                 }
             };
             self.run(&mut b, flush).await;
+            // The counts of people without a say are written by the sweep only.
+            self.sweep().await;
         }
         assert_eq!(self.flood.suppressed, 0, "the summary was written");
+        assert!(
+            self.auth_flood.windows.is_empty(),
+            "every coalescing window was closed"
+        );
 
         // Reconcile, from the rows alone.
         let rows = self.rows_since(b.head0).await;
@@ -2586,7 +3004,7 @@ impl Run {
                 Actor::Reviewer(p) => {
                     *auth
                         .entry((r.refusal.clone().unwrap(), p.to_string()))
-                        .or_default() += 1;
+                        .or_default() += r.coalesced.unwrap_or(1);
                 }
                 other => panic!("unexpected refusal by {other:?}: {r:?}"),
             }
@@ -2646,8 +3064,10 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
             written: 0,
             suppressed: 0,
         },
+        auth_flood: AuthFloodModel::default(),
         stats: Stats::default(),
         serial: 0,
+        burst: Vec::new(),
     };
     // Every kind at every entry point where it applies, first; then drawn at random.
     let mut coverage: Vec<(Entry, Kind)> = ENTRIES
@@ -2662,12 +3082,14 @@ async fn adversarial_decisions_are_refused_typed_and_audited() {
         let mut b = run.setup().await;
         let target = (run.stats.attempts + BATCH).min(cases);
         let mut misses = 0u32;
-        while run.stats.attempts < target {
-            if run.rng.one_in(100) {
+        while run.stats.attempts < target || !run.burst.is_empty() {
+            if run.burst.is_empty() && run.rng.one_in(100) {
                 // A new coalescing window now and then.
                 run.env.clock.advance(Duration::from_secs(61));
             }
-            let next = if run.rng.one_in(CONTROL_EVERY) {
+            let next = if let Some(a) = run.burst.pop() {
+                Some(a)
+            } else if run.rng.one_in(CONTROL_EVERY) {
                 run.control(&b)
             } else {
                 let (entry, kind) = match coverage.pop() {

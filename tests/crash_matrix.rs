@@ -94,7 +94,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_handoff::action::ActionRequest;
+use agent_handoff::action::{ActionRequest, Requester};
 use agent_handoff::audit::{kind, Actor, AuditEvent};
 use agent_handoff::backend::{OutboxEntry, OutboxStatus, TicketFilter};
 use agent_handoff::notify::{Delivery, DeliveryError, DeliveryReceipt, Notifier};
@@ -1110,7 +1110,10 @@ async fn present(host: &Host, op: &Op) -> bool {
     match op {
         Op::Propose { key: k } => host
             .store
-            .ticket_by_key(&agent_id(AGENT), &key(k))
+            .ticket_by_key(
+                &Requester::new(agent_id(AGENT), Some(person(PRINCIPAL))),
+                &key(k),
+            )
             .await
             .unwrap()
             .is_some(),
@@ -1153,7 +1156,10 @@ async fn acknowledged_present(host: &Host, t: &Transcript, case: &Case) {
             (Op::Propose { key: k }, Ack::Proposed { ticket }) => {
                 let stored = host
                     .store
-                    .ticket_by_key(&agent_id(AGENT), &key(k))
+                    .ticket_by_key(
+                        &Requester::new(agent_id(AGENT), Some(person(PRINCIPAL))),
+                        &key(k),
+                    )
                     .await
                     .unwrap()
                     .map(|t| t.id());
@@ -1376,7 +1382,10 @@ async fn recover(host: &Host, t: &Transcript, flight: &Sent, case: &Case) {
     for k in keys {
         let before = host
             .store
-            .ticket_by_key(&agent_id(AGENT), &key(k))
+            .ticket_by_key(
+                &Requester::new(agent_id(AGENT), Some(person(PRINCIPAL))),
+                &key(k),
+            )
             .await
             .unwrap()
             .map(|t| t.id());

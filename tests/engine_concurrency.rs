@@ -266,3 +266,132 @@ async fn concurrent_approvals_from_distinct_reviewers_all_count_and_approve_exac
     }
     h.handoff.verify_audit().await.unwrap();
 }
+
+/// Votes commute: with veto off, 64 eligible reviewers rejecting at once (half with a
+/// credential, half through their own decision link) must all be answered `Ok` — a vote that
+/// lost the compare-and-swap is merged by the store or re-applied by the engine, never
+/// answered `VersionConflict` — and each counted once: 64 votes on the ticket, 64 `voted`
+/// events, 64 accepted decision rows, no refusal. Then 64 approvals meeting a quorum of 64 at
+/// once approve the ticket exactly once, by all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_commuting_votes_are_all_accepted_and_counted_once() {
+    const N: usize = 64;
+    let policy = standard_policy()
+        .with("db.poll", review_no_veto(&[req("dba", 1000)], HOUR, HOUR))
+        .with(
+            "db.quorum",
+            review_no_veto(&[req("dba", N as u32)], HOUR, HOUR),
+        );
+    let h = Harness::with_links(
+        Setup {
+            backing: Backing::File,
+            policy,
+            extra_dbas: N,
+            limits: Limits::default(),
+            interpose: false,
+        },
+        LinkSetup::standard(),
+    )
+    .await;
+    let agent = h.handoff.agent(agent_id("ops-agent"), None);
+    for (round, kind) in ["db.poll", "db.quorum"].into_iter().enumerate() {
+        let id = match agent
+            .propose(request(kind, &format!("c-{round}")))
+            .await
+            .unwrap()
+        {
+            Proposal::Pending(p) => p.id,
+            other => panic!("unexpected answer {other:?}"),
+        };
+        let ticket = h.ticket(id).await;
+        let barrier = Arc::new(Barrier::new(N));
+        let tasks: Vec<_> = h
+            .dbas
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, cred)| {
+                let (handoff, barrier) = (h.handoff.clone(), Arc::clone(&barrier));
+                let (verdict, kind) = if round == 0 {
+                    (
+                        Verdict::Reject {
+                            feedback: format!("no from {i}"),
+                        },
+                        agent_handoff::token::VerdictKind::Reject,
+                    )
+                } else {
+                    (Verdict::Approve, agent_handoff::token::VerdictKind::Approve)
+                };
+                let token = (i % 2 == 1).then(|| {
+                    let who = person(&format!("dba-{i:02}"));
+                    h.handoff
+                        .mint_links(&ticket, Some(who), h.now())
+                        .unwrap()
+                        .into_iter()
+                        .find(|l| l.verdict == kind)
+                        .unwrap()
+                        .token
+                });
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    match token {
+                        None => handoff
+                            .decide(id, &cred, verdict, None)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        Some(token) => {
+                            let submission = match verdict {
+                                Verdict::Reject { feedback } => {
+                                    agent_handoff::TokenSubmission::new().with_feedback(feedback)
+                                }
+                                _ => agent_handoff::TokenSubmission::new(),
+                            };
+                            handoff
+                                .decide_with_token(&token, &cred, submission)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for task in tasks {
+            if let Err(e) = task.await.unwrap() {
+                failed.push(e);
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {N} commuting votes failed: {failed:?}",
+            failed.len()
+        );
+        let ticket = h.ticket(id).await;
+        let voters: BTreeSet<_> = ticket.votes().iter().map(|v| v.person.clone()).collect();
+        let everyone: BTreeSet<_> = (0..N).map(|i| person(&format!("dba-{i:02}"))).collect();
+        assert_eq!(ticket.votes().len(), N, "one vote each");
+        assert_eq!(voters, everyone);
+        let counts = kinds(&h, id).await;
+        assert_eq!(counts["voted"], N, "{counts:?}");
+        assert!(!counts.contains_key("refused"), "{counts:?}");
+        let decisions = h.decisions(id).await;
+        assert_eq!(decisions.len(), N);
+        assert!(decisions.iter().all(|d| d.refusal.is_none()));
+        if round == 0 {
+            assert_eq!(ticket.state(), &TicketState::Pending, "veto is off");
+            assert_eq!(ticket.version(), 1 + N as u64);
+        } else {
+            let TicketState::Approved(approval) = ticket.state() else {
+                panic!("expected approval, got {:?}", ticket.state());
+            };
+            assert_eq!(
+                approval.by,
+                agent_handoff::ticket::ApprovedBy::Reviewers(everyone)
+            );
+            assert_eq!(counts["approved"], 1, "approved exactly once: {counts:?}");
+        }
+    }
+    h.handoff.verify_audit().await.unwrap();
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_handoff::action::Requester;
 use agent_handoff::audit::{Actor, AuditEvent};
 use agent_handoff::policy::Outcome;
 use agent_handoff::ticket::{
@@ -289,7 +290,7 @@ async fn the_same_key_with_another_action_is_a_typed_conflict_that_writes_nothin
     assert_eq!(h.head().await, head, "nothing was written");
     assert_eq!(h.all_tickets().await.len(), 1);
 
-    // Keys are scoped per agent: another agent may use the same key.
+    // Keys are scoped per requester: another agent may use the same key.
     let other = h.handoff.agent(agent_id("other-agent"), None);
     let theirs = pending(other.propose(request("db.update", "drop-1")).await.unwrap());
     assert_ne!(theirs.id, first.id);
@@ -318,7 +319,8 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             other => panic!("expected a self-approval refusal, got {other:?}"),
         }
     }
-    // Someone outside every required group can neither approve nor veto.
+    // Someone outside every required group can neither approve nor veto (the second attempt
+    // within the minute is refused too, but only counted: see below).
     for verdict in [
         Verdict::Approve,
         Verdict::Reject {
@@ -380,7 +382,6 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("pat")), "self_approval".to_owned()),
             (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
-            (Actor::Reviewer(person("erin")), "not_eligible".to_owned()),
             (Actor::Unauthenticated, "unauthenticated".to_owned()),
         ]
     );
@@ -403,10 +404,28 @@ async fn a_quorum_of_two_refuses_self_approval_ineligible_reviewers_and_bad_toke
             row("pat", "approve", Some("self_approval")),
             row("pat", "approve", Some("self_approval")),
             row("erin", "approve", Some("not_eligible")),
-            row("erin", "reject", Some("not_eligible")),
             row("alice", "approve", None),
             row("bob", "approve", None),
         ]
+    );
+    // Erin's second attempt is written as a count once its minute is over.
+    h.clock.advance(2 * MIN);
+    h.handoff.expire_due().await.unwrap();
+    let summary = h.audit(p.id).await.pop().unwrap();
+    let record = summary.record();
+    assert_eq!(
+        (
+            &record.kind[..],
+            &record.actor,
+            &record.data["refusal"],
+            &record.data["detail"]["coalesced"]
+        ),
+        (
+            "refused",
+            &Actor::Reviewer(person("erin")),
+            &json!("not_eligible"),
+            &json!(1)
+        )
     );
     h.assert_audit_ok().await;
 }
@@ -1457,7 +1476,7 @@ async fn run_executes_the_closure_exactly_once_with_the_approved_action() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();
@@ -1535,7 +1554,7 @@ async fn run_records_the_closures_error_as_a_failed_execution() {
     }
     let t = h
         .store
-        .ticket_by_key(&agent_id("ops-agent"), &key("r-1"))
+        .ticket_by_key(&Requester::new(agent_id("ops-agent"), None), &key("r-1"))
         .await
         .unwrap()
         .unwrap();

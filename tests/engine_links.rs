@@ -643,7 +643,7 @@ async fn an_unverified_credential_does_not_spend_the_token() {
 }
 
 #[tokio::test]
-async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_spent() {
+async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_not_spent() {
     let h = Harness::links_harness().await;
     let id = h.pending("db.drop", "d-1").await;
     let approve_token = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
@@ -675,14 +675,41 @@ async fn a_forwarded_link_used_by_another_reviewer_is_refused_audited_and_spent(
             Some("wrong_reviewer".to_owned())
         )
     );
-    // The verified credential spent it: the link is gone for alice too (she gets a new one).
+    // Bob pressing it again and again writes nothing more: one row per link, person and
+    // minute; the others are counted.
+    let before = h.audit_len().await;
+    for _ in 0..20 {
+        assert!(matches!(
+            h.use_token(&approve_token, "bob", approve()).await,
+            Err(LinkError::WrongReviewer { .. })
+        ));
+    }
+    assert!(h.refusals_since(before).await.is_empty(), "coalesced");
+    assert_eq!(h.decisions(id).await.len(), 1);
+    // Nothing was spent: alice's own click still decides (DESIGN: a forwarded link must not
+    // let anyone cancel the rightful reviewer's vote).
+    let ticket = h
+        .use_token(&approve_token, "alice", approve())
+        .await
+        .unwrap();
+    assert_eq!(h.voters(id).await, ["alice"]);
+    assert_eq!(ticket.votes().len(), 1);
+    // And now it is spent, for her and for bob alike.
     assert!(matches!(
         h.use_token(&approve_token, "alice", approve()).await,
         Err(LinkError::Replayed)
     ));
-    let fresh = token(&h.mint(id, Some("alice")).await, VerdictKind::Approve);
-    h.use_token(&fresh, "alice", approve()).await.unwrap();
-    assert_eq!(h.voters(id).await, ["alice"]);
+    // The twenty coalesced attempts are counted in one row once the minute is over.
+    h.clock.advance(Duration::from_secs(61));
+    let before = h.audit_len().await;
+    h.handoff.expire_due().await.unwrap();
+    let summary = h.all_audit().await.pop().unwrap();
+    assert_eq!(
+        h.refusals_since(before).await,
+        [(Some(id), reviewer("bob"), "wrong_reviewer".to_owned())]
+    );
+    assert_eq!(summary.record().data["detail"]["coalesced"], 20);
+    assert_eq!(summary.record().data["token"]["key_id"], "k1");
     h.assert_audit_ok().await;
 }
 

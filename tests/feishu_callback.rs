@@ -29,6 +29,8 @@ struct Env {
     handoff: Handoff,
     clock: ManualClock,
     store: Arc<dyn Store>,
+    /// The same store, to make a commit fail.
+    interpose: Arc<Interpose>,
     verifier: FeishuCallbackVerifier,
     key: EncryptKey,
 }
@@ -39,7 +41,8 @@ async fn env() -> Env {
     let sqlite = SqliteStore::in_memory_with(SqliteOptions::new().with_clock(Arc::clone(&shared)))
         .await
         .unwrap();
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let interpose = Arc::new(Interpose::new(sqlite));
+    let store: Arc<dyn Store> = Arc::clone(&interpose) as Arc<dyn Store>;
     let mut dir = StaticDirectory::new();
     dir.add_person("alice", ["dba"]).unwrap();
     dir.add_person("bob", ["dba"]).unwrap();
@@ -63,6 +66,7 @@ async fn env() -> Env {
         handoff,
         clock,
         store,
+        interpose,
         verifier,
         key,
     }
@@ -170,6 +174,10 @@ impl Env {
 
 fn toast_type(body: &Value) -> &str {
     body["toast"]["type"].as_str().unwrap()
+}
+
+fn toast_text(body: &Value) -> &str {
+    body["toast"]["content"].as_str().unwrap()
 }
 
 fn has_buttons(card: &Value) -> bool {
@@ -281,15 +289,18 @@ async fn a_replayed_event_is_refused_and_audited() {
     let (_, first) = env.call(&headers, &body).await;
     assert_eq!(toast_type(&first), "success");
 
+    // The same callback again: its event id was consumed with the decision, so it decides
+    // nothing more; the reviewer is told the button was used.
     let (status, again) = env.call(&headers, &body).await;
     assert_eq!(status, 200);
     assert_eq!(toast_type(&again), "error");
+    assert_eq!(toast_text(&again), "You already used this button.");
     let ticket = env.store.ticket(id).await.unwrap().unwrap();
     assert_eq!(ticket.votes().len(), 1, "counted once");
     assert!(env
         .refusals()
         .await
-        .contains(&(Actor::Unauthenticated, "feishu_event_replayed".into())));
+        .contains(&(Actor::Reviewer(person("alice")), "replayed".into())));
 
     // A new event with the same button by the same reviewer: the token's own nonce refuses it.
     let body = env.action("ev-replay-2", "ou_alice", &token);
@@ -339,4 +350,81 @@ async fn a_bad_signature_is_401_with_an_empty_body_and_audited() {
         3,
         "{refused:?}"
     );
+}
+
+/// A stranger (an `open_id` the directory does not know) pressing a genuine button 500 times:
+/// every click is refused, nothing is decided, and nothing is written before anyone is
+/// authenticated — no nonce (the event id is consumed only with a decision), and audit rows
+/// only up to the flood budget, the rest counted in one summary row.
+#[tokio::test]
+async fn a_strangers_clicks_write_no_nonce_and_their_audit_rows_are_coalesced() {
+    let env = env().await;
+    let id = env.pending("db.update", "stranger").await;
+    let token = env.token(id, VerdictKind::Approve).await;
+    let nonces = env.store.health().await.unwrap().nonces;
+    let refusals = env.refusals().await.len();
+    for i in 0..500 {
+        let body = env.action(&format!("ev-stranger-{i}"), "ou_stranger", &token);
+        let (status, answer) = env
+            .call(&env.signed(&body, &format!("n-s-{i}")), &body)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            toast_text(&answer),
+            "You are not a reviewer known to this approval system."
+        );
+    }
+    assert_eq!(env.state(id).await, StateName::Pending);
+    assert_eq!(
+        env.store.health().await.unwrap().nonces,
+        nonces,
+        "no nonce written for a click nobody authenticated"
+    );
+    let written = env.refusals().await.len() - refusals;
+    assert_eq!(written, 60, "the default budget of 60 rows a minute");
+    env.clock.advance(2 * MIN);
+    env.handoff.expire_due().await.unwrap();
+    let rows = env
+        .store
+        .audit_events(1, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|raw| AuditEvent::decode(raw).unwrap())
+        .filter(|e| e.record().data["detail"]["coalesced"].is_u64())
+        .map(|e| e.record().data["detail"]["coalesced"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(rows, 440, "the other clicks counted");
+    // The rightful reviewer's click still decides (a group button: any eligible reviewer).
+    let body = env.action("ev-alice-s", "ou_alice", &token);
+    let (_, answer) = env.call(&env.signed(&body, "n-s-alice"), &body).await;
+    assert_eq!(toast_type(&answer), "success", "{answer}");
+    assert_eq!(
+        env.store.health().await.unwrap().nonces,
+        nonces + 2,
+        "the token's use and the event id, in the decision's write"
+    );
+}
+
+/// A click whose decision hits a transient store failure is not lost: the event id is
+/// consumed in the same write as the decision, so nothing was consumed and the same
+/// callback, delivered again, is decided.
+#[tokio::test]
+async fn a_click_whose_write_failed_is_decided_when_the_callback_comes_again() {
+    let env = env().await;
+    let id = env.pending("db.update", "transient").await;
+    let token = env.token(id, VerdictKind::Approve).await;
+    let body = env.action("ev-transient", "ou_alice", &token);
+    let headers = env.signed(&body, "n-t");
+    env.interpose.fail_next_commit();
+    let (status, first) = env.call(&headers, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        toast_text(&first),
+        "Could not record the decision; try again."
+    );
+    assert_eq!(env.state(id).await, StateName::Pending);
+    let (_, again) = env.call(&headers, &body).await;
+    assert_eq!(toast_type(&again), "success", "{again}");
+    assert_eq!(env.state(id).await, StateName::Approved);
 }

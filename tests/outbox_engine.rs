@@ -743,3 +743,89 @@ async fn the_delivery_worker_delivers_in_the_background() {
     let tickets: Vec<_> = ops.deliveries().iter().map(|d| d.ticket).collect();
     assert_eq!(tickets, [first, second]);
 }
+
+/// A channel whose notifier panics on its first `n` deliveries, then delegates.
+#[derive(Debug)]
+struct Panics {
+    channel: RecordingNotifier,
+    remaining: Mutex<usize>,
+}
+
+#[async_trait]
+impl Notifier for Panics {
+    async fn deliver(&self, delivery: &Delivery) -> Result<DeliveryReceipt, DeliveryError> {
+        let panic_now = {
+            let mut remaining = self.remaining.lock().unwrap();
+            let now = *remaining > 0;
+            *remaining = remaining.saturating_sub(1);
+            now
+        };
+        if panic_now {
+            panic!("the notifier has a bug");
+        }
+        self.channel.deliver(delivery).await
+    }
+}
+
+/// A notifier that panics fails that attempt, like a transient failure: the pass goes on
+/// with the other rows, the row is retried after its backoff and delivered, the failure is
+/// audited — and a background worker survives it.
+#[tokio::test]
+async fn a_panicking_notifier_fails_its_attempt_and_the_row_is_retried() {
+    let world = World::with_limits(retry_limits(5));
+    let ops = RecordingNotifier::new();
+    let panics = Arc::new(Panics {
+        channel: ops.clone(),
+        remaining: Mutex::new(1),
+    });
+    let node = world
+        .node_with(panics, ops.clone(), RecordingNotifier::new())
+        .await;
+    let id = node.propose(update("panics")).await;
+    let report = node.handoff.deliver_due().await.expect("the pass survives");
+    assert_eq!(
+        (report.delivered, report.retried),
+        (1, 1),
+        "room delivered, ops retried"
+    );
+    let row = ops_row(&node, id).await;
+    assert_eq!((row.status, row.attempts), (OutboxStatus::Pending, 1));
+    let failed = node.audit_data(id, kind::DELIVERY_FAILED).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["error"], "notifier_panicked");
+    assert_eq!(failed[0]["retryable"], true);
+    world.clock.set(row.row.due);
+    assert_eq!(node.handoff.deliver_due().await.unwrap().delivered, 1);
+    assert_eq!(ops.deliveries().len(), 1);
+    node.handoff.verify_audit().await.unwrap();
+}
+
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_worker_survives_a_panicking_notifier() {
+    let world = World::with_limits(Limits {
+        delivery_backoff_base: Duration::ZERO,
+        ..Limits::default()
+    });
+    let ops = RecordingNotifier::new();
+    let panics = Arc::new(Panics {
+        channel: ops.clone(),
+        remaining: Mutex::new(3),
+    });
+    let node = world
+        .node_with(panics, ops.clone(), RecordingNotifier::new())
+        .await;
+    node.propose(update("worker-panics")).await;
+    let worker = node.handoff.spawn_delivery_worker(Duration::from_secs(1));
+    let clock = world.clock.clone();
+    let seen = ops.clone();
+    let tick = || {
+        clock.advance(Duration::from_millis(100));
+        seen.deliveries().len() == 1
+    };
+    tokio::time::timeout(Duration::from_secs(20), until(tick))
+        .await
+        .expect("delivered after three panics");
+    assert!(!worker.is_finished(), "the worker is still running");
+    worker.abort();
+}

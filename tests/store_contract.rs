@@ -49,10 +49,13 @@ impl Store for OlderStore {
     }
     async fn ticket_by_key(
         &self,
-        agent: &agent_handoff::AgentId,
+        requester: &agent_handoff::action::Requester,
         key: &agent_handoff::action::IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        self.inner.ticket_by_key(agent, key).await
+        self.inner.ticket_by_key(requester, key).await
+    }
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        self.inner.prune_nonces(limit).await
     }
     async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> {
         self.inner.list_tickets(filter).await

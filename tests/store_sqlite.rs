@@ -448,3 +448,166 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_version_2_file_is_migrated_to_requester_scoped_keys() {
+    let env = Env::new();
+    let carols = propose_for("agent-a", Some("carol"), "shared", review(), ts(T0));
+    let alone = propose("agent-a", "own", review(), ts(T0));
+    {
+        let conn = raw(&env);
+        conn.execute_batch(include_str!("../src/store/sqlite/migrations/0001_init.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!(
+            "../src/store/sqlite/migrations/0002_outbox_order.sql"
+        ))
+        .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for t in [&carols.ticket, &alone.ticket] {
+            conn.execute(
+                "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
+                 created_at, updated_at, due_at, body) VALUES (?1, 'agent-a', ?2, 'pending', 1, \
+                 ?3, ?4, ?4, NULL, ?5)",
+                rusqlite::params![
+                    t.id().as_uuid().as_bytes(),
+                    t.idempotency_key().as_str(),
+                    t.action_digest().as_bytes(),
+                    T0,
+                    serde_json::to_string(t).unwrap(),
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO decisions (ticket_id, person, verdict, refusal, at) \
+                 VALUES (?1, 'bob', 'approve', NULL, ?2)",
+                rusqlite::params![t.id().as_uuid().as_bytes(), T0],
+            )
+            .unwrap();
+        }
+    }
+    let store = file_store(&env).await;
+    let version: i64 = raw(&env)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 3, "migrated, now at {version}");
+    let key = carols.ticket.idempotency_key();
+    assert_eq!(
+        store
+            .ticket_by_key(&requester("agent-a", Some("carol")), key)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&carols.ticket)
+    );
+    assert_eq!(
+        store.ticket(alone.ticket.id()).await.unwrap().as_ref(),
+        Some(&alone.ticket)
+    );
+    assert_eq!(store.decisions(carols.ticket.id()).await.unwrap().len(), 1);
+    // Pat's proposal through the same agent under carol's key is pat's own ticket; the agent
+    // on its own too; carol's key again is carol's ticket.
+    for principal in [Some("pat"), None] {
+        let p = propose_for("agent-a", principal, "shared", review(), ts(T0));
+        store.commit(insert(&p)).await.unwrap();
+    }
+    let again = propose_for("agent-a", Some("carol"), "shared", review(), ts(T0));
+    assert!(matches!(
+        store.commit(insert(&again)).await,
+        Err(StoreError::DuplicateKey { existing }) if existing == carols.ticket.id()
+    ));
+    let orphans: i64 = raw(&env)
+        .query_row(
+            "SELECT count(*) FROM decisions WHERE ticket_id NOT IN (SELECT id FROM tickets)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+    store.shutdown().await.unwrap();
+}
+
+/// Nonces are forgotten only once the newest commit *recorded in the file* is past their
+/// expiry — a time every later commit, by this or another process, after a restart or a
+/// clock set back, is at or after — not merely once the clock is.
+#[tokio::test]
+async fn nonces_are_pruned_against_the_files_last_commit_not_the_clock() {
+    let clock = agent_handoff::ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = file_store(&env).await;
+    let token = agent_handoff::backend::NonceUse::new(nonce().nonce, ts(T0 + 1_000));
+    store
+        .commit(Write::new().with_audit(marker(1, ts(T0))).with_nonce(token))
+        .await
+        .unwrap();
+    clock.set(ts(T0 + 60_000));
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 0, "no commit since");
+    store.shutdown().await.unwrap();
+
+    // Reopened with the clock set back before the expiry: the file's last commit rules.
+    let store =
+        file_store(&env.with_clock(Arc::new(agent_handoff::ManualClock::new(ts(T0))))).await;
+    let mut write = insert(&propose("agent-a", "k-1", review(), ts(T0)));
+    write.nonces = vec![token];
+    assert!(
+        matches!(store.commit(write).await, Err(StoreError::NonceReused)),
+        "still remembered"
+    );
+    let committed = store
+        .commit(Write::new().with_audit(marker(2, ts(T0))))
+        .await
+        .unwrap();
+    assert!(committed.at < token.expires, "the clock was set back");
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 0);
+    store.shutdown().await.unwrap();
+}
+
+/// A nonce forgotten under a poisoned floor stays unusable after an operator steps the floor
+/// back: the store keeps the latest expiry it forgot (its nonce horizon), never lowered, and a
+/// write consuming a nonce that expired at or before it is too late — else a token still
+/// valid by the corrected clock could be used a second time.
+#[tokio::test]
+async fn a_nonce_forgotten_under_a_poisoned_floor_stays_spent_after_a_rebase() {
+    const DAY: i64 = 24 * 3_600_000;
+    let clock = agent_handoff::ManualClock::new(ts(T0));
+    let env = Env::with(Arc::new(clock.clone()));
+    let store = file_store(&env).await;
+    // A token valid for an hour is spent.
+    let token = agent_handoff::backend::NonceUse::new(nonce().nonce, ts(T0 + 3_600_000));
+    store
+        .commit(Write::new().with_audit(marker(1, ts(T0))).with_nonce(token))
+        .await
+        .unwrap();
+    // The clock jumps a day ahead (accepted after a rebase onto it), a commit makes that the
+    // floor, and the sweep forgets the nonce.
+    clock.step_wall(ts(T0 + DAY));
+    store
+        .commit(
+            Write::new()
+                .with_audit(marker(2, ts(T0 + DAY)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.prune_nonces(10).await.unwrap(), 1);
+    // The clock is corrected and the floor rebased back onto it.
+    clock.step_wall(ts(T0 + 60_000));
+    let rebased = store
+        .commit(
+            Write::new()
+                .with_audit(marker(3, ts(T0 + 60_000)))
+                .with_clock_rebase(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        rebased.at < token.expires,
+        "the token is valid again by the clock"
+    );
+    let mut replay = insert(&propose("agent-a", "k-1", review(), ts(T0 + 60_000)));
+    replay.nonces = vec![token];
+    assert!(
+        matches!(store.commit(replay).await, Err(StoreError::TooLate { .. })),
+        "the forgotten nonce is never consumed again"
+    );
+    store.shutdown().await.unwrap();
+}

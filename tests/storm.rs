@@ -9,7 +9,7 @@
 //! 1. **Duplicate proposals** (`duplicate_proposal_storm…`): `STORM_TASKS` tasks each propose
 //!    every one of `STORM_KEYS` idempotency keys, in their own shuffled order; for one key in
 //!    eight, one task proposes a *different* action under the key. Checked: one ticket per key
-//!    (the store's `UNIQUE (agent, key)`), every task that proposed the same action got the
+//!    (the store's `UNIQUE (agent, principal, key)`), every task that proposed the same action got the
 //!    same ticket and the answer its ruling gives, every task that proposed another action got
 //!    `IdempotencyConflict` naming that ticket, each ticket has exactly the audit events of its
 //!    proposal (`proposed`, plus `approved`/`rejected` by policy) — a replay writes nothing, as
@@ -80,7 +80,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_handoff::action::ActionRequest;
+use agent_handoff::action::{ActionRequest, Requester};
 use agent_handoff::audit::{Actor, AuditRecord};
 use agent_handoff::backend::TicketFilter;
 use agent_handoff::policy::Outcome;
@@ -1688,7 +1688,7 @@ fn outcome_state(data: &Value) -> StateName {
 async fn check(node: &Node, cfg: &Cfg, evidence: &Evidence, initial: bool) -> Report {
     let mut report = Report::default();
     let store = node.store.as_ref();
-    let agent = agent_id(AGENT);
+    let agent = Requester::new(agent_id(AGENT), Some(person(PRINCIPAL)));
 
     // One ticket per key, and the proposals' answers.
     let mut by_key: BTreeMap<usize, Ticket> = BTreeMap::new();
@@ -2724,7 +2724,10 @@ fn storm_worker() {
         for k in 0..cfg.tickets.min(cfg.keys) {
             let t = node
                 .store
-                .ticket_by_key(&agent_id(AGENT), &key(&key_text(k)))
+                .ticket_by_key(
+                    &Requester::new(agent_id(AGENT), Some(person(PRINCIPAL))),
+                    &key(&key_text(k)),
+                )
                 .await
                 .unwrap()
                 .expect("every key has its ticket");

@@ -52,7 +52,8 @@ impl Requester {
 /// A caller-chosen key that makes retries of one proposal idempotent.
 ///
 /// 8 to 255 bytes of printable ASCII (`!` to `~`, no spaces): long enough to be unique per
-/// action (a UUID is 36), short enough to index. Keys are scoped per requester agent.
+/// action (a UUID is 36), short enough to index. Keys are scoped per requester: the agent and
+/// the principal it acts for (see [`Requester`]).
 ///
 /// [`IdempotencyKey::new`] checks the bounds where a key is made;
 /// [`ActionRequest::builder`] takes the key made so.

@@ -29,6 +29,6 @@ pub use platform::{PlatformIdentity, PlatformRequest, PlatformVerifier, MAX_PLAT
 pub use reader::StoreReader;
 pub use store::{
     CommitListener, Committed, DecisionRow, NonceUse, OutboxEntry, OutboxOutcome, OutboxRow,
-    OutboxStatus, OutboxUpdate, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
+    OutboxStatus, OutboxUpdate, Rebase, Store, StoreError, StoreHealth, TicketCursor, TicketFilter,
     TicketPage, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };

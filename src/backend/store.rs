@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use super::clock::Clock;
 use super::commit_clock::ClockAlarm;
 use super::freeze::{Freeze, FreezeChange, FreezeScope};
-use crate::action::IdempotencyKey;
+use crate::action::{IdempotencyKey, Requester};
 use crate::audit::{AuditEvent, AuditRecord, ChainHead, Checkpoint, RawEvent, TextRef, TextRow};
 use crate::codes::{self, Code};
 use crate::id::{AgentId, GroupName, PersonId, TicketId};
@@ -51,6 +52,23 @@ use crate::timestamp::Timestamp;
 /// lists the rows by event. An erasure ([`Write::erase`]) drops a text's value and salt and
 /// records which event erased it; the chain is never touched, so it still verifies.
 ///
+/// **Idempotency scope.** One ticket per (requester, idempotency key), where the requester is
+/// the agent *and* the principal it acts for, "no principal" being a value of its own (two
+/// proposals of one key without a principal are one ticket: a `UNIQUE` index over a `NULL`
+/// column would let both in). [`StoreError::DuplicateKey`] names the ticket of the same
+/// requester only; a key used by another requester is no conflict.
+///
+/// **Rebase.** A write carrying a [`Rebase`] whose [`TicketWrite::Update`] finds the ticket at
+/// another version is recomputed on the ticket as committed (see [`Write::rebase`]), so writes
+/// that commute (reviewers' votes) never lose a compare-and-swap to each other.
+///
+/// **Nonces.** A write is refused with [`StoreError::TooLate`] when committed at or after the
+/// expiry of any nonce it consumes, so a nonce past its expiry can never be consumed again and
+/// [`prune_nonces`](Store::prune_nonces) may forget it. Because an operator may step the
+/// commit floor back ([`Write::rebase_clock`]), a store that forgot nonces also refuses, as
+/// `TooLate`, a write consuming a nonce that expired at or before the latest expiry it forgot
+/// (a horizon that never goes back).
+///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
 ///
 /// # The conformance suite
@@ -77,9 +95,9 @@ use crate::timestamp::Timestamp;
 /// # use agent_handoff::backend::{
 /// #     CommitListener, DecisionRow, Freeze, OutboxEntry, StoreHealth, TicketFilter, TicketPage,
 /// # };
-/// # use agent_handoff::action::IdempotencyKey;
+/// # use agent_handoff::action::{IdempotencyKey, Requester};
 /// # use agent_handoff::ticket::Ticket;
-/// # use agent_handoff::{AgentId, TicketId, Timestamp};
+/// # use agent_handoff::{TicketId, Timestamp};
 ///
 /// #[derive(Debug)]
 /// struct CountingStore {
@@ -90,7 +108,7 @@ use crate::timestamp::Timestamp;
 /// #[async_trait::async_trait]
 /// impl Store for CountingStore {
 ///     fn contract_version(&self) -> u32 {
-///         3 // the contract this store was written and tested against, as a literal
+///         4 // the contract this store was written and tested against, as a literal
 ///     }
 ///
 ///     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
@@ -106,7 +124,8 @@ use crate::timestamp::Timestamp;
 ///     // … every other method, delegating to `inner` …
 /// #   async fn freezes(&self) -> Result<Vec<Freeze>, StoreError> { self.inner.freezes().await }
 /// #   async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> { self.inner.ticket(id).await }
-/// #   async fn ticket_by_key(&self, agent: &AgentId, key: &IdempotencyKey) -> Result<Option<Ticket>, StoreError> { self.inner.ticket_by_key(agent, key).await }
+/// #   async fn ticket_by_key(&self, requester: &Requester, key: &IdempotencyKey) -> Result<Option<Ticket>, StoreError> { self.inner.ticket_by_key(requester, key).await }
+/// #   async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> { self.inner.prune_nonces(limit).await }
 /// #   async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> { self.inner.list_tickets(filter).await }
 /// #   async fn decisions(&self, ticket: TicketId) -> Result<Vec<DecisionRow>, StoreError> { self.inner.decisions(ticket).await }
 /// #   async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> { self.inner.audit_events(from, limit).await }
@@ -189,10 +208,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A ticket by id.
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError>;
 
-    /// A ticket by its idempotency key, scoped to the proposing agent.
+    /// A ticket by its idempotency key, scoped to the whole requester: the proposing agent and
+    /// the principal it acts for (`None` is a principal of its own, not a wildcard). Another
+    /// requester's ticket under the same key is never returned.
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError>;
 
@@ -287,6 +308,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         channel: &str,
     ) -> Result<Option<Value>, StoreError>;
 
+    /// Forgets at most `limit` consumed nonces whose expiry is at or before the store's commit
+    /// time (the later of its clock and every earlier commit), and answers how many it forgot.
+    ///
+    /// Safe by construction: a write consuming a nonce is refused at or after that nonce's
+    /// expiry (see [`Write::nonces`]), and — should the floor be rebased back — whenever the
+    /// nonce expired at or before the latest expiry forgotten, so a forgotten nonce can never
+    /// be consumed again. The
+    /// engine's sweep ([`Handoff::expire_due`](crate::Handoff::expire_due)) calls it until it
+    /// answers fewer than `limit`; without it the nonce table only grows.
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError>;
+
     /// Reachability and backlog figures.
     async fn health(&self) -> Result<StoreHealth, StoreError>;
 
@@ -316,7 +348,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// | 1 | tickets inserted or replaced by compare-and-swap on their version, decisions, audit records chained onto the head at commit, outbox rows and delivery outcomes, single-use nonces, `valid_before` judged at the commit time, which never goes backwards |
 /// | 2 | 1, and: the store names its clock (`clock`); commit times follow [`CommitClock`](crate::backend::CommitClock) (a jumped clock and a floor ahead of the clock refuse the commit, `rebase_clock` steps the floor onto the clock, seen by every process); freezes held by the store (`freezes`), set or lifted with their write (`freeze`), and `unless_frozen` checked inside the committing transaction |
 /// | 3 | 2, and the texts of audit records kept beside their events only when the chain commits to them ([`AuditRecord::check_texts`]), read back with the events (`ticket_audit_page`, `audit_texts`); erasures of texts ([`Write::erase`], [`StoreError::NoSuchText`]); every checkpoint listed by size (`checkpoints`) |
-pub const STORE_CONTRACT_VERSION: u32 = 3;
+/// | 4 | 3, and idempotency keys unique per whole requester (agent and principal, "no principal" a value) and `ticket_by_key` by requester; [`Write::rebase`] applied on a lost compare-and-swap; a write `TooLate` at or after any of its nonces' expiry; [`Store::prune_nonces`]; [`StoreHealth::nonces`] |
+pub const STORE_CONTRACT_VERSION: u32 = 4;
 
 /// Called with the ids of the tickets a durable commit changed.
 pub type CommitListener = std::sync::Arc<dyn Fn(&[TicketId]) + Send + Sync>;
@@ -361,7 +394,10 @@ pub struct Write {
     /// is refused with [`StoreError::OutboxConflict`] (another worker recorded it first).
     pub outbox_updates: Vec<OutboxUpdate>,
     /// Single-use nonces consumed by this write; a nonce seen before refuses the whole write
-    /// with [`StoreError::NonceReused`].
+    /// with [`StoreError::NonceReused`]. Each nonce also limits the write like
+    /// [`valid_before`](Self::valid_before): committed at or after a nonce's
+    /// [`expires`](NonceUse::expires), the write is [`StoreError::TooLate`] (the store may have
+    /// forgotten the nonce by then, see [`Store::prune_nonces`]).
     pub nonces: Vec<NonceUse>,
     /// The write is valid only if committed strictly before this instant (a review deadline,
     /// a grant's end); otherwise [`StoreError::TooLate`] and nothing is written.
@@ -384,6 +420,47 @@ pub struct Write {
     /// recorded as erased by the write's first audit record (the `text_erased` event), which
     /// the write must carry ([`StoreError::InvalidWrite`] otherwise).
     pub erase: Vec<TextRef>,
+    /// How to recompute this write if its [`TicketWrite::Update`] would lose the
+    /// compare-and-swap: the store calls it, inside the transaction, with the ticket as
+    /// committed (by earlier commits, and by the writes of its batch applied before this one)
+    /// and the commit time, and applies the write it returns in place of this one — limits,
+    /// nonces and all, keeping this rebase. `None` from it: [`StoreError::VersionConflict`] as
+    /// without a rebase. A rebase is only called when the stored version differs from the
+    /// expected one, and may be called more than once for one commit (the last call is the one
+    /// applied).
+    ///
+    /// For changes that commute with whatever got there first — reviewers' votes, which the
+    /// engine recomputes with the ticket machine — like a key-value store's merge operator.
+    pub rebase: Option<Rebase>,
+}
+
+/// The function of a [`Write::rebase`]: the ticket as committed and the commit time in, the
+/// write to apply instead (or `None`: refuse with [`StoreError::VersionConflict`]) out.
+type RebaseFn = dyn Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync;
+
+/// Recomputes a write on the ticket as committed (see [`Write::rebase`]). Cheap to clone.
+///
+/// The function runs on the store's writing thread or inside its transaction: it must be a
+/// quick, pure computation and must never call the store.
+#[derive(Clone)]
+pub struct Rebase(Arc<RebaseFn>);
+
+impl Rebase {
+    /// A rebase computed by `f`.
+    pub fn new(f: impl Fn(&Ticket, Timestamp) -> Option<Write> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The write to apply instead, on `current` committed at `at`.
+    pub fn apply(&self, current: &Ticket, at: Timestamp) -> Option<Write> {
+        (self.0)(current, at)
+    }
+}
+
+impl fmt::Debug for Rebase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Rebase(..)")
+    }
 }
 
 impl Write {
@@ -398,6 +475,13 @@ impl Write {
     /// A write with nothing in it (committing it still takes a commit time).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets [`rebase`](Self::rebase).
+    #[must_use]
+    pub fn with_rebase(mut self, rebase: Rebase) -> Self {
+        self.rebase = Some(rebase);
+        self
     }
 
     /// Sets the ticket change.
@@ -504,8 +588,9 @@ impl Write {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum TicketWrite {
-    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if the agent already
-    /// has a ticket under the same idempotency key.
+    /// A new ticket (version 1). Refused with [`StoreError::DuplicateKey`] if its requester
+    /// (agent and principal, see [`Store`]) already has a ticket under the same idempotency
+    /// key.
     Insert(Box<Ticket>),
     /// Compare-and-swap: replace the stored ticket only if its version is `expected_version`
     /// (the new ticket's version must be `expected_version + 1`).
@@ -816,6 +901,8 @@ pub struct StoreHealth {
     /// Why commits are being refused because of the clock, if they are (see
     /// [`ClockAlarm`]): an alarm for operators.
     pub clock_alarm: Option<ClockAlarm>,
+    /// Consumed nonces still remembered (pruned once expired, see [`Store::prune_nonces`]).
+    pub nonces: u64,
 }
 
 /// A store failure.
@@ -830,10 +917,10 @@ pub enum StoreError {
         /// The version the write expected.
         expected: u64,
     },
-    /// The agent already has a ticket under this idempotency key.
+    /// The requester (agent and principal) already has a ticket under this idempotency key.
     #[error("idempotency key already used by ticket {existing}")]
     DuplicateKey {
-        /// The existing ticket.
+        /// The existing ticket, of the same requester.
         existing: TicketId,
     },
     /// A nonce in the write was used before.

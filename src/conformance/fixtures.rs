@@ -90,6 +90,24 @@ pub fn review_by(group_name: &str) -> Ruling {
     }
 }
 
+/// A thousand approvals from `dba`, veto off, an hour to decide: votes keep it pending.
+pub fn poll() -> Ruling {
+    Ruling {
+        outcome: Outcome::Review(ReviewPlan {
+            requirements: [ReviewRequirement {
+                groups: [group("dba")].into(),
+                approvals: 1000,
+            }]
+            .into(),
+            deadline: Duration::from_secs(3600),
+            approval_ttl: Duration::from_secs(3600),
+            veto: false,
+        }),
+        matched: Vec::new(),
+        policy: policy_ref(),
+    }
+}
+
 /// One approval from `dba`.
 pub fn review() -> Ruling {
     review_by("dba")
@@ -117,8 +135,20 @@ pub fn deny() -> Ruling {
     }
 }
 
-/// A proposal by `agent_name` under idempotency key `idempotency-<key>`, ruled `ruling`, at `now`.
+/// A proposal by `agent_name` (acting on its own) under idempotency key `idempotency-<key>`,
+/// ruled `ruling`, at `now`.
 pub fn propose(agent_name: &str, key: &str, ruling: Ruling, now: Timestamp) -> Transition {
+    propose_for(agent_name, None, key, ruling, now)
+}
+
+/// Like [`propose`], by `agent_name` acting for `principal` (`None`: on its own).
+pub fn propose_for(
+    agent_name: &str,
+    principal: Option<&str>,
+    key: &str,
+    ruling: Ruling,
+    now: Timestamp,
+) -> Transition {
     let request = ActionRequest::builder("db.table.drop", format!("idempotency-{key}"))
         .target("postgres://prod/orders")
         .parameters(json!({ "table": "orders" }))
@@ -126,12 +156,20 @@ pub fn propose(agent_name: &str, key: &str, ruling: Ruling, now: Timestamp) -> T
         .unwrap();
     open(
         new_id(),
-        Requester::new(agent(agent_name), None),
-        PrincipalCheck::NoPrincipal,
+        requester(agent_name, principal),
+        match principal {
+            Some(p) => PrincipalCheck::Person(person(p)),
+            None => PrincipalCheck::NoPrincipal,
+        },
         request,
         ruling,
         now,
     )
+}
+
+/// `agent_name` acting for `principal` (`None`: on its own).
+pub fn requester(agent_name: &str, principal: Option<&str>) -> Requester {
+    Requester::new(agent(agent_name), principal.map(person))
 }
 
 /// A reviewer in `groups`.
@@ -217,9 +255,11 @@ pub fn marker(n: u64, at: Timestamp) -> AuditRecord {
     )
 }
 
-/// A fresh single-use nonce.
+/// A fresh single-use nonce that expires in 2100 (a nonce also limits its write: stores
+/// refuse a write committed at or after a nonce's expiry, and some tests commit on the system
+/// clock).
 pub fn nonce() -> NonceUse {
-    NonceUse::new(random16(), ts(T0 + 3_600_000))
+    NonceUse::new(random16(), ts(4_102_444_800_000))
 }
 
 /// An outbox row for `ticket`.

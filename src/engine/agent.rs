@@ -332,7 +332,7 @@ impl AgentHandle {
     async fn propose_inner(&self, request: ActionRequest) -> Result<Proposal, ProposeError> {
         let inner = self.inner();
         let agent = self.requester.agent();
-        // No read before the insert: the store's unique (agent, key) constraint finds a
+        // No read before the insert: the store's unique (requester, key) constraint finds a
         // repeated key in the same transaction (`DuplicateKey` below), which saves a round
         // trip to the store on every new proposal. Replays cost no rate-limit token: a
         // limited agent retrying after a crash still gets its answer.
@@ -346,7 +346,7 @@ impl AgentHandle {
             }
             return match inner
                 .store
-                .ticket_by_key(agent, request.idempotency_key())
+                .ticket_by_key(&self.requester, request.idempotency_key())
                 .await?
             {
                 Some(existing) => self.replay(existing, request.digest()).await,
@@ -439,10 +439,17 @@ impl AgentHandle {
         existing: Ticket,
         digest: ActionDigest,
     ) -> Result<Proposal, ProposeError> {
-        // A replay is the same action by the same requester. The same agent acting for another
-        // principal must not receive that principal's ticket (or its grant, which could then
-        // have been approved by the person now asking).
-        if existing.proposed_digest() != digest || existing.requester() != &self.requester {
+        // Keys are scoped by the whole requester (agent and principal), so the store answers
+        // this requester's own ticket only. Anything else would hand out another principal's
+        // ticket (or its grant, which the person now asking may have approved): refused
+        // without naming it.
+        if existing.requester() != &self.requester {
+            return Err(StoreError::Corrupt(
+                "the store answered another requester's ticket for an idempotency key".into(),
+            )
+            .into());
+        }
+        if existing.proposed_digest() != digest {
             return Err(ProposeError::IdempotencyConflict {
                 existing: existing.id(),
             });
@@ -908,7 +915,6 @@ impl Handoff {
         let inner = &self.inner;
         check_observed(grant.action.request(), &observed)?;
         let lease = new_lease_id()?;
-        let ruling = inner.policy.evaluate(grant.action.request());
         let digest = grant.action.digest;
         let ttl = inner.limits.lease_ttl;
         let mut expires = None;
@@ -922,10 +928,13 @@ impl Handoff {
                 }
                 let until = now.saturating_add(ttl);
                 expires = Some(until);
+                // The policy as it is for this attempt: a retry after a lost race judges the
+                // action against the policy in force then, not the one read before the first.
+                let current = inner.policy.evaluate(grant.action.request());
                 Ok(Event::Begin {
                     digest,
                     observed: observed.clone(),
-                    current: ruling.clone(),
+                    current,
                     lease,
                     lease_expires: until,
                 })

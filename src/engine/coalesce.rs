@@ -44,11 +44,23 @@ pub(crate) enum Admit {
 
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Most keys tracked at once. Beyond it (after the windows that are over are dropped), a new
+/// key's refusals are written one by one, untracked: memory stays bounded whatever the keys,
+/// and what is written stays bounded by the number of keys a caller can make.
+pub(crate) const MAX_KEYS: usize = 16_384;
+
 impl<K: Hash + Eq + Clone> Coalescer<K> {
     /// One refusal for `key` at `now`, with `limit` rows per window (0: every one written).
     pub(crate) fn admit(&mut self, key: &K, now: Timestamp, limit: u32) -> Admit {
         if limit == 0 {
             return Admit::Write { suppressed: None };
+        }
+        if !self.windows.contains_key(key) && self.windows.len() >= MAX_KEYS {
+            self.windows
+                .retain(|_, w| now < w.start.saturating_add(WINDOW) || w.suppressed > 0);
+            if self.windows.len() >= MAX_KEYS {
+                return Admit::Write { suppressed: None };
+            }
         }
         let window = self.windows.entry(key.clone()).or_insert(Window {
             start: now,
@@ -71,6 +83,25 @@ impl<K: Hash + Eq + Clone> Coalescer<K> {
             (count, window.since.take().unwrap_or(now))
         });
         Admit::Write { suppressed }
+    }
+
+    /// Forgets `key`'s window, as if it had never been opened (its next refusal is written).
+    pub(crate) fn forget(&mut self, key: &K) {
+        self.windows.remove(key);
+    }
+
+    /// Gives back a count that could not be written (`count` refusals since `since`), in a
+    /// window already over at `now`: it is written with the key's next row, or by the next
+    /// [`due`](Self::due).
+    pub(crate) fn restore(&mut self, key: K, count: u64, since: Timestamp, now: Timestamp) {
+        let window = self.windows.entry(key).or_insert(Window {
+            start: now.saturating_sub(WINDOW),
+            written: 0,
+            suppressed: 0,
+            since: None,
+        });
+        window.suppressed += count;
+        window.since = Some(window.since.map_or(since, |s| s.min(since)));
     }
 
     /// The counts of windows over at `now` that hold refusals not written (key, count,
@@ -130,5 +161,21 @@ mod tests {
         assert!(c.due(ts(120_000)).is_empty());
         assert!(c.windows.is_empty());
         assert_eq!(c.admit(&"a", ts(0), 0), Admit::Write { suppressed: None });
+    }
+
+    #[test]
+    fn a_restored_count_is_written_by_the_next_row_or_sweep() {
+        let mut c = Coalescer::default();
+        c.restore("a", 4, ts(3), ts(100));
+        assert_eq!(c.due(ts(100)), vec![("a", 4, ts(3))]);
+        c.restore("a", 4, ts(3), ts(100));
+        assert_eq!(
+            c.admit(&"a", ts(101), 1),
+            Admit::Write {
+                suppressed: Some((4, ts(3)))
+            }
+        );
+        c.forget(&"a");
+        assert_eq!(c.admit(&"a", ts(102), 1), Admit::Write { suppressed: None });
     }
 }

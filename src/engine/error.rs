@@ -29,10 +29,13 @@ pub enum ProposeError {
     /// The agent exceeded its proposal rate limit.
     #[error("agent exceeded its proposal rate limit")]
     RateLimited,
-    /// The idempotency key was used before for a different action; nothing was written.
+    /// This requester (the same agent acting for the same principal) used the idempotency key
+    /// before for a different action; nothing was written. Keys are scoped by the whole
+    /// requester, so another requester's key never conflicts, and `existing` is always a
+    /// ticket of this requester.
     #[error("idempotency key was used for a different action (ticket {existing})")]
     IdempotencyConflict {
-        /// The ticket recorded under the key.
+        /// This requester's ticket recorded under the key.
         existing: TicketId,
     },
     /// The identity directory failed while resolving the requester's principal.
@@ -44,7 +47,9 @@ pub enum ProposeError {
 }
 
 /// Why a reviewer's or operator's decision was not applied. Every variant except
-/// [`DecideError::Store`] is also recorded in the audit trail.
+/// [`DecideError::Store`] is also recorded in the audit trail (refusals of a person in none
+/// of the ticket's groups once per ticket and minute, the others counted: see
+/// [`Limits`](crate::Limits#coalesced-refusals)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecideError {
@@ -139,7 +144,9 @@ pub enum LinkError {
     /// still use it.
     #[error("credential refused")]
     Unauthenticated(#[source] IdentityError),
-    /// The token was issued to another reviewer (a forwarded link). The token is spent.
+    /// The token was issued to another reviewer (a forwarded link). Nothing is spent: the
+    /// reviewer it was issued to can still use it. Recorded once per link, person and minute;
+    /// further attempts are counted into one summary row (see [`Limits`](crate::Limits)).
     #[error("token was issued to `{bound}`, not to `{presented}`")]
     WrongReviewer {
         /// The reviewer the token names.

@@ -10,7 +10,7 @@ use super::error::LinkError;
 use super::review::Decided;
 use super::Handoff;
 use crate::audit::Actor;
-use crate::backend::{Credential, NonceUse, PlatformIdentity, StoreError, Write};
+use crate::backend::{Credential, NonceUse, PlatformIdentity};
 use crate::codes::{self, Code};
 use crate::notify::feishu::{
     Callback, CardAction, FeishuCallbackVerifier, FeishuCardRenderer, FeishuResponse,
@@ -39,15 +39,20 @@ impl Handoff {
     ///    [`Limits::unauthenticated_audit_per_minute`](crate::Limits)) and answered `401` with
     ///    an empty body, whatever the reason.
     /// 2. `url_verification`: `200 {"challenge": …}`.
-    /// 3. `card.action.trigger`: its `header.event_id` is consumed in the store's nonce table
-    ///    (durable, shared by every process on the store, remembered for a day); a repeat is
-    ///    refused and audited. The operator's `open_id` becomes a
+    /// 3. `card.action.trigger`: the operator's `open_id` becomes a
     ///    [`Credential::Platform`] for platform `feishu` (this verified handler is one of the
     ///    only producers of platform identities, see
     ///    [`PlatformIdentity`](crate::backend::PlatformIdentity)), and the button's
     ///    [`DECISION_TOKEN_KEY`] goes to [`Handoff::decide_with_token`], which authenticates the
     ///    operator through the [`IdentityVerifier`](crate::IdentityVerifier), applies the
-    ///    decision and audits every refusal.
+    ///    decision and audits every refusal. The callback's `header.event_id` is consumed in
+    ///    the store's nonce table (durable, shared by every process on the store, remembered
+    ///    for a day) **in the same write as the token's use**: a callback is decided at most
+    ///    once (a repeat is refused as [`Replayed`](LinkError::Replayed)), a click refused
+    ///    before anyone is authenticated (an unknown `open_id`, a forged token, no token)
+    ///    writes no nonce — only its audit row, coalesced under the flood limit — and a click
+    ///    whose write failed in the store consumed nothing, so the same callback delivered
+    ///    again is decided.
     ///
     /// Authenticated requests are answered `200` with `{"toast": {"type", "content"}}` — a
     /// success, or the refusal's reason in words for the reviewer, never internal details —
@@ -97,29 +102,6 @@ impl Handoff {
             }
         };
 
-        match self.consume_event(&action).await {
-            Ok(()) => {}
-            Err(StoreError::NonceReused) => {
-                tracing::info!(
-                    refusal = codes::FEISHU_EVENT_REPLAYED.as_str(),
-                    "feishu callback replayed"
-                );
-                self.audit_unauthenticated(
-                    codes::FEISHU_EVENT_REPLAYED,
-                    json!({
-                        "event_id": action.event_id,
-                        "operator": action.operator_open_id,
-                    }),
-                )
-                .await;
-                return toast("error", "This action was already received.", None);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "feishu callback: store failed");
-                return toast("error", "Could not record the action; try again.", None);
-            }
-        }
-
         let Some(token) = action
             .action_value
             .get(DECISION_TOKEN_KEY)
@@ -140,8 +122,16 @@ impl Handoff {
             PLATFORM,
             action.operator_open_id.clone(),
         ));
+        // The event id is consumed with the token, in the write that records the decision: a
+        // request refused before anyone was authenticated writes no nonce (only its audit row,
+        // coalesced), and one whose write failed is not lost — delivered again, it is decided.
         let outcome = self
-            .decide_with_token(token, &credential, TokenSubmission::new())
+            .decide_with_token_spending(
+                token,
+                &credential,
+                TokenSubmission::new(),
+                Some(self.event_nonce(&action)),
+            )
             .await;
         let card = self.updated_card(renderer, token).await;
         match outcome {
@@ -159,8 +149,8 @@ impl Handoff {
         }
     }
 
-    /// Consumes the callback's event id in the store's nonce table.
-    async fn consume_event(&self, action: &CardAction) -> Result<(), StoreError> {
+    /// The callback's event id as a nonce for the store's nonce table.
+    fn event_nonce(&self, action: &CardAction) -> NonceUse {
         let mut h = Sha256::new();
         h.update(b"agent-handoff/feishu-event/v1\0");
         h.update(action.event_id.as_bytes());
@@ -168,11 +158,7 @@ impl Handoff {
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(&digest[..16]);
         let expires = self.inner.clock.now().saturating_add(EVENT_MEMORY);
-        self.inner
-            .store
-            .commit(Write::new().with_nonce(NonceUse::new(nonce, expires)))
-            .await
-            .map(|_| ())
+        NonceUse::new(nonce, expires)
     }
 
     /// Audits a refusal of a request whose sender is not authenticated, coalesced under the

@@ -25,10 +25,10 @@ use tracing::Instrument;
 
 use super::error::{Error, LinkError};
 use super::review::{verdict_event, verdict_name, AuthError, Decided};
-use super::{DriveError, Driven, Handoff, Inner, Spend};
+use super::{no_say, DriveError, Driven, Handoff, Inner, Spend};
 use crate::action::{DigestKey, KeyedDigest};
-use crate::audit::Actor;
-use crate::backend::{Credential, DecisionRow, NonceUse, StoreError, Write};
+use crate::audit::{Actor, AuditRecord};
+use crate::backend::{lock, Credential, DecisionRow, NonceUse, StoreError, Write};
 use crate::codes::{self, Code};
 use crate::id::{PersonId, TicketId};
 use crate::notify::ReviewCard;
@@ -279,7 +279,9 @@ struct Recorded<'a> {
     code: Code,
     detail: Value,
     token: &'a AuthenticToken,
-    spend: bool,
+    spend: Option<&'a Spend>,
+    /// Written just before the refusal's own record (a summary of coalesced attempts).
+    before: Option<AuditRecord>,
 }
 
 impl Handoff {
@@ -345,19 +347,26 @@ impl Handoff {
     ///    credential does **not** spend the token, so whoever holds a forwarded link cannot
     ///    cancel the reviewer's vote.
     /// 3. The token's reviewer, if it names one, must be the authenticated reviewer
-    ///    ([`WrongReviewer`](LinkError::WrongReviewer)).
+    ///    ([`WrongReviewer`](LinkError::WrongReviewer)). This refusal spends **nothing** — a
+    ///    forwarded link must not let anyone cancel the rightful reviewer's vote — and is
+    ///    recorded once per link, person and minute, further attempts counted (see
+    ///    [`Limits`](crate::Limits#coalesced-refusals)).
     /// 4. The token's keyed digest must be the current action's
     ///    ([`DigestChanged`](LinkError::DigestChanged): a reviewer edited it since).
     /// 5. The ticket state machine ([`Refused`](LinkError::Refused): already decided, expired,
     ///    not eligible, self-approval…).
     ///
-    /// From step 3 on, the token is spent — its nonce consumed in the same store transaction
+    /// From step 4 on, the token is spent — its nonce consumed in the same store transaction
     /// as the decision or the refusal's audit row, both recorded as the authenticated
     /// reviewer's — so it can never be used twice: a second use is refused with
     /// [`Replayed`](LinkError::Replayed) and audited. That includes an accepted repeat of a
-    /// vote already counted, which changes nothing else. Steps 4 and 5 are repeated on every
-    /// compare-and-swap retry, and the write must commit before the token expires (else
-    /// [`Expired`](LinkError::Expired), unspent).
+    /// vote already counted, which changes nothing else. The one exception is a
+    /// [`NotEligible`](crate::ticket::Refusal::NotEligible) refusal coalesced with an earlier
+    /// one of the same person on the ticket (see [`Limits`](crate::Limits#coalesced-refusals)),
+    /// which writes nothing at all. Steps 4 and 5 are repeated on every compare-and-swap
+    /// retry (a vote that lost to another vote is re-applied, by the store or here), and the
+    /// write must commit before the token expires (else [`Expired`](LinkError::Expired),
+    /// unspent).
     ///
     /// A token refused at step 1 although authentic (expired, not yet valid) is filed under the
     /// ticket it names, with its key id and nonce; the other refusals after step 1 are
@@ -376,13 +385,28 @@ impl Handoff {
         credential: &Credential,
         submission: TokenSubmission,
     ) -> Result<Decided, LinkError> {
+        self.decide_with_token_spending(token, credential, submission, None)
+            .await
+    }
+
+    /// [`decide_with_token`](Self::decide_with_token), consuming `also` (a channel's request
+    /// id) with the token in whatever write spends it, so a request that recorded nothing —
+    /// refused before the token was spent, or failed in the store — leaves nothing consumed
+    /// and can be delivered again.
+    pub(crate) async fn decide_with_token_spending(
+        &self,
+        token: &str,
+        credential: &Credential,
+        submission: TokenSubmission,
+        also: Option<NonceUse>,
+    ) -> Result<Decided, LinkError> {
         let _op = crate::failpoint::operation("decide_token");
         let span = tracing::info_span!(
             "decide_with_token",
             ticket = tracing::field::Empty,
             reviewer = tracing::field::Empty
         );
-        self.decide_with_token_inner(token, credential, submission)
+        self.decide_with_token_inner(token, credential, submission, also)
             .instrument(span)
             .await
     }
@@ -392,6 +416,7 @@ impl Handoff {
         token: &str,
         credential: &Credential,
         submission: TokenSubmission,
+        also: Option<NonceUse>,
     ) -> Result<Decided, LinkError> {
         let inner = &self.inner;
         let (links, key) = self.links()?;
@@ -442,12 +467,14 @@ impl Handoff {
         let person = reviewer.person.clone();
         tracing::Span::current().record("reviewer", tracing::field::display(&person));
         // From here on the token is authentic and its holder authenticated: every outcome
-        // spends it.
+        // spends it, except a use by someone it was not issued to and a coalesced refusal.
         let spend = Spend {
-            nonce: NonceUse {
+            nonces: std::iter::once(NonceUse {
                 nonce: spent_nonce(&authentic, &person),
                 expires: authentic.expires_at(),
-            },
+            })
+            .chain(also)
+            .collect(),
             note: token_note(&authentic),
         };
 
@@ -461,7 +488,8 @@ impl Handoff {
                         code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
-                        spend: true,
+                        spend: Some(&spend),
+                        before: None,
                     },
                     LinkError::NotFound(id),
                     false,
@@ -473,14 +501,32 @@ impl Handoff {
         let verdict_kind = current.as_ref().ok().map(|c| c.verdict);
         let asked = verdict_kind.map_or("token", |k| kind_name(k));
 
-        // 3. The token's reviewer.
+        // 3. The token's reviewer. A use by someone else spends nothing (a forwarded link
+        // must not cancel the rightful reviewer's vote) and is coalesced per link and person.
         if let Some(bound) = authentic.reviewer() {
             if *bound != person {
                 let err = LinkError::WrongReviewer {
                     bound: bound.clone(),
                     presented: person.clone(),
                 };
-                return Err(self
+                tracing::info!(
+                    refusal = codes::WRONG_REVIEWER.as_str(),
+                    "token decision refused"
+                );
+                let key = no_say::Key {
+                    ticket: id,
+                    person: person.clone(),
+                    code: codes::WRONG_REVIEWER,
+                    token: Some(no_say::LinkRef {
+                        key_id: authentic.key_id().to_owned(),
+                        nonce: *authentic.nonce().as_bytes(),
+                    }),
+                };
+                let before = match lock(&inner.no_say).admit(&key, inner.clock.now()) {
+                    no_say::Recorded::Coalesced => return Err(err),
+                    no_say::Recorded::Yes(summary) => summary,
+                };
+                let answer = self
                     .record_link_refusal(
                         Recorded {
                             ticket: id,
@@ -489,18 +535,24 @@ impl Handoff {
                             code: codes::WRONG_REVIEWER,
                             detail: json!({ "bound": bound.as_str() }),
                             token: &authentic,
-                            spend: true,
+                            spend: None,
+                            before: before.clone(),
                         },
                         err,
                         true,
                     )
-                    .await);
+                    .await;
+                if matches!(answer, LinkError::Store(_)) {
+                    // Nothing was recorded: the next attempt under the key is, with the count.
+                    lock(&inner.no_say).undo(&key, before);
+                }
+                return Err(answer);
             }
         }
 
         // 4. The digest (again inside the loop, against the ticket actually written).
         let Some(kind) = verdict_kind else {
-            return Err(self.digest_changed(id, &person, &authentic).await);
+            return Err(self.digest_changed(id, &person, &authentic, &spend).await);
         };
         let verdict = submission.verdict(kind)?;
         let verdict_label = verdict_name(&verdict).to_owned();
@@ -535,7 +587,7 @@ impl Handoff {
                 Err(LinkError::Refused(refusal))
             }
             Err(DriveError::Pre(Pre::DigestChanged)) => {
-                Err(self.digest_changed(id, &person, &authentic).await)
+                Err(self.digest_changed(id, &person, &authentic, &spend).await)
             }
             Err(DriveError::Pre(Pre::Expired(expires_at))) => Err(self
                 .record_link_refusal(
@@ -546,7 +598,8 @@ impl Handoff {
                         code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
                         token: &authentic,
-                        spend: false,
+                        spend: None,
+                        before: None,
                     },
                     LinkError::Expired { expires_at },
                     true,
@@ -561,7 +614,8 @@ impl Handoff {
                         code: codes::NOT_FOUND,
                         detail: Value::Null,
                         token: &authentic,
-                        spend: true,
+                        spend: Some(&spend),
+                        before: None,
                     },
                     LinkError::NotFound(id),
                     false,
@@ -593,6 +647,7 @@ impl Handoff {
         id: TicketId,
         person: &PersonId,
         token: &AuthenticToken,
+        spend: &Spend,
     ) -> LinkError {
         self.record_link_refusal(
             Recorded {
@@ -602,7 +657,8 @@ impl Handoff {
                 code: codes::DIGEST_CHANGED,
                 detail: Value::Null,
                 token,
-                spend: true,
+                spend: Some(spend),
+                before: None,
             },
             LinkError::DigestChanged,
             true,
@@ -626,7 +682,8 @@ impl Handoff {
                 code: codes::REPLAYED,
                 detail: Value::Null,
                 token,
-                spend: false,
+                spend: None,
+                before: None,
             },
             LinkError::Replayed,
             true,
@@ -662,31 +719,24 @@ impl Handoff {
                 refusal: Some(r.code.as_str().to_owned()),
                 at: record.at,
             }),
-            audit: vec![record],
-            nonces: if r.spend {
-                vec![NonceUse {
-                    nonce: spent_nonce(r.token, r.person),
-                    expires: r.token.expires_at(),
-                }]
-            } else {
-                Vec::new()
-            },
-            valid_before: r.spend.then(|| r.token.expires_at()),
+            audit: r.before.clone().into_iter().chain([record]).collect(),
+            nonces: r.spend.map(|s| s.nonces.clone()).unwrap_or_default(),
             ..Write::default()
         };
         tracing::info!(refusal = r.code.as_str(), "token decision refused");
         match inner.store.commit(write).await {
             Ok(_) => err,
-            Err(StoreError::NonceReused) if r.spend => {
+            Err(StoreError::NonceReused) if r.spend.is_some() => {
                 Box::pin(self.replayed(r.ticket, r.person, r.verdict, r.token)).await
             }
-            Err(StoreError::TooLate { .. }) if r.spend => {
+            Err(StoreError::TooLate { .. }) if r.spend.is_some() => {
                 let expires_at = r.token.expires_at();
                 Box::pin(self.record_link_refusal(
                     Recorded {
                         code: codes::TOKEN_EXPIRED,
                         detail: json!({ "expires_at": expires_at.as_unix_millis() }),
-                        spend: false,
+                        spend: None,
+                        before: None,
                         ..r
                     },
                     LinkError::Expired { expires_at },

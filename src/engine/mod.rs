@@ -12,6 +12,7 @@ mod feishu;
 mod freeze;
 mod history;
 mod links;
+mod no_say;
 mod operator;
 mod outbox;
 mod platform;
@@ -26,8 +27,8 @@ use std::time::Duration;
 use crate::action::DigestKey;
 use crate::audit::{Actor, AuditRecord, CheckpointKey};
 use crate::backend::{
-    Clock, DecisionRow, IdentityVerifier, NonceUse, PlatformVerifier, Store, StoreError,
-    StoreReader, TicketWrite, Write, STORE_CONTRACT_VERSION,
+    lock, Clock, DecisionRow, IdentityVerifier, NonceUse, PlatformVerifier, Rebase, Store,
+    StoreError, StoreReader, TicketWrite, Write, STORE_CONTRACT_VERSION,
 };
 use crate::codes::Code;
 use crate::id::{AgentId, GroupName, TicketId};
@@ -54,6 +55,20 @@ use waiters::Waiters;
 const MAX_RACES: usize = 32;
 
 /// Limits and timings of a [`Handoff`].
+///
+/// # Coalesced refusals
+///
+/// Besides unauthenticated refusals ([`unauthenticated_audit_per_minute`]), two refusals of
+/// *authenticated* people are coalesced, because they come from people who have no say on the
+/// ticket and change nothing: a vote by a person in none of the ticket's required groups
+/// (`not_eligible`, counted per ticket and person) and a decision link presented by someone
+/// it was not issued to (`wrong_reviewer`, counted per link and person). One attempt per key
+/// and minute is recorded (audit row and decision row); the others are refused the same way
+/// but write nothing — no row, no spent token — and are counted into one `refused` row of
+/// that person (`detail: {coalesced: n, since}`), written with the next recorded attempt
+/// under the key after the minute or by the first [`Handoff::expire_due`] sweep after it.
+///
+/// [`unauthenticated_audit_per_minute`]: Limits::unauthenticated_audit_per_minute
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// How long an execution permit's lease lasts before it must be renewed (default 5 min).
@@ -135,6 +150,7 @@ pub(crate) struct Inner {
     frozen: Mutex<coalesce::Coalescer<AgentId>>,
     buckets: Mutex<HashMap<AgentId, agent::Bucket>>,
     unauthenticated: Mutex<review::Flood>,
+    no_say: Mutex<no_say::NoSay>,
 }
 
 impl fmt::Debug for Handoff {
@@ -374,6 +390,7 @@ impl HandoffBuilder {
                 frozen: Mutex::default(),
                 buckets: Mutex::default(),
                 unauthenticated: Mutex::default(),
+                no_say: Mutex::default(),
             }),
         })
     }
@@ -399,13 +416,15 @@ pub(crate) enum DriveError<E> {
     Store(StoreError),
 }
 
-/// A single-use nonce to consume with whatever `drive` commits (the accepted transition, the
-/// refusal's audit rows, or — for an accepted repeat that changes nothing — the nonce and the
-/// decision row alone), so the token carrying it can never be used again.
+/// Single-use nonces to consume with whatever `drive` commits (the accepted transition, the
+/// refusal's audit rows, or — for an accepted repeat that changes nothing — the nonces and the
+/// decision row alone), so the token carrying them can never be used again.
+#[derive(Clone)]
 pub(crate) struct Spend {
-    /// The nonce and the token's expiry. The write must commit before that expiry: the store
-    /// may forget the nonce afterwards, so a later commit could not be told from a replay.
-    pub(crate) nonce: NonceUse,
+    /// The nonces with their expiries: the token's use, and any the request itself carries
+    /// (a Feishu callback's event id). The write must commit before the earliest expiry: the
+    /// store may forget a nonce afterwards, so a later commit could not be told from a replay.
+    pub(crate) nonces: Vec<NonceUse>,
     /// Added as `token` to the data of each audit record the write carries.
     pub(crate) note: serde_json::Value,
 }
@@ -419,6 +438,24 @@ impl Spend {
         }
         audit
     }
+
+    /// The earliest expiry of the nonces.
+    fn limit(&self) -> Option<Timestamp> {
+        self.nonces.iter().map(|n| n.expires).min()
+    }
+}
+
+/// Who decided, and what they asked for, as a decision row records it.
+pub(crate) type Asked = (Option<crate::id::PersonId>, String);
+
+/// What `drive` writes for one event on one ticket, and answers once it is committed.
+// Made once per attempt and taken apart at once (like `Driven`).
+#[allow(clippy::large_enum_variant)]
+enum Planned {
+    /// Nothing to write (an accepted repeat without a token to spend).
+    Nothing(Driven),
+    /// Commit this, then answer that.
+    Write(Write, Driven),
 }
 
 /// The earlier of two optional limits.
@@ -434,30 +471,35 @@ impl Inner {
     /// compare-and-swap; recomputes after a lost race or a passed deadline. Refusals are
     /// committed too (audit rows, forced changes such as expiry or `Stale`).
     ///
-    /// With a `spend`, its nonce is consumed by the same write, whichever it is — also by an
+    /// Votes commute with votes (DESIGN §Ticket lifecycle): a vote's write carries a
+    /// [`Rebase`] that lets the store re-apply it, inside its transaction, to a ticket other
+    /// votes changed meanwhile, as long as nothing material (action, ruling, state) changed
+    /// since `event_for` judged it; and a vote is recomputed here after every lost race, for as
+    /// long as the ticket takes votes (until a state change or the deadline ends it). Other
+    /// events give up after `MAX_RACES` lost races.
+    ///
+    /// With a `spend`, its nonces are consumed by the same write, whichever it is — also by an
     /// accepted repeat that otherwise writes nothing — and the write is valid only before the
-    /// nonce's expiry (`event_for` must refuse once `now` reaches it, or the loop retries until
+    /// nonces' expiry (`event_for` must refuse once `now` reaches it, or the loop retries until
     /// it gives up). A nonce used before fails the write with [`StoreError::NonceReused`].
+    ///
+    /// A refusal of a person in none of the ticket's groups is coalesced (see `coalesce`): one
+    /// is recorded per window, the others write nothing and consume no nonce.
     pub(crate) async fn drive<E>(
-        &self,
+        self: &Arc<Self>,
         id: TicketId,
-        decision: Option<(Option<crate::id::PersonId>, String)>,
+        decision: Option<Asked>,
         spend: Option<&Spend>,
         mut event_for: impl FnMut(&Ticket, Timestamp) -> Result<Event, E>,
     ) -> Result<Driven, DriveError<E>> {
         let mut last_err = None;
-        let nonces: Vec<NonceUse> = spend.map(|s| s.nonce).into_iter().collect();
-        let nonce_limit = spend.map(|s| s.nonce.expires);
-        let annotate = |audit: Vec<AuditRecord>| match spend {
-            Some(spend) => spend.annotate(audit),
-            None => audit,
-        };
         // The store commits at `max(clock, last commit in the file)`: when this engine's clock
         // lags the file (another process whose clock runs ahead, or a clock set back between
         // runs), a write it judged in time can be `TooLate`. The retry then judges the ticket
         // at the store's commit time, so a late vote is refused as such instead of looping.
         let mut floor: Option<Timestamp> = None;
-        for _ in 0..MAX_RACES {
+        let mut races = 0;
+        while races < MAX_RACES {
             let ticket = match self.store.ticket(id).await {
                 Ok(Some(t)) => t,
                 Ok(None) => return Err(DriveError::NotFound(id)),
@@ -465,123 +507,225 @@ impl Inner {
             };
             let now = floor.map_or_else(|| self.clock.now(), |f| self.clock.now().max(f));
             let event = event_for(&ticket, now).map_err(DriveError::Pre)?;
-            // What a freeze refuses (approvals, begin) carries its check into the write.
-            let unless_frozen = freeze::guard(&event, &ticket);
-            let limit = time_limit(&ticket).filter(|l| now < *l);
-            let decision_row = |refusal: Option<&Refusal>| {
-                decision.as_ref().map(|(person, verdict)| DecisionRow {
+            let commutes = matches!(event, Event::Vote { .. });
+            let rebased = commutes.then(|| Arc::new(Mutex::new(None)));
+            let rebase = rebased
+                .as_ref()
+                .map(|slot| self.rebase(&ticket, &event, &decision, spend, slot));
+            let planned = self
+                .plan(&ticket, event, now, decision.as_ref(), spend)
+                .map_err(DriveError::Store)?;
+            let (mut write, outcome) = match planned {
+                Planned::Nothing(outcome) => return Ok(outcome),
+                Planned::Write(write, outcome) => (write, outcome),
+            };
+            let mut admitted = None;
+            if let (
+                Driven::Refused(refusal @ Refusal::NotEligible { .. }),
+                None,
+                Some((Some(person), _)),
+            ) = (&outcome, &write.ticket, &decision)
+            {
+                let key = no_say::Key {
                     ticket: id,
                     person: person.clone(),
-                    verdict: verdict.clone(),
-                    refusal: refusal.map(|r| r.code().as_str().to_owned()),
-                    at: now,
-                })
-            };
-            let (write, outcome) = match apply(&ticket, event, now) {
-                Ok(Transition {
-                    ticket: next,
-                    audit,
-                    effects,
-                }) => {
-                    if next.version() == ticket.version() {
-                        if nonces.is_empty() {
-                            return Ok(Driven::Applied {
-                                ticket: next,
-                                repeated: true,
-                            });
-                        }
-                        // An accepted repeat: nothing changes, but the token is spent, and
-                        // its use goes into the chain with it.
-                        let mut audit = audit;
-                        audit.push(AuditRecord {
-                            texts: Vec::new(),
-                            ticket: Some(id),
-                            at: now,
-                            kind: crate::audit::kind::REPEATED.to_owned(),
-                            actor: decision
-                                .as_ref()
-                                .and_then(|(p, _)| p.clone())
-                                .map_or(Actor::Unauthenticated, Actor::Reviewer),
-                            data: serde_json::json!({
-                                "verdict": decision.as_ref().map(|(_, v)| v.as_str()),
-                            }),
-                        });
-                        let write = Write {
-                            decision: decision_row(None),
-                            audit: annotate(audit),
-                            nonces: nonces.clone(),
-                            valid_before: earliest(limit, nonce_limit),
-                            ..Write::default()
-                        };
-                        (
-                            write,
-                            Driven::Applied {
-                                ticket: next,
-                                repeated: true,
-                            },
-                        )
-                    } else {
-                        let write = Write {
-                            outbox: self
-                                .notifications(&next, &effects, now)
-                                .map_err(DriveError::Store)?,
-                            ticket: Some(TicketWrite::Update {
-                                ticket: Box::new(next.clone()),
-                                expected_version: ticket.version(),
-                            }),
-                            decision: decision_row(None),
-                            audit: annotate(audit),
-                            nonces: nonces.clone(),
-                            valid_before: earliest(limit, nonce_limit),
-                            unless_frozen,
-                            ..Write::default()
-                        };
-                        (
-                            write,
-                            Driven::Applied {
-                                ticket: next,
-                                repeated: false,
-                            },
-                        )
+                    code: refusal.code(),
+                    token: None,
+                };
+                match lock(&self.no_say).admit(&key, now) {
+                    no_say::Recorded::Coalesced => return Ok(outcome),
+                    no_say::Recorded::Yes(summary) => {
+                        write.audit.splice(0..0, summary.clone());
+                        admitted = Some((key, summary));
+                    }
+                };
+            }
+            if matches!(write.ticket, Some(TicketWrite::Update { .. })) {
+                write.rebase = rebase;
+            }
+            let committed = self.commit(write).await;
+            if let (Err(_), Some((key, summary))) = (&committed, admitted) {
+                // Nothing was recorded: the next attempt under the key is, with the count.
+                lock(&self.no_say).undo(&key, summary);
+            }
+            match committed {
+                Ok(_) => {
+                    // The store may have applied the rebase instead: answer what it computed.
+                    let rebased = rebased.and_then(|slot| lock(&slot).take());
+                    return Ok(rebased.unwrap_or(outcome));
+                }
+                Err(e @ StoreError::VersionConflict { .. }) => {
+                    last_err = Some(e);
+                    if !commutes {
+                        races += 1;
                     }
                 }
-                Err(refused) => {
-                    let outbox = match &refused.ticket {
-                        Some(forced) => self
-                            .notifications(forced, &refused.effects, now)
-                            .map_err(DriveError::Store)?,
-                        None => Vec::new(),
-                    };
-                    let forced = refused.ticket.map(|t| TicketWrite::Update {
-                        ticket: Box::new(t),
-                        expected_version: ticket.version(),
-                    });
-                    let write = Write {
-                        valid_before: earliest(
-                            if forced.is_some() { limit } else { None },
-                            nonce_limit,
-                        ),
-                        ticket: forced,
-                        outbox,
-                        decision: decision_row(Some(&refused.refusal)),
-                        audit: annotate(refused.audit),
-                        nonces: nonces.clone(),
-                        ..Write::default()
-                    };
-                    (write, Driven::Refused(refused.refusal))
-                }
-            };
-            match self.commit(write).await {
-                Ok(_) => return Ok(outcome),
-                Err(e @ StoreError::VersionConflict { .. }) => last_err = Some(e),
                 Err(StoreError::TooLate { at, limit }) => {
                     floor = Some(floor.map_or(at, |f| f.max(at)));
                     last_err = Some(StoreError::TooLate { at, limit });
+                    races += 1;
                 }
                 Err(e) => return Err(DriveError::Store(e)),
             }
         }
         Err(DriveError::Store(last_err.unwrap_or(StoreError::Closed)))
+    }
+
+    /// The rebase of a vote computed on `read`: re-applied by the store to the ticket as
+    /// committed while nothing material changed since `read` (the action, ruling and state the
+    /// voter saw — a newer material version is what makes a caller's `expected_version`
+    /// stale), the outcome left in `slot` for `drive` to answer.
+    fn rebase(
+        self: &Arc<Self>,
+        read: &Ticket,
+        event: &Event,
+        decision: &Option<Asked>,
+        spend: Option<&Spend>,
+        slot: &Arc<Mutex<Option<Driven>>>,
+    ) -> Rebase {
+        let (inner, slot) = (Arc::clone(self), Arc::clone(slot));
+        let (event, decision, spend) = (event.clone(), decision.clone(), spend.cloned());
+        let material = read.material_version();
+        Rebase::new(move |current: &Ticket, at: Timestamp| {
+            if current.material_version() != material {
+                return None;
+            }
+            let planned = inner
+                .plan(
+                    current,
+                    event.clone(),
+                    at,
+                    decision.as_ref(),
+                    spend.as_ref(),
+                )
+                .ok()?;
+            let (mut write, outcome) = match planned {
+                Planned::Nothing(outcome) => (Write::default(), outcome),
+                Planned::Write(write, outcome) => (write, outcome),
+            };
+            // Applied by the store directly: its texts are sealed here, as `commit` does.
+            seal(&mut write.audit).ok()?;
+            *lock(&slot) = Some(outcome);
+            Some(write)
+        })
+    }
+
+    /// What applying `event` to `ticket` at `now` writes, and what the caller is answered.
+    fn plan(
+        &self,
+        ticket: &Ticket,
+        event: Event,
+        now: Timestamp,
+        decision: Option<&Asked>,
+        spend: Option<&Spend>,
+    ) -> Result<Planned, StoreError> {
+        let id = ticket.id();
+        // What a freeze refuses (approvals, begin) carries its check into the write.
+        let unless_frozen = freeze::guard(&event, ticket);
+        let nonces: Vec<NonceUse> = spend.map(|s| s.nonces.clone()).unwrap_or_default();
+        let nonce_limit = spend.and_then(Spend::limit);
+        let annotate = |audit: Vec<AuditRecord>| match spend {
+            Some(spend) => spend.annotate(audit),
+            None => audit,
+        };
+        let limit = time_limit(ticket).filter(|l| now < *l);
+        let decision_row = |refusal: Option<&Refusal>| {
+            decision.map(|(person, verdict)| DecisionRow {
+                ticket: id,
+                person: person.clone(),
+                verdict: verdict.clone(),
+                refusal: refusal.map(|r| r.code().as_str().to_owned()),
+                at: now,
+            })
+        };
+        Ok(match apply(ticket, event, now) {
+            Ok(Transition {
+                ticket: next,
+                audit,
+                effects,
+            }) => {
+                if next.version() == ticket.version() {
+                    if nonces.is_empty() {
+                        return Ok(Planned::Nothing(Driven::Applied {
+                            ticket: next,
+                            repeated: true,
+                        }));
+                    }
+                    // An accepted repeat: nothing changes, but the token is spent, and
+                    // its use goes into the chain with it.
+                    let mut audit = audit;
+                    audit.push(AuditRecord::new(
+                        Some(id),
+                        now,
+                        crate::audit::kind::REPEATED,
+                        decision
+                            .and_then(|(p, _)| p.clone())
+                            .map_or(Actor::Unauthenticated, Actor::Reviewer),
+                        serde_json::json!({
+                            "verdict": decision.map(|(_, v)| v.as_str()),
+                        }),
+                    ));
+                    let write = Write {
+                        decision: decision_row(None),
+                        audit: annotate(audit),
+                        nonces,
+                        valid_before: earliest(limit, nonce_limit),
+                        ..Write::default()
+                    };
+                    Planned::Write(
+                        write,
+                        Driven::Applied {
+                            ticket: next,
+                            repeated: true,
+                        },
+                    )
+                } else {
+                    let write = Write {
+                        outbox: self.notifications(&next, &effects, now)?,
+                        ticket: Some(TicketWrite::Update {
+                            ticket: Box::new(next.clone()),
+                            expected_version: ticket.version(),
+                        }),
+                        decision: decision_row(None),
+                        audit: annotate(audit),
+                        nonces,
+                        valid_before: earliest(limit, nonce_limit),
+                        unless_frozen,
+                        ..Write::default()
+                    };
+                    Planned::Write(
+                        write,
+                        Driven::Applied {
+                            ticket: next,
+                            repeated: false,
+                        },
+                    )
+                }
+            }
+            Err(refused) => {
+                let outbox = match &refused.ticket {
+                    Some(forced) => self.notifications(forced, &refused.effects, now)?,
+                    None => Vec::new(),
+                };
+                let forced = refused.ticket.map(|t| TicketWrite::Update {
+                    ticket: Box::new(t),
+                    expected_version: ticket.version(),
+                });
+                let write = Write {
+                    valid_before: earliest(
+                        if forced.is_some() { limit } else { None },
+                        nonce_limit,
+                    ),
+                    ticket: forced,
+                    outbox,
+                    decision: decision_row(Some(&refused.refusal)),
+                    audit: annotate(refused.audit),
+                    nonces,
+                    ..Write::default()
+                };
+                Planned::Write(write, Driven::Refused(refused.refusal))
+            }
+        })
     }
 
     /// Seals the texts of the write's audit records (a fresh random salt each, the

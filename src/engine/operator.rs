@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::error::DecideError;
 use super::{DriveError, Driven, Handoff};
 use crate::audit::Actor;
-use crate::backend::{Credential, Freeze, FreezeScope, StoreError, StoreHealth};
+use crate::backend::{lock, Credential, Freeze, FreezeScope, StoreError, StoreHealth};
 use crate::codes;
 use crate::id::{AgentId, TicketId};
 use crate::ticket::{Event, ExecutionOutcome, Reviewer, Ticket};
@@ -142,23 +142,39 @@ impl Handoff {
     /// become `Unknown`. Returns how many tickets were moved. Drive it yourself, or use
     /// [`spawn_sweeper`](Self::spawn_sweeper).
     ///
-    /// It also writes the count of unauthenticated refusals coalesced in a one-minute window
-    /// that is over (see [`Limits::unauthenticated_audit_per_minute`](super::Limits)), so a
-    /// flood that stopped is audited without waiting for another refusal.
+    /// It also writes the counts of refusals coalesced in a one-minute window that is over —
+    /// unauthenticated ones (see [`Limits::unauthenticated_audit_per_minute`](super::Limits)),
+    /// and those of people who have no say on a ticket (see
+    /// [`Limits`](super::Limits#coalesced-refusals)) — so a flood that stopped is audited
+    /// without waiting for another refusal; and, once the tickets are moved, it makes the
+    /// store forget the single-use nonces that expired ([`Store::prune_nonces`](crate::Store)),
+    /// so the nonce table does not grow without end.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
         const BATCH: usize = 256;
-        if let Some(summary) = self.inner.flood_summary_due(self.inner.clock.now()) {
-            self.inner.audit_only(vec![summary]).await?;
+        let now = self.inner.clock.now();
+        let mut summaries: Vec<_> = self.inner.flood_summary_due(now).into_iter().collect();
+        summaries.extend(self.inner.frozen_summaries_due(now));
+        let no_say = lock(&self.inner.no_say).due(now);
+        summaries.extend(no_say.iter().cloned());
+        if !summaries.is_empty() {
+            if let Err(e) = self.inner.audit_only(summaries).await {
+                // These counts are written by a later sweep.
+                lock(&self.inner.no_say).restore(&no_say);
+                return Err(e);
+            }
         }
-        let frozen = self.inner.frozen_summaries_due(self.inner.clock.now());
-        if !frozen.is_empty() {
-            self.inner.audit_only(frozen).await?;
-        }
+        let moved = self.expire_all(BATCH).await?;
+        while self.inner.store.prune_nonces(BATCH).await? == BATCH {}
+        Ok(moved)
+    }
+
+    /// Moves every ticket due by time, in batches of `batch`.
+    async fn expire_all(&self, batch: usize) -> Result<usize, StoreError> {
         let mut moved = 0;
         loop {
             let now = self.inner.clock.now();
-            let due = self.inner.store.due(now, BATCH).await?;
+            let due = self.inner.store.due(now, batch).await?;
             let n = due.len();
             let mut moved_now = 0;
             for id in due {
@@ -175,7 +191,7 @@ impl Handoff {
             moved += moved_now;
             // A full batch may have more behind it; a batch where nothing moved would come
             // back unchanged, so stop rather than spin.
-            if n < BATCH || moved_now == 0 {
+            if n < batch || moved_now == 0 {
                 return Ok(moved);
             }
         }

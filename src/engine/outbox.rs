@@ -18,9 +18,16 @@
 //!   (`retry_after`), up to [`Limits::delivery_max_attempts`](super::Limits); then the row is
 //!   dead and counted in [`Handoff::health`]. A failure retrying cannot fix (permanent,
 //!   misconfigured) makes the row dead at once.
+//! - **Panics.** A notifier that panics fails its attempt like a transient failure (audited
+//!   as `delivery_failed` with error `notifier_panicked`, retried with backoff, dead after the
+//!   last attempt); the pass, and a worker from [`Handoff::spawn_delivery_worker`], go on.
 
 use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::json;
@@ -220,6 +227,25 @@ pub(crate) fn backoff(limits: &Limits, failed: u32, retry_after: Option<Duration
     }
 }
 
+/// Polls a future inside [`std::panic::catch_unwind`]: a panic while polling ends it with the
+/// panic's payload instead of unwinding into the caller.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        // The future is never polled again after a panic (it is answered `Ready`), so no
+        // broken invariant of it can be observed.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
 /// What one attempt came to.
 enum Tally {
     Delivered,
@@ -326,11 +352,18 @@ impl Handoff {
                         .await?
                         .and_then(|r| serde_json::from_value(r).ok());
                 }
-                channel
-                    .notifier
-                    .deliver(&delivery)
-                    .await
-                    .map_err(Failure::from)
+                // A notifier that panics fails this attempt (retried like a transient
+                // failure); it must not take the delivery worker, and every row behind this
+                // one, down with it.
+                match CatchUnwind(channel.notifier.deliver(&delivery)).await {
+                    Ok(delivered) => delivered.map_err(Failure::from),
+                    Err(_panic) => Err(Failure {
+                        code: "notifier_panicked",
+                        retryable: true,
+                        retry_after: None,
+                        message: format!("the notifier of channel `{}` panicked", row.channel),
+                    }),
+                }
             }
         };
         if result.is_ok() {

@@ -88,9 +88,14 @@ impl Handoff {
     /// since (other reviewers' votes in between do not matter). Without it, the version read
     /// when the call starts stands in: a verdict that loses a race to another reviewer's vote
     /// is re-applied, but never to an action or requirements that changed under it (an edit),
-    /// which is refused with [`DecideError::StaleVersion`]. Every refusal is recorded in the
-    /// audit trail; a repeated identical vote is accepted once and answered with the same
-    /// ticket, as [`Decided::Repeated`].
+    /// which is refused with [`DecideError::StaleVersion`]. Votes commute: many reviewers
+    /// voting at once are all counted, none answered with a version conflict (the store
+    /// re-applies a vote that lost its compare-and-swap to another, see
+    /// [`Write::rebase`](crate::backend::Write::rebase)). Every refusal is recorded in the
+    /// audit trail — a person in none of the ticket's groups once per ticket and minute, their
+    /// further attempts counted (see [`Limits`](crate::Limits#coalesced-refusals)); a repeated
+    /// identical vote is accepted once and answered with the same ticket, as
+    /// [`Decided::Repeated`].
     ///
     /// A feedback over [`MAX_FEEDBACK_LEN`](crate::limits::MAX_FEEDBACK_LEN) is refused with
     /// [`DecideError::Limit`] before anything else (nothing is recorded).

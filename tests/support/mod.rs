@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use agent_handoff::action::{ActionRequest, DigestKey, IdempotencyKey};
+use agent_handoff::action::{ActionRequest, DigestKey, IdempotencyKey, Requester};
 use agent_handoff::audit::{AuditEvent, ChainHead, Checkpoint, CheckpointKey, RawEvent};
 use agent_handoff::backend::{
     CommitListener, Committed, DecisionRow, TicketFilter, TicketPage, Write,
@@ -490,6 +490,7 @@ pub struct Interpose {
     inner: SqliteStore,
     hook: Mutex<Option<Hook>>,
     stale: Mutex<Option<Ticket>>,
+    fail: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Interpose {
@@ -504,7 +505,14 @@ impl Interpose {
             inner,
             hook: Mutex::new(None),
             stale: Mutex::new(None),
+            fail: Mutex::new(false),
         }
+    }
+
+    /// Fails the next commit that writes a ticket with a backend error (a transient store
+    /// failure: a full disk, a lost connection), writing nothing.
+    pub fn fail_next_commit(&self) {
+        *self.fail.lock().unwrap() = true;
     }
 
     /// Answers the next `ticket()` read with `snapshot` instead of the stored ticket.
@@ -536,6 +544,9 @@ impl Store for Interpose {
         if let Some(hook) = hook {
             hook.await;
         }
+        if write.ticket.is_some() && std::mem::take(&mut *self.fail.lock().unwrap()) {
+            return Err(StoreError::backend(std::io::Error::other("disk full")));
+        }
         self.inner.commit(write).await
     }
     fn clock(&self) -> Arc<dyn Clock> {
@@ -552,10 +563,13 @@ impl Store for Interpose {
     }
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        self.inner.ticket_by_key(agent, key).await
+        self.inner.ticket_by_key(requester, key).await
+    }
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        self.inner.prune_nonces(limit).await
     }
     async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> {
         self.inner.list_tickets(filter).await

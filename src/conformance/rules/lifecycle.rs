@@ -98,7 +98,7 @@ pub async fn chain_continues_across_reopen(h: Harness) -> Checked {
     assert_eq!(store.audit_head().await.unwrap(), head);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), a.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), a.idempotency_key())
             .await
             .unwrap()
             .as_ref(),

@@ -14,6 +14,7 @@ mod lifecycle;
 mod nonces;
 mod outbox;
 mod reads;
+mod rebase;
 mod time;
 mod writes;
 
@@ -25,6 +26,7 @@ pub use lifecycle::*;
 pub use nonces::*;
 pub use outbox::*;
 pub use reads::*;
+pub use rebase::*;
 pub use time::*;
 pub use writes::*;
 
@@ -43,8 +45,9 @@ mod prelude {
         TextRow, TextState,
     };
     pub(super) use crate::backend::{
-        Clock, ClockAlarm, Committed, FreezeChange, FreezeScope, ManualClock, OutboxOutcome,
-        OutboxRow, OutboxStatus, OutboxUpdate, Store, StoreError, TicketFilter, TicketWrite, Write,
+        Clock, ClockAlarm, Committed, FreezeChange, FreezeScope, ManualClock, NonceUse,
+        OutboxOutcome, OutboxRow, OutboxStatus, OutboxUpdate, Rebase, Store, StoreError,
+        TicketFilter, TicketWrite, Write,
     };
     pub(super) use crate::conformance::fixtures::*;
     pub(super) use crate::conformance::{Checked, Env, Harness, Misfile, Skipped};

@@ -40,7 +40,7 @@ pub async fn insert_then_read_back(h: Harness) -> Checked {
     assert_eq!(store.ticket(id).await.unwrap().as_ref(), Some(&p.ticket));
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-a"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-a", None), p.ticket.idempotency_key())
             .await
             .unwrap()
             .as_ref(),
@@ -49,11 +49,11 @@ pub async fn insert_then_read_back(h: Harness) -> Checked {
     assert_eq!(store.ticket(new_id()).await.unwrap(), None);
     assert_eq!(
         store
-            .ticket_by_key(&agent("agent-b"), p.ticket.idempotency_key())
+            .ticket_by_key(&requester("agent-b", None), p.ticket.idempotency_key())
             .await
             .unwrap(),
         None,
-        "keys are scoped per agent"
+        "keys are scoped per requester"
     );
     assert_eq!(records(&store.ticket_audit(id).await.unwrap()), p.audit);
     assert!(store.decisions(id).await.unwrap().is_empty());

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, Row};
 
 use super::schema::sql_err;
+use crate::action::Requester;
 use crate::audit::{AuditEvent, ChainHash, RawEvent, TextRef, TextRow};
 use crate::backend::{DecisionRow, OutboxEntry, OutboxRow, OutboxStatus, StoreError};
 use crate::id::{GroupName, PersonId, TicketId};
@@ -14,6 +15,8 @@ use crate::timestamp::Timestamp;
 pub(super) struct TicketRow {
     pub(super) id: [u8; 16],
     pub(super) agent: String,
+    /// The principal, `""` for none (see [`principal_column`]).
+    pub(super) principal: String,
     pub(super) key: String,
     pub(super) state: &'static str,
     pub(super) version: i64,
@@ -29,6 +32,7 @@ impl TicketRow {
         Ok(Self {
             id: *ticket.id().as_uuid().as_bytes(),
             agent: ticket.requester().agent().as_str().to_owned(),
+            principal: principal_column(ticket.requester()).to_owned(),
             key: ticket.idempotency_key().as_str().to_owned(),
             state: ticket.state().name().as_str(),
             version: i64::try_from(ticket.version())
@@ -41,6 +45,13 @@ impl TicketRow {
                 .map_err(|e| StoreError::Corrupt(format!("ticket does not serialise: {e}")))?,
         })
     }
+}
+
+/// The `principal` column of a requester: the principal's id, or `""` when the agent acts on
+/// its own — a value, not `NULL`, so the `UNIQUE (agent, principal, idempotency_key)` index
+/// holds for requesters without a principal too (a person id is never empty).
+pub(super) fn principal_column(requester: &Requester) -> &str {
+    requester.principal().map_or("", |p| p.as_str())
 }
 
 /// When the ticket's state changes by time alone, if it can.

@@ -10,8 +10,13 @@
 //!   thread checkpoints the WAL off the commit path (see `checkpoint.rs`).
 //! - **Schema**: migrations in `migrations/*.sql`, applied by `PRAGMA user_version`; a
 //!   database written by newer code is refused ([`StoreError::SchemaTooNew`]).
-//! - **Idempotency scope**: one ticket per (agent id, idempotency key), enforced by a `UNIQUE`
-//!   constraint. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Idempotency scope**: one ticket per (agent id, principal, idempotency key), enforced by
+//!   a `UNIQUE` constraint; "no principal" is stored as a value (`''`), not `NULL`, so it is
+//!   unique too. Hosts serving several tenants should qualify agent ids by tenant.
+//! - **Nonces**: consumed nonces are kept until their expiry, then forgotten by
+//!   [`Store::prune_nonces`] (the engine's sweep calls it) against the newest commit in the
+//!   file; `nonce_horizon` keeps the latest expiry forgotten, so a clock rebase cannot make a
+//!   forgotten nonce usable again.
 //! - **Audit**: `audit_events` is append-only (triggers abort `UPDATE` and `DELETE`); events
 //!   keep the exact bytes that were hashed. Their texts live in `audit_texts`, beside the
 //!   chain, where an erasure drops value and salt (`secure_delete` overwrites the freed bytes).
@@ -41,14 +46,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use self::schema::sql_err;
 use self::writer::{Job, Listener, Writer};
-use crate::action::IdempotencyKey;
+use crate::action::{IdempotencyKey, Requester};
 use crate::audit::{AuditEvent, Chain, ChainHead, Checkpoint, RawEvent, TextRow};
 use crate::backend::{
     lock, Clock, CommitClock, Committed, DecisionRow, Freeze, OutboxEntry, Store, StoreError,
     StoreHealth, SystemClock, TicketCursor, TicketFilter, TicketPage, Write,
     DEFAULT_CLOCK_TOLERANCE,
 };
-use crate::id::{AgentId, TicketId};
+use crate::id::TicketId;
 use crate::oneshot;
 use crate::ticket::Ticket;
 use crate::timestamp::Timestamp;
@@ -381,6 +386,8 @@ impl SqliteStore {
                             listeners: l,
                             checkpointer,
                             refusals: false,
+                            // Read from the file with every batch.
+                            nonce_horizon: Timestamp::EPOCH,
                         }
                         .run(rx);
                     }
@@ -451,10 +458,10 @@ const SELECT_TICKET: &str = "SELECT body FROM tickets";
 
 #[async_trait]
 impl Store for SqliteStore {
-    /// Version 2 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
+    /// Version 4 (see [`STORE_CONTRACT_VERSION`](crate::backend::STORE_CONTRACT_VERSION)):
     /// raise it here only together with what the new contract asks of this store.
     fn contract_version(&self) -> u32 {
-        3
+        4
     }
 
     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
@@ -489,16 +496,23 @@ impl Store for SqliteStore {
 
     async fn ticket_by_key(
         &self,
-        agent: &AgentId,
+        requester: &Requester,
         key: &IdempotencyKey,
     ) -> Result<Option<Ticket>, StoreError> {
-        let (agent, key) = (agent.as_str().to_owned(), key.as_str().to_owned());
+        let (agent, principal, key) = (
+            requester.agent().as_str().to_owned(),
+            codec::principal_column(requester).to_owned(),
+            key.as_str().to_owned(),
+        );
         self.read(move |conn| {
             let body: Option<String> = conn
                 .prepare_cached(&format!(
-                    "{SELECT_TICKET} WHERE agent = ?1 AND idempotency_key = ?2"
+                    "{SELECT_TICKET} WHERE agent = ?1 AND principal = ?2 AND idempotency_key = ?3"
                 ))
-                .and_then(|mut s| s.query_row(params![agent, key], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row(params![agent, principal, key], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(sql_err)?;
             body.as_deref().map(codec::ticket_from_body).transpose()
         })
@@ -787,6 +801,9 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(sql_err)?;
+            let nonces: i64 = conn
+                .query_row("SELECT count(*) FROM nonces", [], |r| r.get(0))
+                .map_err(sql_err)?;
             let floor = last.map(|(_, at)| Timestamp::from_unix_millis(at));
             Ok(StoreHealth {
                 pending: pending as u64,
@@ -796,9 +813,17 @@ impl Store for SqliteStore {
                 audit_events: last.map_or(0, |(seq, _)| seq as u64),
                 commit_floor: floor,
                 clock_alarm: clock.alarm(floor.unwrap_or(Timestamp::EPOCH)),
+                nonces: nonces as u64,
             })
         })
         .await
+    }
+
+    async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // On the writer thread: it knows the commit time, which never goes backwards.
+        self.send(Job::PruneNonces(limit, tx))?;
+        rx.await.ok_or(StoreError::Closed)?
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
 use super::Synchronous;
 use crate::backend::StoreError;
@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_outbox_order.sql"),
     include_str!("migrations/0003_operator_state.sql"),
     include_str!("migrations/0004_audit_texts.sql"),
+    include_str!("migrations/0005_requester_scope.sql"),
 ];
 
 /// The schema version this code writes and understands.
@@ -70,6 +71,30 @@ pub(crate) fn configure(
 /// The version is read under the write lock (`BEGIN IMMEDIATE`), so two processes opening a
 /// new file at the same time do not both run the same migration.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // A migration may rebuild a table other tables refer to (SQLite's procedure for changes
+    // `ALTER TABLE` cannot make): foreign keys are off while migrations run (the pragma has
+    // no effect inside a transaction) and checked before they are on again.
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(sql_err)?;
+    let migrated = migrate_all(conn);
+    let checked = migrated.and_then(|()| {
+        let violation: Option<String> = conn
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)?;
+        match violation {
+            Some(table) => Err(StoreError::Corrupt(format!(
+                "a migration left a row of `{table}` without its parent"
+            ))),
+            None => Ok(()),
+        }
+    });
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sql_err)?;
+    checked
+}
+
+fn migrate_all(conn: &mut Connection) -> Result<(), StoreError> {
     loop {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

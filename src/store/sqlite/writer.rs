@@ -31,6 +31,8 @@ pub(super) enum Job {
     /// Run a closure on the writer's connection outside any transaction (in-memory stores
     /// read here, since they have no separate readers).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Forget at most this many expired nonces (see [`Writer::prune_nonces`]).
+    PruneNonces(usize, oneshot::Sender<Result<usize, StoreError>>),
     /// Stop after the jobs queued before this one.
     Shutdown(oneshot::Sender<()>),
 }
@@ -83,6 +85,9 @@ pub(super) struct Writer {
     pub(super) checkpointer: Option<super::checkpoint::Checkpointer>,
     /// Whether the last batch refused a write: the next one then starts with savepoints.
     pub(super) refusals: bool,
+    /// Nonces expiring at or before this may have been forgotten (`nonce_horizon`, read under
+    /// the write lock with each batch): a write consuming one is too late.
+    pub(super) nonce_horizon: Timestamp,
 }
 
 /// A batch applied, its transaction still open.
@@ -117,6 +122,7 @@ impl Writer {
                 match job {
                     Job::Commit(w, reply) => commits.push((w, reply)),
                     Job::Run(f) => f(&mut self.conn),
+                    Job::PruneNonces(limit, reply) => reply.send(self.prune_nonces(limit)),
                     Job::Shutdown(reply) => shutdown.push(reply),
                 }
                 if shutdown.is_empty() && commits.len() < self.max_batch {
@@ -242,24 +248,26 @@ impl Writer {
         // appended since our last batch, so the head and the last commit time are read from
         // the database, not cached. The commit time is taken only now, after any wait for the
         // lock, so a deadline is never judged against a time earlier than the commit.
-        let start_head =
-            match load_tail(&self.conn).and_then(|tail| Ok((tail, load_rebases(&self.conn)?))) {
-                Ok(((head, last_commit), rebases)) => {
-                    if rebases == self.rebases {
-                        self.last_commit = self.last_commit.max(last_commit);
-                    } else {
-                        // An operator rebased the floor (here or in another process): what this
-                        // writer remembers may be the poisoned floor.
-                        self.rebases = rebases;
-                        self.last_commit = last_commit;
-                    }
-                    head
+        let start_head = match load_tail(&self.conn).and_then(|tail| {
+            self.nonce_horizon = load_nonce_horizon(&self.conn)?;
+            Ok((tail, load_rebases(&self.conn)?))
+        }) {
+            Ok(((head, last_commit), rebases)) => {
+                if rebases == self.rebases {
+                    self.last_commit = self.last_commit.max(last_commit);
+                } else {
+                    // An operator rebased the floor (here or in another process): what this
+                    // writer remembers may be the poisoned floor.
+                    self.rebases = rebases;
+                    self.last_commit = last_commit;
                 }
-                Err(e) => {
-                    let _ = exec(&self.conn, "ROLLBACK");
-                    return Err(Abort::Failed(e));
-                }
-            };
+                head
+            }
+            Err(e) => {
+                let _ = exec(&self.conn, "ROLLBACK");
+                return Err(Abort::Failed(e));
+            }
+        };
         self.chain = Chain::resume(start_head);
         // One commit time per batch, checked against jumps and the floor (see
         // `CommitClock`); a batch with a rebase takes the clock's reading as it is.
@@ -284,19 +292,18 @@ impl Writer {
         let mut results = Vec::with_capacity(commits.len());
         let mut changed = Vec::new();
         for (prepared, _) in commits.iter_mut() {
-            let Prepared { write, row } = &mut **prepared;
             let head_before = self.chain.head();
             let outcome = if isolate {
-                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(write, row.as_ref(), at))
+                exec(&self.conn, "SAVEPOINT w").and_then(|()| self.apply(prepared, at))
             } else {
-                self.apply(write, row.as_ref(), at)
+                self.apply(prepared, at)
             };
             match outcome {
                 Ok(()) => {
                     if isolate {
                         let _ = exec(&self.conn, "RELEASE w");
                     }
-                    if let Some(t) = &write.ticket {
+                    if let Some(t) = &prepared.write.ticket {
                         changed.push(ticket_of(t).id());
                     }
                     results.push(Ok(self.chain.head()));
@@ -334,17 +341,23 @@ impl Writer {
     /// Applies one write (inside its savepoint, if any). Its audit records move into the
     /// chain and back into `write.audit`, so a write applied in a pass that is rolled back can
     /// be applied again, without copying the records.
-    fn apply(
-        &mut self,
-        write: &mut Write,
-        row: Option<&codec::TicketRow>,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        if let Some(limit) = write.valid_before {
-            if at >= limit {
-                return Err(StoreError::TooLate { at, limit });
+    ///
+    /// The ticket goes first: a compare-and-swap that fails on a write with a rebase has
+    /// changed nothing yet, so the write is replaced by its rebase on the stored ticket (see
+    /// [`Write::rebase`]) and applied as that.
+    fn apply(&mut self, prepared: &mut Prepared, at: Timestamp) -> Result<(), StoreError> {
+        check_limits(&prepared.write, at, self.nonce_horizon)?;
+        match prepared.write_ticket(&self.conn) {
+            Err(StoreError::VersionConflict { ticket, expected })
+                if prepared.write.rebase.is_some() =>
+            {
+                self.rebase(prepared, at, ticket, expected)?;
+                check_limits(&prepared.write, at, self.nonce_horizon)?;
+                prepared.write_ticket(&self.conn)?;
             }
+            other => other?,
         }
+        let write = &mut prepared.write;
         if let Some(agent) = &write.unless_frozen {
             if let Some(freeze) = freeze_covering(&self.conn, agent)? {
                 return Err(StoreError::Frozen {
@@ -355,9 +368,6 @@ impl Writer {
         }
         for nonce in &write.nonces {
             consume_nonce(&self.conn, nonce)?;
-        }
-        if let (Some(t), Some(row)) = (&write.ticket, row) {
-            write_ticket(&self.conn, t, row)?;
         }
         if let Some(d) = &write.decision {
             self.conn
@@ -448,6 +458,127 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+impl Writer {
+    /// Forgets at most `limit` nonces whose expiry is at or before the newest commit recorded
+    /// in the file, and raises the file's nonce horizon to the latest expiry forgotten. A write
+    /// carrying a forgotten nonce is refused as too late (see `check_limits`): its commit time
+    /// is past the nonce's expiry, and even if an operator stepped the commit floor back
+    /// ([`Write::rebase_clock`]) the horizon, which never goes back, still covers the nonce.
+    fn prune_nonces(&mut self, limit: usize) -> Result<usize, StoreError> {
+        exec(&self.conn, "BEGIN IMMEDIATE")?;
+        let pruned = load_tail(&self.conn).and_then(|(_, durable)| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let latest: Option<i64> = self
+                .conn
+                .prepare_cached(
+                    "SELECT max(expires_at) FROM (SELECT expires_at FROM nonces \
+                     WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![durable.as_unix_millis(), limit], |r| r.get(0))
+                })
+                .map_err(sql_err)?;
+            let Some(latest) = latest else { return Ok(0) };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO nonce_horizon (id, forgotten_before) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET \
+                     forgotten_before = max(forgotten_before, excluded.forgotten_before)",
+                )
+                .and_then(|mut s| s.execute(params![latest]))
+                .map_err(sql_err)?;
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM nonces WHERE nonce IN \
+                     (SELECT nonce FROM nonces WHERE expires_at <= ?1 LIMIT ?2)",
+                )
+                .and_then(|mut s| s.execute(params![latest, limit]))
+                .map_err(sql_err)
+        });
+        match pruned {
+            Ok(n) => exec(&self.conn, "COMMIT").map(|()| n),
+            Err(e) => {
+                let _ = exec(&self.conn, "ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces `prepared` by its rebase on the ticket as this transaction sees it, or answers
+    /// the version conflict the rebase declines.
+    fn rebase(
+        &self,
+        prepared: &mut Prepared,
+        at: Timestamp,
+        ticket: crate::id::TicketId,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let conflict = || StoreError::VersionConflict { ticket, expected };
+        let Some(rebase) = prepared.write.rebase.clone() else {
+            return Err(conflict());
+        };
+        let body: String = self
+            .conn
+            .prepare_cached("SELECT body FROM tickets WHERE id = ?1")
+            .and_then(|mut s| s.query_row(params![ticket.as_uuid().as_bytes()], |r| r.get(0)))
+            .map_err(sql_err)?;
+        let current = codec::ticket_from_body(&body)?;
+        let mut rebased = rebase.apply(&current, at).ok_or_else(conflict)?;
+        if let Some(t) = &rebased.ticket {
+            if ticket_of(t).id() != ticket {
+                return Err(StoreError::InvalidWrite(format!(
+                    "a rebase of a write on ticket {ticket} writes ticket {}",
+                    ticket_of(t).id()
+                )));
+            }
+        }
+        rebased.rebase = Some(rebase);
+        *prepared = Prepared::new(rebased)?;
+        Ok(())
+    }
+}
+
+impl Prepared {
+    /// Inserts or compare-and-swaps the write's ticket, if it has one.
+    fn write_ticket(&self, conn: &Connection) -> Result<(), StoreError> {
+        match (&self.write.ticket, &self.row) {
+            (Some(t), Some(row)) => write_ticket(conn, t, row),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuses a write committed at or after its limit, or at or after the expiry of a nonce it
+/// consumes (the store may forget a nonce once it expired), or consuming a nonce that expired
+/// at or before the `horizon` of forgotten nonces.
+fn check_limits(write: &Write, at: Timestamp, horizon: Timestamp) -> Result<(), StoreError> {
+    if let Some(forgotten) = write.nonces.iter().find(|n| n.expires <= horizon) {
+        return Err(StoreError::TooLate {
+            at: at.max(horizon),
+            limit: forgotten.expires,
+        });
+    }
+    let limit = write
+        .nonces
+        .iter()
+        .map(|n| n.expires)
+        .chain(write.valid_before)
+        .min();
+    match limit {
+        Some(limit) if at >= limit => Err(StoreError::TooLate { at, limit }),
+        _ => Ok(()),
+    }
+}
+
+/// The file's horizon of forgotten nonces (`EPOCH` when none was ever forgotten).
+fn load_nonce_horizon(conn: &Connection) -> Result<Timestamp, StoreError> {
+    let forgotten: Option<i64> = conn
+        .prepare_cached("SELECT forgotten_before FROM nonce_horizon WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(sql_err)?;
+    Ok(forgotten.map_or(Timestamp::EPOCH, Timestamp::from_unix_millis))
 }
 
 /// How a freeze's scope is stored.
@@ -625,14 +756,15 @@ fn write_ticket(
             }
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO tickets (id, agent, idempotency_key, state, version, digest, \
-                     created_at, updated_at, due_at, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO tickets (id, agent, principal, idempotency_key, state, \
+                     version, digest, created_at, updated_at, due_at, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
                         row.id,
                         row.agent,
+                        row.principal,
                         row.key,
                         row.state,
                         row.version,
@@ -648,8 +780,9 @@ fn write_ticket(
                 Err(e) if is_constraint(&e) => {
                     let existing: Option<Vec<u8>> = conn
                         .query_row(
-                            "SELECT id FROM tickets WHERE agent = ?1 AND idempotency_key = ?2",
-                            params![row.agent, row.key],
+                            "SELECT id FROM tickets \
+                             WHERE agent = ?1 AND principal = ?2 AND idempotency_key = ?3",
+                            params![row.agent, row.principal, row.key],
                             |r| r.get(0),
                         )
                         .optional()
