@@ -15,6 +15,8 @@ pub mod token;
 
 // Ports, adapters and the facade.
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod engine;
 mod failpoint;
 pub mod notify;

@@ -38,7 +38,6 @@
 //! (`CRASH_SEED=<n>` picks another sequence of random positions).
 #![cfg(all(feature = "failpoints", feature = "sqlite"))]
 
-mod common;
 mod rng;
 use rng::Rng;
 
@@ -49,9 +48,9 @@ use std::process::Command;
 
 use agent_handoff::audit::{kind, Actor, AuditRecord};
 use agent_handoff::backend::{NonceUse, Write};
+use agent_handoff::conformance::fixtures::*;
 use agent_handoff::ticket::{StateName, Ticket};
 use agent_handoff::{SqliteStore, Store, TicketId};
-use common::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -1,37 +1,83 @@
-//! The bundled SQLite store: the store conformance suite on a file and in memory, then what is
-//! specific to SQLite — append-only triggers under raw SQL, the schema version guard, WAL,
-//! online backup, reader threads, several stores (processes) on one file, the commit listener.
+//! The bundled SQLite store: the public store conformance suite on a file and in memory, then
+//! what is specific to SQLite — append-only triggers under raw SQL, the schema version guard,
+//! WAL, online backup, reader threads, several stores (processes) on one file.
 //!
 //! Not tested: `synchronous` is a per-connection setting and the store exposes no accessor for
 //! its writer connection, so a second connection cannot observe it.
 #![cfg(feature = "sqlite")]
 
-#[macro_use]
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use agent_handoff::audit::{Checkpoint, CheckpointKey, Verifier};
 use agent_handoff::backend::{FreezeChange, TicketFilter, Write};
+use agent_handoff::conformance::fixtures::*;
+use agent_handoff::conformance::{Env, Harness, Misfile};
 use agent_handoff::{
     FreezeScope, ManualClock, SqliteOptions, SqliteStore, Store, StoreError, TicketId,
 };
-use common::store_conformance::Env;
-use common::*;
 
-store_conformance!(sqlite_file, durable, |env: Env| async move {
-    let options = SqliteOptions::new().with_clock(env.clock());
-    SqliteStore::open_with(env.path("store.sqlite3"), options)
-        .await
-        .unwrap()
-});
+/// The file store: durable, with commit listeners, and index columns a raw connection can
+/// misfile.
+fn sqlite_file() -> Harness {
+    Harness::new(|env: Env| async move { file_store(&env).await })
+        .durable()
+        .with_commit_listeners()
+        .with_misfile(|env: Env, seq: u64, edit: Misfile| async move { misfile(&env, seq, edit) })
+}
 
-store_conformance!(sqlite_memory, |env: Env| async move {
-    SqliteStore::in_memory_with(SqliteOptions::new().with_clock(env.clock()))
-        .await
+agent_handoff::store_conformance!(sqlite_file, sqlite_file());
+
+agent_handoff::store_conformance!(
+    sqlite_memory,
+    Harness::new(|env: Env| async move {
+        SqliteStore::in_memory_with(SqliteOptions::new().with_clock(env.clock()))
+            .await
+            .unwrap()
+    })
+    .with_commit_listeners()
+);
+
+/// Edits an index column of event `seq` in the (shut down) file store of `env`, through a
+/// connection of its own with the append-only triggers lifted for the edit.
+fn misfile(env: &Env, seq: u64, edit: Misfile) {
+    use rusqlite::types::Value;
+    let (column, value) = match edit {
+        Misfile::Ticket(ticket) => (
+            "ticket_id",
+            ticket.map_or(Value::Null, |t| {
+                Value::Blob(t.as_uuid().as_bytes().to_vec())
+            }),
+        ),
+        Misfile::Kind(kind) => ("kind", Value::Text(kind)),
+        Misfile::At(at) => ("at", Value::Integer(at.as_unix_millis())),
+        other => panic!("no such column to misfile: {other:?}"),
+    };
+    let mut conn = raw(env);
+    let tx = conn.transaction().unwrap();
+    let triggers: Vec<String> = tx
+        .prepare(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'",
+        )
         .unwrap()
-});
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tx.execute_batch("DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;")
+        .unwrap();
+    let n = tx
+        .execute(
+            &format!("UPDATE audit_events SET {column} = ?1 WHERE seq = ?2"),
+            rusqlite::params![value, seq as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "event {seq} exists");
+    for sql in triggers {
+        tx.execute_batch(&sql).unwrap();
+    }
+    tx.commit().unwrap();
+}
 
 async fn file_store(env: &Env) -> SqliteStore {
     SqliteStore::open_with(
@@ -403,42 +449,6 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
     }
 }
 
-#[tokio::test]
-async fn the_commit_listener_hears_each_changed_ticket_once_durable() {
-    let env = Env::new();
-    let store = file_store(&env).await;
-    let heard: Arc<Mutex<Vec<TicketId>>> = Arc::default();
-    let sink = Arc::clone(&heard);
-    store.on_commit(Arc::new(move |ids: &[TicketId]| {
-        sink.lock().unwrap().extend_from_slice(ids)
-    }));
-    let p = propose("agent-a", "a", review(), ts(T0));
-    store.commit(insert(&p)).await.unwrap();
-    let next = approve(&p.ticket, "alice", ts(T0));
-    store.commit(update(&p.ticket, &next)).await.unwrap();
-    // A refused write and a write without a ticket are not heard.
-    store.commit(update(&p.ticket, &next)).await.unwrap_err();
-    store
-        .commit(Write::new().with_audit_records(vec![marker(1, ts(T0))]))
-        .await
-        .unwrap();
-    assert_eq!(*heard.lock().unwrap(), vec![p.ticket.id(), p.ticket.id()]);
-
-    // A listener that panics does not take the writer down.
-    store.on_commit(Arc::new(|_: &[TicketId]| panic!("listener bug")));
-    let q = propose("agent-a", "b", review(), ts(T0));
-    store.commit(insert(&q)).await.unwrap();
-    let r = propose("agent-a", "c", review(), ts(T0));
-    store.commit(insert(&r)).await.unwrap();
-    assert!(store.ticket(r.ticket.id()).await.unwrap().is_some());
-    store.shutdown().await.unwrap();
-}
-
-/// A file written by the schema before requester-scoped keys (version 2, `UNIQUE (agent,
-/// idempotency_key)`) is migrated in place: its tickets keep everything, their principal is
-/// read from the ticket, and the key of an agent acting for one principal no longer blocks
-/// the same agent acting for another, or for none. Decisions and outbox rows still belong
-/// to their tickets.
 #[tokio::test]
 async fn a_version_2_file_is_migrated_to_requester_scoped_keys() {
     let env = Env::new();

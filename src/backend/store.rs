@@ -25,8 +25,7 @@ use crate::timestamp::Timestamp;
 /// One [`commit`](Store::commit) is one atomic write: the ticket (insert, or compare-and-swap
 /// on its version), the audit records (chained onto the current head by the store) with their
 /// texts, erasures of texts, outbox rows and single-use nonces, freezes set or lifted — all or
-/// nothing. Implementations must pass the conformance suite in
-/// `tests/common/store_conformance.rs` unchanged.
+/// nothing. Implementations must pass the store conformance suite unchanged (see below).
 ///
 /// **Time.** A store is opened with the `Handoff`'s clock ([`clock`](Store::clock)) and stamps
 /// every commit with [`CommitClock`](crate::backend::CommitClock)'s rule: the later of the
@@ -71,6 +70,98 @@ use crate::timestamp::Timestamp;
 /// (a horizon that never goes back).
 ///
 /// Object safe, `Send + Sync`; the facade holds an `Arc<dyn Store>`.
+///
+/// # The conformance suite
+///
+/// The contract is written once as a test suite, public behind the `conformance` feature
+/// (module `agent_handoff::conformance`): one rule per obligation, each reported by name when
+/// a store breaks it. The bundled SQLite store runs it unchanged, on a file and in memory; a
+/// store of yours runs it from its tests — with `store_conformance!(name, harness)` (one
+/// `#[test]` per rule), or with `conformance::run` as here, where an integrator's store (one
+/// that counts its commits and keeps its data in SQLite) passes the whole suite:
+///
+#[cfg_attr(all(feature = "conformance", feature = "sqlite"), doc = "```")]
+#[cfg_attr(
+    not(all(feature = "conformance", feature = "sqlite")),
+    doc = "```ignore"
+)]
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// use agent_handoff::backend::{Committed, Write};
+/// use agent_handoff::conformance::{self, Env, Harness};
+/// use agent_handoff::{Clock, SqliteOptions, SqliteStore, Store, StoreError};
+/// # use agent_handoff::audit::{AuditEvent, ChainHead, Checkpoint, RawEvent, TextRow};
+/// # use agent_handoff::backend::{
+/// #     CommitListener, DecisionRow, Freeze, OutboxEntry, StoreHealth, TicketFilter, TicketPage,
+/// # };
+/// # use agent_handoff::action::{IdempotencyKey, Requester};
+/// # use agent_handoff::ticket::Ticket;
+/// # use agent_handoff::{TicketId, Timestamp};
+///
+/// #[derive(Debug)]
+/// struct CountingStore {
+///     inner: SqliteStore,
+///     commits: AtomicU64,
+/// }
+///
+/// #[async_trait::async_trait]
+/// impl Store for CountingStore {
+///     fn contract_version(&self) -> u32 {
+///         4 // the contract this store was written and tested against, as a literal
+///     }
+///
+///     async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
+///         let committed = self.inner.commit(write).await?;
+///         self.commits.fetch_add(1, Ordering::Relaxed);
+///         Ok(committed)
+///     }
+///
+///     fn clock(&self) -> Arc<dyn Clock> {
+///         self.inner.clock()
+///     }
+///
+///     // … every other method, delegating to `inner` …
+/// #   async fn freezes(&self) -> Result<Vec<Freeze>, StoreError> { self.inner.freezes().await }
+/// #   async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>, StoreError> { self.inner.ticket(id).await }
+/// #   async fn ticket_by_key(&self, requester: &Requester, key: &IdempotencyKey) -> Result<Option<Ticket>, StoreError> { self.inner.ticket_by_key(requester, key).await }
+/// #   async fn prune_nonces(&self, limit: usize) -> Result<usize, StoreError> { self.inner.prune_nonces(limit).await }
+/// #   async fn list_tickets(&self, filter: &TicketFilter) -> Result<TicketPage, StoreError> { self.inner.list_tickets(filter).await }
+/// #   async fn decisions(&self, ticket: TicketId) -> Result<Vec<DecisionRow>, StoreError> { self.inner.decisions(ticket).await }
+/// #   async fn audit_events(&self, from: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> { self.inner.audit_events(from, limit).await }
+/// #   async fn ticket_audit_page(&self, ticket: TicketId, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> { self.inner.ticket_audit_page(ticket, after, limit).await }
+/// #   async fn audit_texts(&self, from: u64, to: u64) -> Result<Vec<TextRow>, StoreError> { self.inner.audit_texts(from, to).await }
+/// #   async fn audit_head(&self) -> Result<ChainHead, StoreError> { self.inner.audit_head().await }
+/// #   async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<TicketId>, StoreError> { self.inner.due(now, limit).await }
+/// #   async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> { self.inner.save_checkpoint(checkpoint).await }
+/// #   async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> { self.inner.latest_checkpoint().await }
+/// #   async fn checkpoints(&self, from: u64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> { self.inner.checkpoints(from, limit).await }
+/// #   async fn claim_outbox(&self, now: Timestamp, lease: std::time::Duration, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.claim_outbox(now, lease, limit).await }
+/// #   async fn ticket_outbox(&self, ticket: TicketId) -> Result<Vec<OutboxEntry>, StoreError> { self.inner.ticket_outbox(ticket).await }
+/// #   async fn outbox_receipt(&self, ticket: TicketId, channel: &str) -> Result<Option<serde_json::Value>, StoreError> { self.inner.outbox_receipt(ticket, channel).await }
+/// #   async fn health(&self) -> Result<StoreHealth, StoreError> { self.inner.health().await }
+/// #   async fn shutdown(&self) -> Result<(), StoreError> { self.inner.shutdown().await }
+/// #   fn on_commit(&self, listener: CommitListener) { self.inner.on_commit(listener) }
+/// }
+///
+/// // How the suite opens the store: in the `Env` of each rule, stamping commits with its
+/// // clock; opening the same `Env` again reopens the same data.
+/// let harness = Harness::new(|env: Env| async move {
+///     let options = SqliteOptions::new().with_clock(env.clock());
+///     CountingStore {
+///         inner: SqliteStore::open_with(env.path("store.sqlite3"), options).await.unwrap(),
+///         commits: AtomicU64::new(0),
+///     }
+/// })
+/// .durable()
+/// .with_commit_listeners();
+///
+/// let runtime = tokio::runtime::Builder::new_multi_thread().enable_time().build()?;
+/// let report = runtime.block_on(conformance::run(&harness));
+/// report.assert_passed();
+/// assert!(report.failed().is_empty());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 ///
 /// Every object in a [`Write`] this store does not know how to apply must refuse the whole
 /// write with [`StoreError::InvalidWrite`] (the parts are `#[non_exhaustive]`: match them with

@@ -1,27 +1,26 @@
-//! Shared helpers for the store tests: tickets built through the pure core (`open` + `apply`
-//! with fixed rulings), writes, clocks and chain reading.
+//! Building blocks for store tests: tickets made by the pure core (`open` and `apply` with
+//! fixed rulings, so no policy or facade is involved), the writes that store them, clocks, and
+//! reading the chain back.
 //!
-//! Each test binary uses part of this module, hence `dead_code` and `unused_macros` are
-//! allowed here.
-#![allow(dead_code, unused_macros)]
-
-#[macro_use]
-pub mod store_conformance;
+//! The contract [`rules`](super::rules) are written with these; a store's own tests (what is
+//! specific to that backend) can use them too. Everything here panics on failure: these are
+//! test helpers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_handoff::action::{ActionRequest, Requester};
-use agent_handoff::audit::{verify, Actor, AuditRecord, RawEvent, VerifySummary};
-use agent_handoff::backend::{DecisionRow, NonceUse, OutboxRow, TicketWrite, Write};
-use agent_handoff::policy::{
-    Outcome, PolicyHash, PolicyRef, ReviewPlan, ReviewRequirement, Ruling,
-};
-use agent_handoff::ticket::{
+use crate::action::{ActionRequest, Requester};
+use crate::audit::{verify, Actor, AuditRecord, RawEvent, VerifySummary};
+use crate::backend::{Clock, ManualClock, Store};
+use crate::backend::{DecisionRow, NonceUse, OutboxRow, TicketWrite, Write};
+use crate::id::{AgentId, GroupName, PersonId, TicketId};
+use crate::policy::{Outcome, PolicyHash, PolicyRef, ReviewPlan, ReviewRequirement, Ruling};
+use crate::ticket::{
     apply, open, Event, LeaseId, PrincipalCheck, Reviewer, Ticket, Transition, Verdict,
 };
-use agent_handoff::{AgentId, Clock, GroupName, ManualClock, PersonId, Store, TicketId, Timestamp};
+use crate::timestamp::Timestamp;
+use async_trait::async_trait;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -34,18 +33,22 @@ pub const REVIEW_DEADLINE: Duration = Duration::from_secs(60);
 /// How long an `allow` ruling's grant lasts.
 pub const GRANT_TTL: Duration = Duration::from_secs(30);
 
+/// The instant `ms` milliseconds after the Unix epoch.
 pub fn ts(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(ms)
 }
 
+/// An agent id (panics if `name` is not a valid one).
 pub fn agent(name: &str) -> AgentId {
     AgentId::new(name).unwrap()
 }
 
+/// A person id (panics if `name` is not a valid one).
 pub fn person(name: &str) -> PersonId {
     PersonId::new(name).unwrap()
 }
 
+/// A group name (panics if `name` is not a valid one).
 pub fn group(name: &str) -> GroupName {
     GroupName::new(name).unwrap()
 }
@@ -326,6 +329,7 @@ pub struct SteppingClock {
 }
 
 impl SteppingClock {
+    /// A clock reading `start`.
     pub fn new(start: Timestamp) -> Self {
         Self {
             now: Arc::new(Mutex::new(start)),
@@ -340,7 +344,7 @@ impl SteppingClock {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl Clock for SteppingClock {
     fn now(&self) -> Timestamp {
         *self.now.lock().unwrap()
